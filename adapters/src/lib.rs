@@ -1,0 +1,1 @@
+//! The adapter boundary between the hub and department systems; filled by the delivery issue (#3).

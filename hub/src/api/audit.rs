@@ -1,0 +1,155 @@
+//! Endpoints over the audit chain: export for auditors, verification (counts and digests only,
+//! so ops and the vendor may call it), and the citizen portal's access log.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use crate::catalog::{formats, Violation};
+use crate::config::Role;
+use crate::ledger::{Action, NewEntry};
+use crate::policy::Principal;
+
+/// Query of the export.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+}
+
+async fn require_role(
+    state: &AppState,
+    who: &Principal,
+    roles: &[Role],
+    what: &str,
+) -> Result<(), ApiError> {
+    if who.role().is_some_and(|r| roles.contains(&r)) {
+        return Ok(());
+    }
+    Err(state
+        .refuse(
+            who,
+            format!("{what} is not available to {}", who.kind()),
+            Context::default(),
+        )
+        .await)
+}
+
+/// `GET /v1/audit?after=SEQ&limit=N` (auditor).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(("after" = Option<u64>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "Entries after the sequence number (auditor)")))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    require_role(&state, &who, &[Role::Auditor], "the audit log").await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = state.store.audit_after(q.after, limit).await?;
+    let entry = NewEntry {
+        detail: Some(
+            json!({ "export": { "after": q.after, "limit": limit, "count": entries.len() } }),
+        ),
+        ..NewEntry::new(who.id(), Action::Admin, "ok")
+    };
+    state.store.audit(entry).await?;
+    let next = entries.last().map_or(q.after, |e| e.seq);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "entries": entries, "next_after": next }),
+    ))
+}
+
+/// `GET /v1/audit/verify` (auditor, ops, vendor).
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "Chain verification: counts and digests only")))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    require_role(
+        &state,
+        &who,
+        &[Role::Auditor, Role::Ops, Role::Vendor],
+        "audit verification",
+    )
+    .await?;
+    let body = match state.store.verify_audit().await? {
+        Ok(r) => json!({
+            "ok": true, "entries": r.entries, "head_seq": r.head_seq,
+            "head_digest": r.head_digest, "checkpoints": r.checkpoints,
+        }),
+        Err(b) => json!({ "ok": false, "first_bad_seq": b.seq, "reason": b.reason }),
+    };
+    let entry = NewEntry {
+        detail: Some(json!({ "verify": body["ok"] })),
+        ..NewEntry::new(who.id(), Action::Admin, "ok")
+    };
+    state.store.audit(entry).await?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogRequest {
+    subject: Value,
+}
+
+/// `POST /v1/access-log` (portal): who read or received this person's records, when, for what.
+#[utoipa::path(post, path = "/v1/access-log", tag = "audit",
+    request_body(content = Object, content_type = "application/json", description = "{\"subject\"}"),
+    responses((status = 200, description = "Who read or received this person's records (portal)")))]
+pub async fn access_log(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&state, &who, &[Role::Portal], "the access log").await?;
+    let bytes = read_body(&headers, body, 16 * 1024, is_json, "application/json").await?;
+    let invalid = || {
+        ApiError::InvalidRequest(
+            "the body must be {\"subject\": resident ID or credit code}".into(),
+            vec![Violation {
+                pointer: "/subject".into(),
+                message: "must be a valid resident ID number or unified social credit code".into(),
+            }],
+        )
+    };
+    let req: AccessLogRequest =
+        serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
+    let subject = req.subject.as_str().unwrap_or_default();
+    if !(formats::is_resident_id(subject) || formats::is_uscc(subject)) {
+        return Err(invalid());
+    }
+    let hash = state.keys.subject_hash(subject);
+    let entries = state.store.audit_by_subject(&hash, 1000).await?;
+    let accesses: Vec<Value> = entries
+        .iter()
+        .filter(|e| matches!(e.action.as_str(), "read" | "lookup" | "deliver"))
+        .map(|e| {
+            let name = state.config.department(&e.actor).map(|d| d.name.clone());
+            json!({
+                "time": e.time, "department": e.actor, "department_name": name, "action": e.action,
+                "record_type": e.record_type, "purpose": e.purpose, "audit_seq": e.seq,
+            })
+        })
+        .collect();
+    let entry = NewEntry {
+        subjects: vec![hash],
+        detail: Some(json!({ "accesses": accesses.len() })),
+        ..NewEntry::new(who.id(), Action::AccessLog, "ok")
+    };
+    state.store.audit(entry).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "count": accesses.len(), "accesses": accesses }),
+    ))
+}

@@ -1,0 +1,292 @@
+//! The HTTP API (CONTRACT.md): one `Clone` state, one router, the authentication middleware that
+//! turns the connection's certificate (or a bearer token) into a `Principal`, and a last layer that
+//! makes every error — including axum's own rejections — an RFC 9457 problem.
+
+pub(crate) mod audit;
+pub(crate) mod meta;
+pub mod problem;
+pub(crate) mod records;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::ledger::keys::HubKeys;
+use crate::ledger::{Action, NewEntry};
+use crate::policy::{Directory, Policy, Principal};
+use crate::store::Store;
+pub use problem::ApiError;
+
+/// Everything a request handler may use.
+pub struct Hub {
+    /// The checked configuration.
+    pub config: Config,
+    /// Record types with compiled validators.
+    pub catalog: Catalog,
+    /// Grants.
+    pub policy: Policy,
+    /// Known principals.
+    pub directory: Directory,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Subject-hash and checkpoint keys.
+    pub keys: Arc<HubKeys>,
+}
+
+/// The router's state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Hub>);
+
+impl std::ops::Deref for AppState {
+    type Target = Hub;
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
+}
+
+/// What the TLS layer learnt about the connection, attached to every request on it.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// CN of the verified client certificate, if one was presented.
+    pub common_name: Option<String>,
+}
+
+/// Where a refusal happened, for its audit entry.
+#[derive(Default)]
+pub struct Context<'a> {
+    record_type: Option<&'a str>,
+    record_key: Option<&'a str>,
+    purpose: Option<&'a str>,
+}
+
+impl AppState {
+    /// Audits a refusal, then returns the 403 to send. Fails closed: when the refusal cannot be
+    /// audited the caller gets 503, not a silent 403.
+    pub async fn refuse(&self, who: &Principal, reason: String, ctx: Context<'_>) -> ApiError {
+        let entry = NewEntry {
+            record_type: ctx.record_type.map(str::to_owned),
+            record_key: ctx.record_key.map(str::to_owned),
+            purpose: ctx.purpose.map(str::to_owned),
+            detail: Some(serde_json::json!({ "status": 403, "reason": reason })),
+            ..NewEntry::new(who.id(), Action::Deny, "forbidden")
+        };
+        match self.store.audit(entry).await {
+            Ok(_) => {
+                tracing::info!(principal = who.id(), reason = %reason, "request refused");
+                ApiError::Forbidden(reason)
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Today in the hub's time zone (grant expiry is a local date).
+    pub fn today(&self) -> chrono::NaiveDate {
+        chrono::Utc::now()
+            .with_timezone(&self.config.timezone())
+            .date_naive()
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
+    Router::new()
+        .route("/v1/records/{type}", post(records::publish))
+        .route("/v1/batch/{type}", post(records::batch))
+        .route("/v1/records/{type}/{key}", get(records::read))
+        .route("/v1/records/{type}/{key}/history", get(records::history))
+        .route("/v1/lookup", post(records::lookup))
+        .route("/v1/catalog", get(meta::catalog))
+        .route("/v1/schemas/{type}", get(meta::schema_latest))
+        .route("/v1/schemas/{type}/{version}", get(meta::schema_version))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/access-log", post(audit::access_log))
+        .route("/openapi.json", get(meta::openapi))
+        .route("/livez", get(meta::livez))
+        .route("/readyz", get(meta::readyz))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .layer(from_fn(move |req: Request, next: Next| {
+            deadline(timeout, req, next)
+        }))
+        .layer(from_fn(problemize))
+        .with_state(state)
+}
+
+const PUBLIC: [&str; 2] = ["/livez", "/readyz"];
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if PUBLIC.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let cn = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.common_name.clone());
+    let principal = cn
+        .as_deref()
+        .and_then(|cn| state.directory.by_common_name(cn).cloned())
+        .or_else(|| bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned()));
+    match principal {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => {
+            // A certificate from our CA whose CN is no longer configured is named; otherwise the
+            // caller is anonymous. Either way the refusal is on the record.
+            let actor = cn.map_or_else(|| "anonymous".to_owned(), |cn| format!("unknown:{cn}"));
+            let entry = NewEntry {
+                detail: Some(serde_json::json!({
+                    "status": 401,
+                    "method": req.method().as_str(),
+                    "path": crate::mask::scrub(req.uri().path()),
+                })),
+                ..NewEntry::new(actor, Action::Deny, "unauthenticated")
+            };
+            match state.store.audit(entry).await {
+                Ok(_) => ApiError::Unauthenticated.into_response(),
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        }
+    }
+}
+
+async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request took longer than {} s",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+/// Rewrites any error response that is not yet problem+json (axum's extractor rejections, 405)
+/// into one, keeping its status.
+async fn problemize(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(problem::PROBLEM_JSON.as_bytes()));
+    if status.as_u16() < 400 || is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = crate::mask::scrub(String::from_utf8_lossy(&text).trim());
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        detail
+    };
+    let body = serde_json::json!({
+        "type": format!("urn:conghua-hub:problem:http-{}", status.as_u16()),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = (status, body.to_string()).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(problem::PROBLEM_JSON),
+    );
+    resp
+}
+
+/// The media type of a request, lowercased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// True for `application/json` and `application/*+json`.
+fn is_json(media: &str) -> bool {
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// Checks the media type, then reads at most `limit` bytes.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    accepts: fn(&str) -> bool,
+    expected: &str,
+) -> Result<Bytes, ApiError> {
+    match media_type(headers) {
+        Some(m) if accepts(&m) => {}
+        Some(m) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected {expected}, got {m}"
+            )))
+        }
+        None => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected {expected}; Content-Type is missing"
+            )))
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BadRequest("the request body could not be read".into())
+        }
+    })
+}
+
+/// Parses JSON, naming line and column (never the content) when it is not JSON.
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "the body ends before the JSON value does",
+            serde_json::error::Category::Syntax => "the body is not valid JSON",
+            serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                "the body cannot be read as JSON"
+            }
+        };
+        ApiError::BadRequest(format!("{what} (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+/// `StatusCode` of a successful JSON answer with a body.
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}

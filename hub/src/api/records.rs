@@ -1,0 +1,557 @@
+//! The department endpoints over records: publish, batch, read, history and lookup. The write
+//! path is: owner check → media type → size → JSON → schema → key and subjects → canonical digest
+//! → idempotency → one durable commit → receipt. The read path audits before it answers.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use crate::catalog::pointer::project;
+use crate::catalog::{formats, RecordType, Violation};
+use crate::config::{is_kebab, Role};
+use crate::ledger::{Action, NewEntry};
+use crate::policy::{Access, Principal};
+use crate::store::{NewVersion, Published, RecordVersion};
+
+fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, ApiError> {
+    state
+        .catalog
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no record type {id:?}")))
+}
+
+async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), ApiError> {
+    if matches!(who, Principal::Department(d) if *d == t.owner) {
+        return Ok(());
+    }
+    let reason = format!("only {} may publish {}", t.owner, t.id);
+    Err(state
+        .refuse(
+            who,
+            reason,
+            Context {
+                record_type: Some(&t.id),
+                ..Default::default()
+            },
+        )
+        .await)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
+    text.map(|s| Some(s.to_owned())).ok_or_else(|| {
+        ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+    })
+}
+
+/// Validates one record and prepares its version, or explains every problem.
+fn prepare(
+    state: &AppState,
+    t: &RecordType,
+    who: &Principal,
+    bytes: &[u8],
+    idempotency: Option<String>,
+) -> Result<NewVersion, ApiError> {
+    let doc = parse_json(bytes)?;
+    let mut violations = t.violations(&doc);
+    let key = match t.key_of(&doc) {
+        Ok(k) => Some(k),
+        Err(v) => {
+            if !violations.iter().any(|x| x.pointer == v.pointer) {
+                violations.push(v);
+            }
+            None
+        }
+    };
+    let (Some(key), true) = (key, violations.is_empty()) else {
+        return Err(ApiError::Invalid(violations));
+    };
+    // Canonical JSON (RFC 8785): the same record always has the same digest, however it was spaced.
+    let canonical = serde_jcs::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
+    let subjects: Vec<String> = t
+        .subjects_of(&doc)
+        .iter()
+        .map(|s| state.keys.subject_hash(s))
+        .collect();
+    let request_digest = hex::encode(Sha256::digest(format!("{}\n{canonical}", t.id).as_bytes()));
+    Ok(NewVersion {
+        record_type: t.id.clone(),
+        key: key.clone(),
+        schema_version: t.schema_version,
+        canonical,
+        digest,
+        publisher: who.id().to_owned(),
+        subjects: subjects.clone(),
+        idempotency: idempotency.map(|k| (k, request_digest)),
+        audit: NewEntry {
+            record_type: Some(t.id.clone()),
+            record_key: Some(key),
+            subjects,
+            ..NewEntry::new(who.id(), Action::Publish, "ok")
+        },
+    })
+}
+
+/// `POST /v1/records/{type}`.
+#[utoipa::path(post, path = "/v1/records/{type}", tag = "records",
+    params(("type" = String, Path, description = "Record type id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the original receipt")),
+    request_body(content = Object, content_type = "application/json", description = "One record of the type's schema"),
+    responses((status = 201, description = "Durable", body = crate::store::Receipt),
+              (status = 200, description = "Idempotent replay", body = crate::store::Receipt),
+              (status = 400, body = crate::openapi::Problem), (status = 401, body = crate::openapi::Problem),
+              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
+              (status = 409, body = crate::openapi::Problem), (status = 413, body = crate::openapi::Problem),
+              (status = 415, body = crate::openapi::Problem), (status = 422, body = crate::openapi::Problem)))]
+pub async fn publish(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(type_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = record_type(&state, &type_id)?;
+    require_owner(&state, &who, t).await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        state.config.server.max_body_bytes,
+        is_json,
+        "application/json",
+    )
+    .await?;
+    let version = prepare(&state, t, &who, &bytes, idempotency_key(&headers)?)?;
+    let outcome = state.store.publish(vec![version]).await?.pop();
+    match outcome {
+        Some(Ok(Published::Created(receipt))) => {
+            tracing::info!(department = who.id(), record_type = %receipt.record_type, version = receipt.version,
+                audit_seq = receipt.audit_seq, "record published");
+            let location = format!("/v1/records/{}/{}", receipt.record_type, receipt.key);
+            let mut resp = json_response(StatusCode::CREATED, &receipt);
+            if let Ok(v) = location.parse() {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(resp)
+        }
+        Some(Ok(Published::Replayed(receipt))) => Ok(json_response(StatusCode::OK, &receipt)),
+        Some(Ok(Published::Conflict)) => Err(ApiError::Conflict(
+            "this Idempotency-Key was already used with a different body".into(),
+        )),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ApiError::Internal("the store returned no outcome".into())),
+    }
+}
+
+fn is_ndjson(media: &str) -> bool {
+    matches!(
+        media,
+        "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/jsonlines"
+    )
+}
+
+#[derive(Serialize)]
+struct LineResult {
+    line: usize,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<crate::store::Receipt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<Value>,
+}
+
+/// `POST /v1/batch/{type}`: one result per line, in order; valid lines are stored even when
+/// others fail, all in one group commit. With an `Idempotency-Key`, line N uses `KEY:N`.
+#[utoipa::path(post, path = "/v1/batch/{type}", tag = "records",
+    params(("type" = String, Path, description = "Record type id")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "One record a line"),
+    responses((status = 200, description = "One result per line, in order: receipt or problem")))]
+pub async fn batch(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(type_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = record_type(&state, &type_id)?;
+    require_owner(&state, &who, t).await?;
+    let limits = &state.config.server;
+    let bytes = read_body(
+        &headers,
+        body,
+        limits.max_batch_bytes,
+        is_ndjson,
+        "application/x-ndjson",
+    )
+    .await?;
+    let base_key = idempotency_key(&headers)?;
+    let mut results: Vec<LineResult> = Vec::new();
+    let mut pending: Vec<(usize, NewVersion)> = Vec::new();
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let lines = match lines.last() {
+        Some(last) if last.iter().all(u8::is_ascii_whitespace) => &lines[..lines.len() - 1],
+        _ => &lines[..],
+    };
+    if lines.len() > limits.max_batch_lines {
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds at most {} lines",
+            limits.max_batch_lines
+        )));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let idem = base_key.as_ref().map(|k| format!("{k}:{n}"));
+        let result = if line.iter().all(u8::is_ascii_whitespace) {
+            Err(ApiError::BadRequest("empty line".into()))
+        } else {
+            prepare(&state, t, &who, line, idem)
+        };
+        match result {
+            Ok(v) => {
+                pending.push((results.len(), v));
+                results.push(LineResult {
+                    line: n,
+                    status: 0,
+                    receipt: None,
+                    problem: None,
+                });
+            }
+            Err(e) => results.push(LineResult {
+                line: n,
+                status: e.parts().0.as_u16(),
+                receipt: None,
+                problem: Some(e.body()),
+            }),
+        }
+    }
+    let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
+    let outcomes = if versions.is_empty() {
+        Vec::new()
+    } else {
+        state.store.publish(versions).await?
+    };
+    let mut stored = 0usize;
+    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        let r = &mut results[slot];
+        match outcome {
+            Ok(Published::Created(receipt)) => {
+                stored += 1;
+                r.status = 201;
+                r.receipt = Some(receipt);
+            }
+            Ok(Published::Replayed(receipt)) => {
+                r.status = 200;
+                r.receipt = Some(receipt);
+            }
+            Ok(Published::Conflict) => {
+                let e = ApiError::Conflict(
+                    "this Idempotency-Key was already used with a different body".into(),
+                );
+                r.status = 409;
+                r.problem = Some(e.body());
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                r.status = e.parts().0.as_u16();
+                r.problem = Some(e.body());
+            }
+        }
+    }
+    tracing::info!(department = who.id(), record_type = %t.id, lines = results.len(), stored, "batch published");
+    let failed = results.iter().filter(|r| r.status >= 400).count();
+    let wants_ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("ndjson"));
+    if wants_ndjson {
+        let mut out = Vec::new();
+        for r in &results {
+            serde_json::to_writer(&mut out, r).map_err(|e| ApiError::Internal(e.to_string()))?;
+            out.push(b'\n');
+        }
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            out,
+        )
+            .into_response());
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "stored": stored, "failed": failed, "results": results }),
+    ))
+}
+
+/// Query of a read.
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    purpose: Option<String>,
+}
+
+fn check_purpose(purpose: Option<&str>) -> Result<(), ApiError> {
+    match purpose {
+        Some(p) if !is_kebab(p) => Err(ApiError::BadRequest(
+            "purpose must be a kebab-case word such as income-tax-deduction".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn view(v: &RecordVersion, access: &Access) -> Value {
+    match access {
+        Access::Full => json!({
+            "type": v.record_type, "key": v.key, "version": v.version, "schema_version": v.schema_version,
+            "digest": v.digest, "publisher": v.publisher, "received_at": v.received_at,
+            "projected": false, "data": v.payload,
+        }),
+        // The digest covers fields the reader may not see, so it is left out of projections.
+        Access::Fields(fields) => json!({
+            "type": v.record_type, "key": v.key, "version": v.version, "schema_version": v.schema_version,
+            "publisher": v.publisher, "received_at": v.received_at,
+            "projected": true, "data": project(&v.payload, fields),
+        }),
+    }
+}
+
+/// `GET /v1/records/{type}/{key}?purpose=P`.
+#[utoipa::path(get, path = "/v1/records/{type}/{key}", tag = "records",
+    params(("type" = String, Path), ("key" = String, Path),
+           ("purpose" = Option<String>, Query, description = "Required unless the caller owns the type")),
+    responses((status = 200, description = "Latest version, projected to the grant"),
+              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)))]
+pub async fn read(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((type_id, key)): Path<(String, String)>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let t = record_type(&state, &type_id)?;
+    let purpose = q.purpose.as_deref();
+    check_purpose(purpose)?;
+    let access = match state.policy.read_access(t, &who, purpose, state.today()) {
+        Ok(a) => a,
+        Err(denied) => {
+            let ctx = Context {
+                record_type: Some(&t.id),
+                record_key: Some(&key),
+                purpose,
+            };
+            return Err(state.refuse(&who, denied.to_string(), ctx).await);
+        }
+    };
+    let found = state.store.latest(&t.id, &key).await?;
+    let entry = NewEntry {
+        record_type: Some(t.id.clone()),
+        record_key: Some(key.clone()),
+        record_version: found.as_ref().map(|v| v.version),
+        subjects: found
+            .as_ref()
+            .map(|v| v.subjects.clone())
+            .unwrap_or_default(),
+        purpose: purpose.map(str::to_owned),
+        ..NewEntry::new(
+            who.id(),
+            Action::Read,
+            if found.is_some() { "ok" } else { "not-found" },
+        )
+    };
+    // No audit, no data: the entry is durable before anything is sent.
+    state.store.audit(entry).await?;
+    let v = found
+        .ok_or_else(|| ApiError::NotFound(format!("there is no {} record with this key", t.id)))?;
+    Ok(json_response(StatusCode::OK, &view(&v, &access)))
+}
+
+/// `GET /v1/records/{type}/{key}/history`: owner and auditors.
+#[utoipa::path(get, path = "/v1/records/{type}/{key}/history", tag = "records",
+    params(("type" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "Every version (owner and auditors)"),
+              (status = 403, body = crate::openapi::Problem)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((type_id, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let t = record_type(&state, &type_id)?;
+    let allowed = match &who {
+        Principal::Department(d) => *d == t.owner,
+        Principal::Operator(_, role) => *role == Role::Auditor,
+    };
+    if !allowed {
+        let ctx = Context {
+            record_type: Some(&t.id),
+            record_key: Some(&key),
+            ..Default::default()
+        };
+        return Err(state
+            .refuse(&who, "history is for the owner and auditors".into(), ctx)
+            .await);
+    }
+    let versions = state.store.history(&t.id, &key).await?;
+    let entry = NewEntry {
+        record_type: Some(t.id.clone()),
+        record_key: Some(key.clone()),
+        record_version: versions.last().map(|v| v.version),
+        subjects: versions
+            .last()
+            .map(|v| v.subjects.clone())
+            .unwrap_or_default(),
+        detail: Some(json!({ "history": true, "versions": versions.len() })),
+        ..NewEntry::new(
+            who.id(),
+            Action::Read,
+            if versions.is_empty() {
+                "not-found"
+            } else {
+                "ok"
+            },
+        )
+    };
+    state.store.audit(entry).await?;
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "there is no {} record with this key",
+            t.id
+        )));
+    }
+    let list: Vec<Value> = versions.iter().map(|v| view(v, &Access::Full)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "type": t.id, "key": key, "versions": list }),
+    ))
+}
+
+/// Body of a lookup.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupRequest {
+    subject: Value,
+    purpose: Value,
+    #[serde(default)]
+    types: Option<Value>,
+}
+
+fn bad(pointer: &str, message: &str) -> Violation {
+    Violation {
+        pointer: pointer.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// `POST /v1/lookup`: every latest record about a person or organisation that the caller may
+/// read for the purpose, each projected; one audit entry names every record returned.
+#[utoipa::path(post, path = "/v1/lookup", tag = "records",
+    request_body(content = Object, content_type = "application/json", description = "{\"subject\", \"purpose\", \"types\"?}"),
+    responses((status = 200, description = "Every readable latest record about the subject, projected"),
+              (status = 422, body = crate::openapi::Problem)))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !matches!(who, Principal::Department(_)) {
+        return Err(state
+            .refuse(
+                &who,
+                "only departments look up records".into(),
+                Context::default(),
+            )
+            .await);
+    }
+    let bytes = read_body(&headers, body, 64 * 1024, is_json, "application/json").await?;
+    let doc = parse_json(&bytes)?;
+    let req: LookupRequest = serde_json::from_value(doc).map_err(|e| {
+        let msg = crate::mask::scrub(&e.to_string());
+        ApiError::InvalidRequest(
+            "the lookup body is not {\"subject\", \"purpose\", \"types\"?}".into(),
+            vec![bad("", &msg)],
+        )
+    })?;
+    let mut errors = Vec::new();
+    let subject = req.subject.as_str().unwrap_or_default().to_owned();
+    if !(formats::is_resident_id(&subject) || formats::is_uscc(&subject)) {
+        errors.push(bad(
+            "/subject",
+            "must be a valid resident ID number or unified social credit code",
+        ));
+    }
+    let purpose = req.purpose.as_str().unwrap_or_default().to_owned();
+    if !is_kebab(&purpose) {
+        errors.push(bad(
+            "/purpose",
+            "must be a kebab-case purpose such as minimum-living-allowance-review",
+        ));
+    }
+    let mut wanted: Option<Vec<String>> = None;
+    match &req.types {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            let mut names = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                match v.as_str().filter(|s| state.catalog.get(s).is_some()) {
+                    Some(s) => names.push(s.to_owned()),
+                    None => errors.push(bad(&format!("/types/{i}"), "is not a record type")),
+                }
+            }
+            wanted = Some(names);
+        }
+        Some(_) => errors.push(bad("/types", "must be an array of record type ids")),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "the lookup request is invalid".into(),
+            errors,
+        ));
+    }
+    let subject_hash = state.keys.subject_hash(&subject);
+    let today = state.today();
+    let mut out = Vec::new();
+    let mut seen_subjects = vec![subject_hash.clone()];
+    let mut returned = Vec::new();
+    for v in state.store.by_subject(&subject_hash).await? {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&v.record_type)) {
+            continue;
+        }
+        let Some(t) = state.catalog.get(&v.record_type) else {
+            continue;
+        };
+        let Ok(access) = state.policy.read_access(t, &who, Some(&purpose), today) else {
+            continue;
+        };
+        for s in &v.subjects {
+            if !seen_subjects.contains(s) {
+                seen_subjects.push(s.clone());
+            }
+        }
+        returned.push(format!("{}/{}@{}", v.record_type, v.key, v.version));
+        out.push(view(&v, &access));
+    }
+    let entry = NewEntry {
+        subjects: seen_subjects,
+        purpose: Some(purpose.clone()),
+        detail: Some(json!({ "records": returned, "types": wanted })),
+        ..NewEntry::new(who.id(), Action::Lookup, "ok")
+    };
+    state.store.audit(entry).await?;
+    tracing::info!(department = who.id(), purpose = %purpose, records = out.len(), "lookup answered");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "purpose": purpose, "count": out.len(), "records": out }),
+    ))
+}

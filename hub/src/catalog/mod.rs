@@ -1,0 +1,282 @@
+//! The resource catalogue: every record type with its owner, sharing class, key and subject
+//! pointers and its compiled JSON Schema. Validators are compiled once here, at start, so the
+//! write path only runs them. Building the catalogue is also where the config's schema-dependent
+//! checks happen (does a grant's field exist in the schema?).
+
+pub mod formats;
+pub mod pointer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jsonschema::error::ValidationErrorKind;
+use serde_json::Value;
+
+use crate::config::{Config, ConfigError, Problems, Sharing};
+use crate::mask;
+use pointer::FieldPointer;
+
+/// One schema violation: where, and what is wrong, never the offending value itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Violation {
+    /// JSON pointer of the offending (or missing) value.
+    pub pointer: String,
+    /// What is wrong, with personal data masked.
+    pub message: String,
+}
+
+/// A record type, ready to validate.
+pub struct RecordType {
+    /// Id used in URLs.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// The only department allowed to publish it.
+    pub owner: String,
+    /// Sharing class.
+    pub sharing: Sharing,
+    /// Pointer of the business key.
+    pub key: FieldPointer,
+    /// Pointers of the subjects.
+    pub subjects: Vec<FieldPointer>,
+    /// Version of the current schema (from its `vN` folder).
+    pub schema_version: u32,
+    /// The schema document.
+    pub schema: Arc<Value>,
+    validator: jsonschema::Validator,
+}
+
+/// Longest accepted record key; keys appear in URLs.
+pub const MAX_KEY_LEN: usize = 128;
+
+impl RecordType {
+    /// Every violation of the schema, masked.
+    pub fn violations(&self, doc: &Value) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for e in self.validator.iter_errors(doc) {
+            let base = e.instance_path.as_str().to_owned();
+            match &e.kind {
+                ValidationErrorKind::Required { property } => {
+                    let name = property.as_str().unwrap_or_default();
+                    out.push(violation(
+                        format!("{base}/{}", escape(name)),
+                        "is required".into(),
+                    ));
+                }
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for name in unexpected {
+                        out.push(violation(
+                            format!("{base}/{}", escape(name)),
+                            "is not a property of this record type".into(),
+                        ));
+                    }
+                }
+                ValidationErrorKind::Format { format } => {
+                    let what = match format.as_str() {
+                        "cn-resident-id" => {
+                            "is not a valid resident ID number (GB 11643: check character, date of birth, area code)"
+                                .to_owned()
+                        }
+                        "cn-uscc" => {
+                            "is not a valid unified social credit code (GB 32100: alphabet, area code, check character)"
+                                .to_owned()
+                        }
+                        other => format!("is not a valid {other}"),
+                    };
+                    out.push(violation(base, what));
+                }
+                _ => out.push(violation(base, e.masked().to_string())),
+            }
+        }
+        out
+    }
+
+    /// The record's key, or a violation at the key pointer. Keys are printable ASCII without `/`,
+    /// so they can travel in URLs and file names.
+    pub fn key_of(&self, doc: &Value) -> Result<String, Violation> {
+        let bad = |message: &str| violation(self.key.as_str().to_owned(), message.to_owned());
+        match self.key.values(doc).first() {
+            Some(Value::String(s)) => {
+                if s.is_empty() || s.len() > MAX_KEY_LEN {
+                    Err(bad("the record key must be 1 to 128 characters"))
+                } else if !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                {
+                    Err(bad(
+                        "the record key may only hold ASCII letters, digits and - _ . :",
+                    ))
+                } else {
+                    Ok(s.clone())
+                }
+            }
+            Some(_) => Err(bad("the record key must be a string")),
+            None => Err(bad("the record key is missing")),
+        }
+    }
+
+    /// The identifiers the record concerns, deduplicated, in pointer order.
+    pub fn subjects_of(&self, doc: &Value) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.subjects {
+            for v in p.values(doc) {
+                if let Some(s) = v.as_str() {
+                    if !out.iter().any(|o| o == s) {
+                        out.push(s.to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn violation(pointer: String, message: String) -> Violation {
+    Violation {
+        pointer: mask::scrub(&pointer),
+        message: mask::scrub(&message),
+    }
+}
+
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// All record types, by id.
+pub struct Catalog {
+    types: BTreeMap<String, RecordType>,
+}
+
+/// A schema validator with the hub's custom formats; offline (no remote `$ref`).
+pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_format("cn-resident-id", formats::is_resident_id)
+        .with_format("cn-uscc", formats::is_uscc)
+        .build(schema)
+        .map_err(|e| mask::scrub(&e.to_string()))
+}
+
+/// The schema version encoded in the schema's folder name (`.../v3/schema.json` is version 3).
+fn version_of(path: &Path) -> Option<u32> {
+    let dir = path.parent()?.file_name()?.to_str()?;
+    dir.strip_prefix('v')?.parse().ok().filter(|v| *v > 0)
+}
+
+impl Catalog {
+    /// Reads and compiles every schema the config names and checks every pointer against them.
+    /// Reports all problems at once.
+    pub fn build(config: &Config) -> Result<Catalog, ConfigError> {
+        let mut problems = Problems::new(&config.path, &config.source);
+        let mut types = BTreeMap::new();
+        for t in &config.record_types {
+            let path: PathBuf = config.resolve(t.schema.get_ref());
+            let Some(schema_version) = version_of(&path) else {
+                problems.at(
+                    t.schema.span(),
+                    "the schema must sit in a folder named vN (N = its version)",
+                );
+                continue;
+            };
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    problems.at(
+                        t.schema.span(),
+                        format!("cannot read schema {}: {e}", path.display()),
+                    );
+                    continue;
+                }
+            };
+            let schema: Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.in_file(&path, e.line(), format!("not valid JSON: {e}"));
+                    continue;
+                }
+            };
+            if schema.get("$schema").and_then(Value::as_str)
+                != Some("https://json-schema.org/draft/2020-12/schema")
+            {
+                problems.in_file(
+                    &path,
+                    1,
+                    "$schema must be https://json-schema.org/draft/2020-12/schema",
+                );
+            }
+            let validator = match compile(&schema) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.in_file(&path, 1, format!("schema does not compile: {e}"));
+                    continue;
+                }
+            };
+            let (Ok(key), Ok(subjects)) = (
+                FieldPointer::parse(t.key.get_ref()),
+                t.subjects
+                    .iter()
+                    .map(|s| FieldPointer::parse(s.get_ref()))
+                    .collect::<Result<Vec<_>, _>>(),
+            ) else {
+                continue; // already reported by Config::check
+            };
+            if !key.exists_in_schema(&schema) {
+                problems.at(
+                    t.key.span(),
+                    format!("key {key} does not exist in the schema"),
+                );
+            }
+            for (s, p) in t.subjects.iter().zip(&subjects) {
+                if !p.exists_in_schema(&schema) {
+                    problems.at(
+                        s.span(),
+                        format!("subject {p} does not exist in the schema"),
+                    );
+                }
+            }
+            types.insert(
+                t.id.get_ref().clone(),
+                RecordType {
+                    id: t.id.get_ref().clone(),
+                    name: t.name.clone(),
+                    owner: t.owner.get_ref().clone(),
+                    sharing: *t.sharing.get_ref(),
+                    key,
+                    subjects,
+                    schema_version,
+                    schema: Arc::new(schema),
+                    validator,
+                },
+            );
+        }
+        for g in &config.grants {
+            let Some(t) = types.get(g.record_type.get_ref()) else {
+                continue;
+            };
+            for f in &g.fields {
+                if let Ok(p) = FieldPointer::parse(f.get_ref()) {
+                    if !p.exists_in_schema(&t.schema) {
+                        problems.at(
+                            f.span(),
+                            format!("field {p} does not exist in the schema of {}", t.id),
+                        );
+                    }
+                }
+            }
+        }
+        problems.finish()?;
+        Ok(Catalog { types })
+    }
+
+    /// A record type by id.
+    pub fn get(&self, id: &str) -> Option<&RecordType> {
+        self.types.get(id)
+    }
+
+    /// Every record type, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &RecordType> {
+        self.types.values()
+    }
+}

@@ -1,0 +1,338 @@
+//! The `hub` command line. `main.rs` only calls [`main`]; everything here returns an exit code
+//! and one clear line on stderr instead of panicking: 2 for usage errors, 1 for runtime errors.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ConfigError;
+use crate::ledger::keys;
+use crate::pki::DevPki;
+use crate::policy::Directory;
+use crate::store::sqlite::SqliteStore;
+
+const DEFAULT_CONFIG: &str = "config/conghua.toml";
+
+#[derive(Parser)]
+#[command(name = "hub", version, about = "The Conghua Data Exchange Hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exchange.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Data directory (overrides [storage].path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Listen address (overrides [server].listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Audit chain tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and every schema it names; list every problem as FILE:LINE: message.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the development CA, server certificate and every principal's client certificate.
+    Init {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Configuration file (names the principals).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Issue (or re-issue) the client certificate of a department or operator.
+    Issue {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Principal id (certificate CN).
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the whole audit chain offline (hub stopped).
+    Verify {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Checkpoint public key (default: DATA/keys/audit-signing.pub).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hub: {}", crate::mask::scrub(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => config_check(&config),
+        Command::Serve {
+            config,
+            data,
+            listen,
+            log_format,
+        } => serve(&config, data, listen, log_format),
+        Command::Pki {
+            command: PkiCommand::Init { data, config },
+        } => {
+            let (config, _) = match load_or_report(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let created = DevPki::new(&data).ensure(Directory::new(&config).ids())?;
+            println!(
+                "development PKI in {}: {} file(s) created",
+                data.join("pki").display(),
+                created.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki {
+            command:
+                PkiCommand::Issue {
+                    data,
+                    name,
+                    days,
+                    config,
+                },
+        } => {
+            let (config, _) = match load_or_report(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let directory = Directory::new(&config);
+            if directory.by_common_name(&name).is_none() {
+                bail!(
+                    "{name:?} is not a department or operator in {}",
+                    config.path.display()
+                );
+            }
+            let pki = DevPki::new(&data);
+            if !pki.ca_key().exists() {
+                bail!(
+                    "{} does not exist: run `hub pki init --data {}` first",
+                    pki.ca_key().display(),
+                    data.display()
+                );
+            }
+            pki.issue_client(&name, days)?;
+            println!(
+                "{} and {}",
+                pki.client_cert(&name).display(),
+                pki.client_key(&name).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data, public_key },
+        } => {
+            let key_path = public_key.unwrap_or_else(|| keys::dir(&data).join("audit-signing.pub"));
+            let key = keys::load_verifying_key(&key_path)?;
+            match SqliteStore::verify_offline(&data, key)? {
+                Ok(r) => {
+                    println!(
+                        "audit chain ok: {} entries checked, {} signed checkpoints, head seq {} digest {}",
+                        r.entries, r.checkpoints, r.head_seq, r.head_digest
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    eprintln!("hub: {broken}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Loads config and catalogue, printing every problem on failure.
+fn load_or_report(path: &Path) -> Result<(crate::Config, crate::Catalog), ExitCode> {
+    match crate::load(path) {
+        Ok(c) => Ok(c),
+        Err(ConfigError::Invalid(problems)) => {
+            let mut err = std::io::stderr().lock();
+            for p in &problems {
+                let _ = writeln!(err, "{p}");
+            }
+            let _ = writeln!(
+                err,
+                "hub: {} problem(s) in the configuration",
+                problems.len()
+            );
+            Err(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("hub: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
+    let (config, catalog) = match load_or_report(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    println!(
+        "{}: ok — {} departments, {} operators, {} record types, {} grants",
+        path.display(),
+        config.departments.len(),
+        config.operators.len(),
+        catalog.iter().count(),
+        config.grants.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct ScrubbingStderr;
+
+impl Write for ScrubbingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer writes one whole event per call, so an ID is never split across calls.
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(crate::mask::scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(|| ScrubbingStderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn serve(
+    config_path: &Path,
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    format: LogFormat,
+) -> anyhow::Result<ExitCode> {
+    let (config, catalog) = match load_or_report(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    init_logging(format);
+    let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
+    let addr = match listen.or_else(|| config.listen_addr()) {
+        Some(a) => a,
+        None => bail!("no listen address"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (state, tls) = crate::server::open(config, catalog, &data)
+            .with_context(|| format!("cannot open data directory {}", data.display()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "hub listening (https)");
+        crate::server::run(state, tls, listener, shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,787 @@
+//! The hub's TOML configuration: its shape (`deny_unknown_fields` everywhere), its defaults, and the
+//! checks that need no I/O. Schema-dependent checks live in `catalog`, which reports problems in
+//! the same `FILE:LINE: message` form so that `hub config check` lists every problem at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::catalog::pointer::FieldPointer;
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more problems, each with file and line.
+    #[error("{}", problems_text(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn problems_text(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One configuration problem, located in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in (the config or a schema it names).
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// Lowercase, without personal data.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// Collects problems against one source text, turning byte spans into line numbers.
+pub struct Problems<'a> {
+    file: &'a Path,
+    source: &'a str,
+    list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    /// Starts an empty list for `file` whose text is `source`.
+    pub fn new(file: &'a Path, source: &'a str) -> Self {
+        Self {
+            file,
+            source,
+            list: Vec::new(),
+        }
+    }
+
+    /// Adds a problem at a byte span of the source.
+    pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = line_of(self.source, span.start);
+        self.list.push(Problem {
+            file: self.file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Adds a problem located in another file (a schema).
+    pub fn in_file(&mut self, file: &Path, line: usize, message: impl Into<String>) {
+        self.list.push(Problem {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Ends collection: `Ok` when nothing was found.
+    pub fn finish(mut self) -> Result<(), ConfigError> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            self.list
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Err(ConfigError::Invalid(self.list))
+        }
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(source: &str, offset: usize) -> usize {
+    let end = offset.min(source.len());
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[hub]`: who this hub is.
+    pub hub: HubSection,
+    /// `[server]`: listener and limits.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[tls]`: certificates.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// `[storage]`: where records and the audit chain live.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// `[audit]`: the tamper-evident log.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// `[[departments]]`: the systems that publish and read.
+    #[serde(default)]
+    pub departments: Vec<Department>,
+    /// `[[operators]]`: people and portals with a role.
+    #[serde(default)]
+    pub operators: Vec<Operator>,
+    /// `[[record_types]]`: what can be exchanged.
+    #[serde(default)]
+    pub record_types: Vec<RecordTypeConfig>,
+    /// `[[grants]]`: who may read what, for which purposes, which fields.
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+    /// Where the file was read from; relative paths inside it resolve against its folder.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The file's text, kept to turn spans into line numbers.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `[hub]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// Short machine name, used in CloudEvents sources and certificate names.
+    pub name: Spanned<String>,
+    /// Human name shown to operators.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// IANA time zone for grant expiry, schedules and reports.
+    #[serde(default = "default_timezone")]
+    pub timezone: Spanned<String>,
+}
+
+fn default_timezone() -> Spanned<String> {
+    Spanned::new(0..0, "Asia/Shanghai".to_owned())
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the HTTPS listener.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    /// Largest accepted body of one record, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest accepted NDJSON batch body, in bytes.
+    #[serde(default = "default_max_batch_body")]
+    pub max_batch_bytes: usize,
+    /// Most lines in one batch.
+    #[serde(default = "default_max_batch_lines")]
+    pub max_batch_lines: usize,
+    /// Whole-request deadline, in seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Deadline for a TLS handshake, in seconds: idle sockets must not hold a slot.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8443".to_owned())
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_max_batch_body() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_batch_lines() -> usize {
+    10_000
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            max_batch_bytes: default_max_batch_body(),
+            max_batch_lines: default_max_batch_lines(),
+            request_timeout_secs: default_request_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
+        }
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Create a development CA and certificates under `DATA/pki/` when they are missing.
+    #[serde(default = "yes")]
+    pub dev_pki: bool,
+    /// PEM file of the CA that signs client certificates (production).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// PEM certificate chain of the server (production).
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of the server (production).
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// PEM or DER certificate revocation list checked for client certificates.
+    #[serde(default)]
+    pub crl: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            dev_pki: true,
+            ca: None,
+            cert: None,
+            key: None,
+            crl: None,
+        }
+    }
+}
+
+/// Storage engines the hub can run on.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Embedded SQLite (WAL, synchronous=FULL): the default.
+    #[default]
+    Sqlite,
+}
+
+/// `[storage]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Engine.
+    #[serde(default)]
+    pub engine: Engine,
+    /// Data directory (database, keys, development PKI); `--data` overrides it.
+    #[serde(default = "default_data")]
+    pub path: String,
+    /// Read connections kept open.
+    #[serde(default = "default_readers")]
+    pub read_connections: usize,
+    /// Most commits flushed together by one fsync.
+    #[serde(default = "default_group")]
+    pub group_commit_max: usize,
+}
+
+fn default_data() -> String {
+    "data".to_owned()
+}
+fn default_readers() -> usize {
+    4
+}
+fn default_group() -> usize {
+    512
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Sqlite,
+            path: default_data(),
+            read_connections: default_readers(),
+            group_commit_max: default_group(),
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// A signed checkpoint every this many entries.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint() -> u64 {
+    1000
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: default_checkpoint(),
+        }
+    }
+}
+
+/// `[[departments]]`: a department system, identified by certificate CN or bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Department {
+    /// Stable id (kebab-case); also the client certificate's CN.
+    pub id: Spanned<String>,
+    /// Display name (Chinese).
+    pub name: String,
+    /// English name.
+    #[serde(default)]
+    pub name_en: Option<String>,
+    /// SHA-256 (hex) of a bearer token this department may use instead of a certificate.
+    #[serde(default)]
+    pub token_sha256: Option<Spanned<String>>,
+}
+
+/// Operator roles (CONTRACT.md: identity).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The city's ops team.
+    Ops,
+    /// The outsourced maintenance vendor: data-blind.
+    Vendor,
+    /// The supervision bureau.
+    Auditor,
+    /// The citizen portal (access log only).
+    Portal,
+}
+
+impl Role {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ops => "ops",
+            Role::Vendor => "vendor",
+            Role::Auditor => "auditor",
+            Role::Portal => "portal",
+        }
+    }
+}
+
+/// `[[operators]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// Stable id; also the client certificate's CN.
+    pub id: Spanned<String>,
+    /// Display name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 (hex) of a bearer token.
+    #[serde(default)]
+    pub token_sha256: Option<Spanned<String>>,
+}
+
+/// Sharing classes of the national government data-sharing rules (无条件/有条件/不予共享).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// Any department may read every field, for a stated purpose.
+    Unconditional,
+    /// Only through grants, projected to the granted fields.
+    Conditional,
+    /// Only the owner; granting it is a configuration error.
+    None,
+}
+
+impl Sharing {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Unconditional => "unconditional",
+            Sharing::Conditional => "conditional",
+            Sharing::None => "none",
+        }
+    }
+}
+
+/// `[[record_types]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordTypeConfig {
+    /// Type id (kebab-case), used in URLs.
+    pub id: Spanned<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The only department allowed to publish it.
+    pub owner: Spanned<String>,
+    /// Path of the JSON Schema (relative to this file), in a folder named `vN` for version N.
+    pub schema: Spanned<String>,
+    /// JSON pointer of the business key.
+    pub key: Spanned<String>,
+    /// JSON pointers (with `*` over arrays) of the resident IDs or credit codes it concerns.
+    #[serde(default)]
+    pub subjects: Vec<Spanned<String>>,
+    /// Sharing class.
+    pub sharing: Spanned<Sharing>,
+}
+
+/// `[[grants]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// Department that may read.
+    pub department: Spanned<String>,
+    /// Record type it may read.
+    pub record_type: Spanned<String>,
+    /// Purposes (kebab-case) it may state.
+    pub purposes: Vec<Spanned<String>>,
+    /// Field pointers it receives; everything else is removed.
+    pub fields: Vec<Spanned<String>>,
+    /// Last day (inclusive, hub time zone) the grant is valid.
+    #[serde(default)]
+    pub expires: Option<Spanned<String>>,
+    /// The legal basis or agreement the grant rests on.
+    #[serde(default)]
+    pub basis: Option<String>,
+}
+
+/// True for lowercase words joined by single hyphens.
+pub fn is_kebab(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+impl Config {
+    /// Reads and parses a file, then runs every check that needs no other file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, source)
+    }
+
+    /// Parses text as if read from `path`.
+    pub fn parse(path: &Path, source: String) -> Result<Config, ConfigError> {
+        let mut config: Config = match toml::from_str(&source) {
+            Ok(c) => c,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(&source, s.start)).unwrap_or(1);
+                let message = e.message().trim().replace('\n', " ");
+                return Err(ConfigError::Invalid(vec![Problem {
+                    file: path.to_path_buf(),
+                    line,
+                    message,
+                }]));
+            }
+        };
+        config.path = path.to_path_buf();
+        config.source = source;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Resolves a path written in the config against the config's folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// The listen address (checked at load).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.server.listen.get_ref().parse().ok()
+    }
+
+    /// The hub's time zone (checked at load).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.hub
+            .timezone
+            .get_ref()
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai)
+    }
+
+    /// A department by id.
+    pub fn department(&self, id: &str) -> Option<&Department> {
+        self.departments.iter().find(|d| d.id.get_ref() == id)
+    }
+
+    /// A record type by id.
+    pub fn record_type(&self, id: &str) -> Option<&RecordTypeConfig> {
+        self.record_types.iter().find(|t| t.id.get_ref() == id)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::new(&self.path, &self.source);
+        if !is_kebab(self.hub.name.get_ref()) {
+            p.at(
+                self.hub.name.span(),
+                "hub name must be kebab-case (a-z, 0-9, single hyphens)",
+            );
+        }
+        if self
+            .hub
+            .timezone
+            .get_ref()
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            p.at(
+                self.hub.timezone.span(),
+                "timezone must be an IANA name such as Asia/Shanghai",
+            );
+        }
+        if self.server.listen.get_ref().parse::<SocketAddr>().is_err() {
+            p.at(
+                self.server.listen.span(),
+                "listen must be an address such as 127.0.0.1:8443",
+            );
+        }
+        if self.storage.read_connections == 0 || self.storage.group_commit_max == 0 {
+            p.at(
+                0..0,
+                "storage read_connections and group_commit_max must be at least 1",
+            );
+        }
+        if self.audit.checkpoint_every == 0 {
+            p.at(0..0, "audit checkpoint_every must be at least 1");
+        }
+        if !self.tls.dev_pki {
+            for (name, v) in [
+                ("ca", &self.tls.ca),
+                ("cert", &self.tls.cert),
+                ("key", &self.tls.key),
+            ] {
+                if v.is_none() {
+                    p.at(0..0, format!("tls {name} is required when dev_pki = false"));
+                }
+            }
+        }
+        for f in [&self.tls.ca, &self.tls.cert, &self.tls.key, &self.tls.crl]
+            .into_iter()
+            .flatten()
+        {
+            if !self.resolve(f.get_ref()).is_file() {
+                p.at(f.span(), format!("tls file {} does not exist", f.get_ref()));
+            }
+        }
+
+        let mut principals: Vec<&Spanned<String>> = Vec::new();
+        let tokens = self
+            .departments
+            .iter()
+            .map(|d| (&d.id, &d.token_sha256))
+            .chain(self.operators.iter().map(|o| (&o.id, &o.token_sha256)));
+        for (id, token) in tokens {
+            if !is_kebab(id.get_ref()) {
+                p.at(
+                    id.span(),
+                    format!("principal id {:?} must be kebab-case", id.get_ref()),
+                );
+            }
+            if principals.iter().any(|q| q.get_ref() == id.get_ref()) {
+                p.at(
+                    id.span(),
+                    format!("principal id {:?} is defined twice", id.get_ref()),
+                );
+            }
+            principals.push(id);
+            if let Some(t) = token {
+                if t.get_ref().len() != 64 || !t.get_ref().bytes().all(|b| b.is_ascii_hexdigit()) {
+                    p.at(
+                        t.span(),
+                        "token_sha256 must be 64 hex digits (the SHA-256 of the token)",
+                    );
+                }
+            }
+        }
+
+        let mut seen_types: Vec<&str> = Vec::new();
+        for t in &self.record_types {
+            let id = t.id.get_ref();
+            if !is_kebab(id) {
+                p.at(
+                    t.id.span(),
+                    format!("record type id {id:?} must be kebab-case"),
+                );
+            }
+            if seen_types.contains(&id.as_str()) {
+                p.at(t.id.span(), format!("record type {id:?} is defined twice"));
+            }
+            seen_types.push(id);
+            if self.department(t.owner.get_ref()).is_none() {
+                p.at(
+                    t.owner.span(),
+                    format!("owner {:?} is not a department", t.owner.get_ref()),
+                );
+            }
+            match FieldPointer::parse(t.key.get_ref()) {
+                Ok(k) if k.has_wildcard() => p.at(t.key.span(), "key pointer cannot contain *"),
+                Ok(_) => {}
+                Err(e) => p.at(t.key.span(), format!("key: {e}")),
+            }
+            for s in &t.subjects {
+                if let Err(e) = FieldPointer::parse(s.get_ref()) {
+                    p.at(s.span(), format!("subject: {e}"));
+                }
+            }
+        }
+
+        for (i, g) in self.grants.iter().enumerate() {
+            let dept = g.department.get_ref();
+            if self.department(dept).is_none() {
+                p.at(
+                    g.department.span(),
+                    format!("grant department {dept:?} is not a department"),
+                );
+            }
+            match self.record_type(g.record_type.get_ref()) {
+                None => p.at(
+                    g.record_type.span(),
+                    format!(
+                        "grant record_type {:?} is not a record type",
+                        g.record_type.get_ref()
+                    ),
+                ),
+                Some(t) if *t.sharing.get_ref() == Sharing::None => p.at(
+                    g.record_type.span(),
+                    format!(
+                        "record type {:?} has sharing = \"none\" and cannot be granted",
+                        t.id.get_ref()
+                    ),
+                ),
+                Some(t) if t.owner.get_ref() == dept => p.at(
+                    g.department.span(),
+                    format!(
+                        "{dept:?} owns {:?} and needs no grant for it",
+                        t.id.get_ref()
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if g.purposes.is_empty() {
+                p.at(g.department.span(), "a grant needs at least one purpose");
+            }
+            for purpose in &g.purposes {
+                if !is_kebab(purpose.get_ref()) {
+                    p.at(
+                        purpose.span(),
+                        format!("purpose {:?} must be kebab-case", purpose.get_ref()),
+                    );
+                }
+                let clash = self.grants[..i].iter().any(|h| {
+                    h.department.get_ref() == dept
+                        && h.record_type.get_ref() == g.record_type.get_ref()
+                        && h.purposes.iter().any(|q| q.get_ref() == purpose.get_ref())
+                });
+                if clash {
+                    p.at(
+                        purpose.span(),
+                        format!(
+                            "{dept:?} already has a grant on {:?} for this purpose",
+                            g.record_type.get_ref()
+                        ),
+                    );
+                }
+            }
+            if g.fields.is_empty() {
+                p.at(g.department.span(), "a grant needs at least one field");
+            }
+            for f in &g.fields {
+                if let Err(e) = FieldPointer::parse(f.get_ref()) {
+                    p.at(f.span(), format!("field: {e}"));
+                }
+            }
+            if let Some(e) = &g.expires {
+                if chrono::NaiveDate::parse_from_str(e.get_ref(), "%Y-%m-%d").is_err() {
+                    p.at(e.span(), "expires must be a date YYYY-MM-DD");
+                }
+            }
+        }
+        p.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kebab() {
+        assert!(is_kebab("civil-affairs"));
+        assert!(is_kebab("hrss"));
+        assert!(!is_kebab("Civil"));
+        assert!(!is_kebab("a--b"));
+        assert!(!is_kebab("-a"));
+        assert!(!is_kebab(""));
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = Config::parse(
+            Path::new("x.toml"),
+            "[hub]\nname = \"a\"\n[server]\nlisten = 5\n".into(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("x.toml:4: "), "{text}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Config::parse(
+            Path::new("x.toml"),
+            "[hub]\nname = \"a\"\ncolour = \"red\"\n".into(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("x.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn every_cross_check_problem_is_reported_with_its_line() {
+        let text = r#"[hub]
+name = "t"
+[[departments]]
+id = "a"
+name = "A"
+[[departments]]
+id = "a"
+name = "A again"
+[[record_types]]
+id = "r"
+owner = "nobody"
+schema = "s.json"
+key = "/k/*"
+subjects = ["no-slash"]
+sharing = "none"
+[[grants]]
+department = "ghost"
+record_type = "r"
+purposes = ["Bad Purpose"]
+fields = ["/k"]
+expires = "someday"
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected problems")
+        };
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![7, 11, 13, 14, 17, 18, 19, 21], "{problems:#?}");
+    }
+}

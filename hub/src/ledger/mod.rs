@@ -1,0 +1,359 @@
+//! The tamper-evident audit chain: entry shape, digests (SHA-256 over RFC 8785 canonical JSON,
+//! each covering its predecessor's digest), keyed subject hashes, and Ed25519-signed checkpoints.
+//! Pure functions and key files only; the store persists what this module seals.
+
+pub mod keys;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The digest that precedes the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A department published a record version.
+    Publish,
+    /// A record (or its history) was read.
+    Read,
+    /// Records were looked up by subject.
+    Lookup,
+    /// A request was refused (401/403).
+    Deny,
+    /// An operator or auditor action (audit export, verification).
+    Admin,
+    /// The portal asked who accessed a person's records.
+    AccessLog,
+}
+
+impl Action {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Read => "read",
+            Action::Lookup => "lookup",
+            Action::Deny => "deny",
+            Action::Admin => "admin",
+            Action::AccessLog => "access_log",
+        }
+    }
+}
+
+/// An entry before the ledger writer gives it a place in the chain.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Principal id, or `anonymous`.
+    pub actor: String,
+    /// What happened.
+    pub action: Action,
+    /// Record type concerned.
+    pub record_type: Option<String>,
+    /// Record key concerned.
+    pub record_key: Option<String>,
+    /// Record version (the writer fills it for publishes).
+    pub record_version: Option<u64>,
+    /// Keyed hashes of the subjects concerned.
+    pub subjects: Vec<String>,
+    /// Stated purpose.
+    pub purpose: Option<String>,
+    /// `ok`, or the refusal status and reason.
+    pub outcome: String,
+    /// Small structured context (never personal data in clear).
+    pub detail: Option<Value>,
+}
+
+impl NewEntry {
+    /// A bare entry; set the optional parts with struct update syntax.
+    pub fn new(actor: impl Into<String>, action: Action, outcome: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            action,
+            record_type: None,
+            record_key: None,
+            record_version: None,
+            subjects: Vec::new(),
+            purpose: None,
+            outcome: outcome.into(),
+            detail: None,
+        }
+    }
+}
+
+/// An entry as stored and exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// RFC 3339 UTC time the writer sealed it.
+    pub time: String,
+    /// Principal id.
+    pub actor: String,
+    /// Action.
+    pub action: String,
+    /// Record type.
+    pub record_type: Option<String>,
+    /// Record key.
+    pub record_key: Option<String>,
+    /// Record version.
+    pub record_version: Option<u64>,
+    /// Keyed hashes of subjects.
+    pub subjects: Vec<String>,
+    /// Purpose.
+    pub purpose: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// Context.
+    pub detail: Option<Value>,
+    /// Digest of the previous entry.
+    pub prev: String,
+    /// This entry's digest.
+    pub digest: String,
+}
+
+/// The digest an entry must carry: SHA-256 of the canonical JSON of every other field.
+pub fn digest_of(e: &Entry) -> String {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        seq: u64,
+        time: &'a str,
+        actor: &'a str,
+        action: &'a str,
+        record_type: &'a Option<String>,
+        record_key: &'a Option<String>,
+        record_version: Option<u64>,
+        subjects: &'a [String],
+        purpose: &'a Option<String>,
+        outcome: &'a str,
+        detail: &'a Option<Value>,
+        prev: &'a str,
+    }
+    let body = Body {
+        seq: e.seq,
+        time: &e.time,
+        actor: &e.actor,
+        action: &e.action,
+        record_type: &e.record_type,
+        record_key: &e.record_key,
+        record_version: e.record_version,
+        subjects: &e.subjects,
+        purpose: &e.purpose,
+        outcome: &e.outcome,
+        detail: &e.detail,
+        prev: &e.prev,
+    };
+    // serde_jcs only fails on non-string map keys and non-finite floats, which this body cannot hold.
+    let bytes = serde_jcs::to_vec(&body).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// Gives a new entry its place: sequence number, time, predecessor and digest.
+pub fn seal(new: NewEntry, seq: u64, time: String, prev: &str) -> Entry {
+    let mut e = Entry {
+        seq,
+        time,
+        actor: new.actor,
+        action: new.action.as_str().to_owned(),
+        record_type: new.record_type,
+        record_key: new.record_key,
+        record_version: new.record_version,
+        subjects: new.subjects,
+        purpose: new.purpose,
+        outcome: new.outcome,
+        detail: new.detail,
+        prev: prev.to_owned(),
+        digest: String::new(),
+    };
+    e.digest = digest_of(&e);
+    e
+}
+
+/// What a checkpoint signature covers.
+pub fn checkpoint_message(seq: u64, digest: &str) -> String {
+    format!("conghua-hub audit checkpoint v1\nseq={seq}\ndigest={digest}\n")
+}
+
+/// A signed statement that the chain up to `seq` ends in `digest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Sequence number covered.
+    pub seq: u64,
+    /// Chain digest at `seq`.
+    pub digest: String,
+    /// Base64 Ed25519 signature of `checkpoint_message`.
+    pub signature: String,
+    /// When it was signed.
+    pub time: String,
+}
+
+/// Result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Last sequence number.
+    pub head_seq: u64,
+    /// Last digest.
+    pub head_digest: String,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+}
+
+/// The first place the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("audit chain broken at seq {seq}: {reason}")]
+pub struct ChainBroken {
+    /// First bad sequence number.
+    pub seq: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Streams entries in order and checks sequence, linkage, digests and checkpoints.
+pub struct Verifier {
+    key: ed25519_dalek::VerifyingKey,
+    checkpoints: std::collections::BTreeMap<u64, Checkpoint>,
+    next_seq: u64,
+    prev: String,
+    checked_checkpoints: u64,
+}
+
+impl Verifier {
+    /// Starts at the genesis with the checkpoints to expect.
+    pub fn new(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>) -> Self {
+        Self {
+            key,
+            checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
+            next_seq: 1,
+            prev: GENESIS.to_owned(),
+            checked_checkpoints: 0,
+        }
+    }
+
+    /// Checks the next entry.
+    pub fn push(&mut self, e: &Entry) -> Result<(), ChainBroken> {
+        let broken = |seq, reason: &str| ChainBroken {
+            seq,
+            reason: reason.to_owned(),
+        };
+        if e.seq != self.next_seq {
+            return Err(broken(self.next_seq, "entry missing or out of order"));
+        }
+        if e.prev != self.prev {
+            return Err(broken(e.seq, "does not link to the previous entry"));
+        }
+        if digest_of(e) != e.digest {
+            return Err(broken(e.seq, "contents do not match the digest"));
+        }
+        if let Some(cp) = self.checkpoints.get(&e.seq) {
+            if cp.digest != e.digest {
+                return Err(broken(e.seq, "digest differs from the signed checkpoint"));
+            }
+            if !self.signature_ok(cp) {
+                return Err(broken(e.seq, "checkpoint signature is not valid"));
+            }
+            self.checked_checkpoints += 1;
+        }
+        self.prev = e.digest.clone();
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Ends the stream: a checkpoint beyond the last entry means entries were removed.
+    pub fn finish(self) -> Result<ChainReport, ChainBroken> {
+        let head_seq = self.next_seq - 1;
+        if let Some((seq, _)) = self.checkpoints.range(self.next_seq..).next() {
+            return Err(ChainBroken {
+                seq: self.next_seq,
+                reason: format!("entries up to the signed checkpoint at seq {seq} are missing"),
+            });
+        }
+        Ok(ChainReport {
+            entries: head_seq,
+            head_seq,
+            head_digest: self.prev,
+            checkpoints: self.checked_checkpoints,
+        })
+    }
+
+    fn signature_ok(&self, cp: &Checkpoint) -> bool {
+        use base64::Engine as _;
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&cp.signature) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
+        self.key
+            .verify_strict(checkpoint_message(cp.seq, &cp.digest).as_bytes(), &sig)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64, key: &keys::HubKeys, every: u64) -> (Vec<Entry>, Vec<Checkpoint>) {
+        let mut prev = GENESIS.to_owned();
+        let mut entries = Vec::new();
+        let mut cps = Vec::new();
+        for seq in 1..=n {
+            let e = seal(
+                NewEntry::new("civil-affairs", Action::Publish, "ok"),
+                seq,
+                "t".into(),
+                &prev,
+            );
+            prev = e.digest.clone();
+            if seq % every == 0 {
+                cps.push(key.checkpoint(seq, &e.digest, "t".into()));
+            }
+            entries.push(e);
+        }
+        (entries, cps)
+    }
+
+    fn verify(
+        entries: &[Entry],
+        cps: Vec<Checkpoint>,
+        key: &keys::HubKeys,
+    ) -> Result<ChainReport, ChainBroken> {
+        let mut v = Verifier::new(key.verifying_key(), cps);
+        for e in entries {
+            v.push(e)?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn intact_chain_verifies_and_edits_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path()).unwrap();
+        let (entries, cps) = chain(10, &key, 4);
+        let report = verify(&entries, cps.clone(), &key).unwrap();
+        assert_eq!((report.entries, report.checkpoints), (10, 2));
+
+        let mut edited = entries.clone();
+        edited[6].actor = "someone-else".into();
+        assert_eq!(verify(&edited, cps.clone(), &key).unwrap_err().seq, 7);
+
+        // Re-sealing the edited entry and everything after it still breaks at the checkpoint.
+        let mut forged = entries.clone();
+        forged[6].actor = "someone-else".into();
+        for i in 6..forged.len() {
+            forged[i].prev = if i == 0 {
+                GENESIS.into()
+            } else {
+                forged[i - 1].digest.clone()
+            };
+            forged[i].digest = digest_of(&forged[i]);
+        }
+        assert_eq!(verify(&forged, cps.clone(), &key).unwrap_err().seq, 8);
+
+        let truncated = &entries[..6];
+        assert_eq!(verify(truncated, cps, &key).unwrap_err().seq, 7);
+    }
+}

@@ -1,0 +1,44 @@
+//! # The Conghua Data Exchange Hub
+//!
+//! Department systems publish the records they own; the hub validates them against JSON Schemas,
+//! stores them durably, lets authorised departments read exactly the fields their purpose allows,
+//! and keeps a tamper-evident audit chain of every publish, read and refusal.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration and its checks (every problem with file and line).
+//! - [`catalog`]: record types, compiled schemas, check-digit formats, pointers and projection.
+//! - [`policy`]: principals (certificate CN or token) and the read policy (grants, sharing).
+//! - [`ledger`]: the audit chain: entries, digests, keyed subject hashes, signed checkpoints.
+//! - [`store`]: the `Store` trait and its SQLite implementation with a group-commit writer.
+//! - [`pki`]: the development PKI and the rustls server configuration.
+//! - [`api`]: the HTTP API and its problem+json errors.
+//! - [`server`]: the TLS accept loop and graceful shutdown.
+//! - [`cli`]: the `hub` command line (the binary is a thin wrapper around it).
+//! - [`mask`]: masking of resident IDs in logs and error bodies.
+//!
+//! Dependencies point one way: `api → policy, catalog, store → ledger`; nothing below `api`
+//! knows about HTTP.
+
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod ledger;
+pub mod mask;
+pub mod openapi;
+pub mod pki;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+use std::path::Path;
+
+pub use catalog::Catalog;
+pub use config::{Config, ConfigError};
+
+/// Loads a config and builds its catalogue, reporting every problem of both at once.
+pub fn load(path: &Path) -> Result<(Config, Catalog), ConfigError> {
+    let config = Config::load(path)?;
+    let catalog = Catalog::build(&config)?;
+    Ok((config, catalog))
+}

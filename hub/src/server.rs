@@ -1,0 +1,171 @@
+//! Runs the exchange: owns the TLS accept loop (tokio-rustls + hyper-util), resolves the client
+//! certificate's CN once per connection and attaches it to every request, and drains connections
+//! on shutdown. Shutdown is passed in, so tests control it (as in mini-redis).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::api::{self, AppState, Hub, PeerIdentity};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::ledger::keys::{HubKeys, KeyError};
+use crate::pki::{self, DevPki, PkiError, TlsFiles};
+use crate::policy::{Directory, Policy};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
+
+/// Why the hub could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Certificates.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Keys in the data directory.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The store.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens everything a running hub needs from a checked config and a data directory: development
+/// certificates if enabled, keys, the store, and the TLS configuration.
+pub fn open(
+    config: Config,
+    catalog: Catalog,
+    data: &Path,
+) -> Result<(AppState, Arc<rustls::ServerConfig>), ServeError> {
+    std::fs::create_dir_all(data)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let directory = Directory::new(&config);
+    if config.tls.dev_pki {
+        let created = DevPki::new(data).ensure(directory.ids())?;
+        if !created.is_empty() {
+            tracing::info!(files = created.len(), dir = %data.join("pki").display(), "development PKI written");
+        }
+    }
+    let tls = Arc::new(pki::server_config(&TlsFiles::of(&config, data))?);
+    let keys = Arc::new(HubKeys::load_or_create(data)?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        data,
+        keys.clone(),
+        SqliteOptions {
+            group_commit_max: config.storage.group_commit_max,
+            read_connections: config.storage.read_connections,
+            checkpoint_every: config.audit.checkpoint_every,
+        },
+    )?);
+    let policy = Policy::new(&config);
+    let hub = Hub {
+        config,
+        catalog,
+        policy,
+        directory,
+        store,
+        keys,
+    };
+    Ok((AppState(Arc::new(hub)), tls))
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish (up to 30 s) and flushes the store.
+pub async fn run(
+    state: AppState,
+    tls: Arc<rustls::ServerConfig>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let handshake_timeout = Duration::from_secs(state.config.server.handshake_timeout_secs.max(1));
+    let app = api::router(state.clone());
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Slow or idle clients must not hold connections open indefinitely.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(15));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and similar: pause instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (acceptor, app, builder, watcher) = (
+            acceptor.clone(),
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        );
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "tls handshake timed out");
+                    return;
+                }
+            };
+            let identity = PeerIdentity {
+                common_name: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|c| pki::common_name(c)),
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(identity.clone());
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 30 s; closing them");
+    }
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,734 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`. One write connection is owned by
+//! the ledger-writer thread, which drains its queue into one transaction (group commit: many
+//! commits, one fsync), gives each operation a savepoint so one failure cannot spoil its
+//! neighbours, assigns audit sequence numbers and chains digests. Reads use a small pool of
+//! read-only connections on blocking threads; WAL lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    Audited, NewVersion, Published, Receipt, RecordVersion, Store, StoreError, WriterStats,
+};
+use crate::ledger::keys::HubKeys;
+use crate::ledger::{
+    seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS records (
+    type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL, payload TEXT NOT NULL, digest TEXT NOT NULL,
+    publisher TEXT NOT NULL, received_at TEXT NOT NULL, audit_seq INTEGER NOT NULL,
+    subjects TEXT NOT NULL,
+    PRIMARY KEY (type, key, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (type, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subjects (
+    subject_hash TEXT NOT NULL, type TEXT NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY (subject_hash, type, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subjects_by_record ON subjects (type, key);
+CREATE TABLE IF NOT EXISTS idempotency (
+    publisher TEXT NOT NULL, idem_key TEXT NOT NULL, request_digest TEXT NOT NULL,
+    receipt TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (publisher, idem_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    record_type TEXT, record_key TEXT, record_version INTEGER, subjects TEXT NOT NULL,
+    purpose TEXT, outcome TEXT NOT NULL, detail TEXT, prev TEXT NOT NULL, digest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_subjects (
+    subject_hash TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (subject_hash, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, signature TEXT NOT NULL, time TEXT NOT NULL
+);
+PRAGMA user_version = 1;
+"#;
+
+const RECORD_COLUMNS: &str =
+    "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
+const AUDIT_COLUMNS: &str =
+    "a.seq, a.time, a.actor, a.action, a.record_type, a.record_key, a.record_version, a.subjects, a.purpose, a.outcome, a.detail, a.prev, a.digest";
+
+/// Tuning of the SQLite store.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Most operations flushed by one commit.
+    pub group_commit_max: usize,
+    /// Read connections.
+    pub read_connections: usize,
+    /// A signed checkpoint every this many audit entries.
+    pub checkpoint_every: u64,
+}
+
+/// The database file inside a data directory.
+pub fn db_path(data: &Path) -> PathBuf {
+    data.join("hub.db")
+}
+
+enum Op {
+    Publish(NewVersion),
+    Audit(NewEntry),
+}
+
+enum Done {
+    Published(Published),
+    Audited(Audited),
+}
+
+type JobResult = Result<Vec<Result<Done, StoreError>>, StoreError>;
+
+struct Job {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<JobResult>,
+}
+
+#[derive(Clone)]
+struct Head {
+    seq: u64,
+    digest: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    commits: AtomicU64,
+    operations: AtomicU64,
+    running: AtomicBool,
+}
+
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a connection list half-updated (push and pop
+    // are single steps), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReadPool {
+    async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&pool.conns).pop().ok_or(StoreError::WriterGone)?;
+            let result = f(&conn);
+            lock(&pool.conns).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+    }
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReadPool>,
+    stats: Arc<Stats>,
+    keys: Arc<HubKeys>,
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data` and starts the ledger writer.
+    pub fn open(data: &Path, keys: Arc<HubKeys>, opts: SqliteOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data)?;
+        let path = db_path(data);
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL: readers never block the writer. FULL: a commit returns only after the WAL is fsynced,
+        // which is what lets a receipt promise durability.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let head = conn
+            .query_row(
+                "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Head {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        digest: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or(Head {
+                seq: 0,
+                digest: GENESIS.to_owned(),
+            });
+
+        let readers = (0..opts.read_connections.max(1))
+            .map(|_| open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let readers = Arc::new(ReadPool {
+            permits: Semaphore::new(readers.len()),
+            conns: Mutex::new(readers),
+        });
+        let stats = Arc::new(Stats::default());
+        stats.running.store(true, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = {
+            let (keys, stats) = (keys.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("ledger-writer".into())
+                .spawn(move || writer_loop(conn, rx, head, &keys, opts, &stats))?
+        };
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers,
+            stats,
+            keys,
+        })
+    }
+
+    /// Verifies the audit chain of a data directory without starting the hub.
+    pub fn verify_offline(
+        data: &Path,
+        key: ed25519_dalek::VerifyingKey,
+    ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+        let path = db_path(data);
+        if !path.exists() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} does not exist", path.display()),
+            )));
+        }
+        verify(&open_reader(&path)?, key)
+    }
+
+    async fn submit(&self, ops: Vec<Op>) -> JobResult {
+        let tx = lock(&self.tx).clone().ok_or(StoreError::WriterGone)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Job { ops, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    mut head: Head,
+    keys: &HubKeys,
+    opts: SqliteOptions,
+    stats: &Stats,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut n = first.ops.len();
+        let mut jobs = vec![first];
+        while n < opts.group_commit_max {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.ops.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut tentative = head.clone();
+        let time = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let outcome = (|| -> Result<(), rusqlite::Error> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for job in jobs {
+                let mut done = Vec::with_capacity(job.ops.len());
+                for op in job.ops {
+                    conn.execute_batch("SAVEPOINT op")?;
+                    match apply(&conn, op, &tentative, keys, opts.checkpoint_every, &time) {
+                        Ok((d, h)) => {
+                            conn.execute_batch("RELEASE op")?;
+                            tentative = h;
+                            done.push(Ok(d));
+                        }
+                        Err(e) => {
+                            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                            done.push(Err(e));
+                        }
+                    }
+                }
+                results.push(done);
+                replies.push(job.reply);
+            }
+            conn.execute_batch("COMMIT")
+        })();
+        match outcome {
+            Ok(()) => {
+                head = tentative;
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.operations.fetch_add(n as u64, Ordering::Relaxed);
+                for (reply, done) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(done));
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                let full = e.sqlite_error_code() == Some(ErrorCode::DiskFull);
+                tracing::error!(error = %e, operations = n, "group commit failed; nothing of it was stored");
+                for reply in replies {
+                    let err = if full {
+                        StoreError::Full
+                    } else {
+                        StoreError::Corrupt(format!("commit failed: {e}"))
+                    };
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+    stats.running.store(false, Ordering::SeqCst);
+}
+
+fn apply(
+    conn: &Connection,
+    op: Op,
+    head: &Head,
+    keys: &HubKeys,
+    every: u64,
+    time: &str,
+) -> Result<(Done, Head), StoreError> {
+    match op {
+        Op::Audit(entry) => {
+            let (e, h) = append_entry(conn, entry, head, keys, every, time)?;
+            Ok((Done::Audited(Audited { seq: e.seq }), h))
+        }
+        Op::Publish(v) => {
+            if let Some((idem_key, request_digest)) = &v.idempotency {
+                let seen: Option<(String, String)> = conn
+                    .prepare_cached(
+                        "SELECT request_digest, receipt FROM idempotency WHERE publisher = ?1 AND idem_key = ?2",
+                    )?
+                    .query_row(params![v.publisher, idem_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((digest, receipt)) = seen {
+                    let outcome = if digest == *request_digest {
+                        Published::Replayed(
+                            serde_json::from_str(&receipt)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )
+                    } else {
+                        Published::Conflict
+                    };
+                    return Ok((Done::Published(outcome), head.clone()));
+                }
+            }
+            let version = conn
+                .prepare_cached("SELECT version FROM latest WHERE type = ?1 AND key = ?2")?
+                .query_row(params![v.record_type, v.key], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map_or(1, |n| n as u64 + 1);
+            let mut entry = v.audit;
+            entry.record_version = Some(version);
+            let (e, h) = append_entry(conn, entry, head, keys, every, time)?;
+            let subjects = serde_json::to_string(&v.subjects)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            conn.prepare_cached(
+                "INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at, audit_seq, subjects)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                v.record_type,
+                v.key,
+                version as i64,
+                v.schema_version,
+                v.canonical,
+                v.digest,
+                v.publisher,
+                time,
+                e.seq as i64,
+                subjects
+            ])?;
+            conn.prepare_cached(
+                "INSERT INTO latest (type, key, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (type, key) DO UPDATE SET version = excluded.version",
+            )?
+            .execute(params![v.record_type, v.key, version as i64])?;
+            // The index follows the latest version: a person removed from a household is no longer
+            // found through it.
+            conn.prepare_cached("DELETE FROM subjects WHERE type = ?1 AND key = ?2")?
+                .execute(params![v.record_type, v.key])?;
+            for s in &v.subjects {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![s, v.record_type, v.key])?;
+            }
+            let receipt = Receipt {
+                record_type: v.record_type,
+                key: v.key,
+                version,
+                digest: v.digest,
+                audit_seq: e.seq,
+                received_at: time.to_owned(),
+                routed: 0,
+            };
+            if let Some((idem_key, request_digest)) = &v.idempotency {
+                let text = serde_json::to_string(&receipt)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                conn.prepare_cached(
+                    "INSERT INTO idempotency (publisher, idem_key, request_digest, receipt, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![v.publisher, idem_key, request_digest, text, time])?;
+            }
+            Ok((Done::Published(Published::Created(receipt)), h))
+        }
+    }
+}
+
+fn append_entry(
+    conn: &Connection,
+    entry: NewEntry,
+    head: &Head,
+    keys: &HubKeys,
+    every: u64,
+    time: &str,
+) -> Result<(Entry, Head), StoreError> {
+    let e = seal(entry, head.seq + 1, time.to_owned(), &head.digest);
+    let subjects =
+        serde_json::to_string(&e.subjects).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+    let detail = e.detail.as_ref().map(|d| d.to_string());
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, time, actor, action, record_type, record_key, record_version, subjects, purpose, outcome, detail, prev, digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        e.seq as i64,
+        e.time,
+        e.actor,
+        e.action,
+        e.record_type,
+        e.record_key,
+        e.record_version.map(|v| v as i64),
+        subjects,
+        e.purpose,
+        e.outcome,
+        detail,
+        e.prev,
+        e.digest
+    ])?;
+    for s in &e.subjects {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)",
+        )?
+        .execute(params![s, e.seq as i64])?;
+    }
+    if e.seq % every == 0 {
+        let cp = keys.checkpoint(e.seq, &e.digest, time.to_owned());
+        conn.prepare_cached(
+            "INSERT INTO checkpoints (seq, digest, signature, time) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![cp.seq as i64, cp.digest, cp.signature, cp.time])?;
+    }
+    let h = Head {
+        seq: e.seq,
+        digest: e.digest.clone(),
+    };
+    Ok((e, h))
+}
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordVersion, String, String)> {
+    Ok((
+        RecordVersion {
+            record_type: r.get(0)?,
+            key: r.get(1)?,
+            version: r.get::<_, i64>(2)? as u64,
+            schema_version: r.get(3)?,
+            payload: serde_json::Value::Null,
+            digest: r.get(5)?,
+            publisher: r.get(6)?,
+            received_at: r.get(7)?,
+            audit_seq: r.get::<_, i64>(8)? as u64,
+            subjects: Vec::new(),
+        },
+        r.get(4)?,
+        r.get(9)?,
+    ))
+}
+
+fn finish_record(
+    (mut v, payload, subjects): (RecordVersion, String, String),
+) -> Result<RecordVersion, StoreError> {
+    v.payload = serde_json::from_str(&payload)
+        .map_err(|e| StoreError::Corrupt(format!("record payload: {e}")))?;
+    v.subjects = serde_json::from_str(&subjects)
+        .map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?;
+    Ok(v)
+}
+
+fn records(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<RecordVersion>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, record_from_row)?;
+    rows.map(|r| finish_record(r?)).collect()
+}
+
+type RawEntry = (Entry, String, Option<String>);
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok((
+        Entry {
+            seq: r.get::<_, i64>(0)? as u64,
+            time: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            record_type: r.get(4)?,
+            record_key: r.get(5)?,
+            record_version: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+            subjects: Vec::new(),
+            purpose: r.get(8)?,
+            outcome: r.get(9)?,
+            detail: None,
+            prev: r.get(11)?,
+            digest: r.get(12)?,
+        },
+        r.get(7)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_entry((mut e, subjects, detail): RawEntry) -> Result<Entry, String> {
+    e.subjects =
+        serde_json::from_str(&subjects).map_err(|x| format!("subjects cannot be decoded: {x}"))?;
+    e.detail = detail
+        .map(|d| serde_json::from_str(&d))
+        .transpose()
+        .map_err(|x| format!("detail cannot be decoded: {x}"))?;
+    Ok(e)
+}
+
+fn entries(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Entry>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, entry_from_row)?;
+    rows.map(|r| finish_entry(r?).map_err(StoreError::Corrupt))
+        .collect()
+}
+
+fn verify(
+    conn: &Connection,
+    key: ed25519_dalek::VerifyingKey,
+) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+    let checkpoints = conn
+        .prepare("SELECT seq, digest, signature, time FROM checkpoints ORDER BY seq")?
+        .query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get::<_, i64>(0)? as u64,
+                digest: r.get(1)?,
+                signature: r.get(2)?,
+                time: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut verifier = Verifier::new(key, checkpoints);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit a ORDER BY a.seq"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let raw = match entry_from_row(row) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let seq = row.get::<_, i64>(0).map(|s| s as u64).unwrap_or(0);
+                return Ok(Err(ChainBroken {
+                    seq,
+                    reason: format!("row cannot be read: {e}"),
+                }));
+            }
+        };
+        let seq = raw.0.seq;
+        let entry = match finish_entry(raw) {
+            Ok(e) => e,
+            Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
+        };
+        if let Err(b) = verifier.push(&entry) {
+            return Ok(Err(b));
+        }
+    }
+    Ok(verifier.finish())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn publish(
+        &self,
+        versions: Vec<NewVersion>,
+    ) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
+        let done = self
+            .submit(versions.into_iter().map(Op::Publish).collect())
+            .await?;
+        Ok(done
+            .into_iter()
+            .map(|d| match d {
+                Ok(Done::Published(p)) => Ok(p),
+                Ok(Done::Audited(_)) => Err(StoreError::Corrupt(
+                    "writer answered a publish with an audit".into(),
+                )),
+                Err(e) => Err(e),
+            })
+            .collect())
+    }
+
+    async fn audit(&self, entry: NewEntry) -> Result<Audited, StoreError> {
+        match self.submit(vec![Op::Audit(entry)]).await?.pop() {
+            Some(Ok(Done::Audited(a))) => Ok(a),
+            Some(Err(e)) => Err(e),
+            _ => Err(StoreError::Corrupt("writer gave no audit receipt".into())),
+        }
+    }
+
+    async fn latest(
+        &self,
+        record_type: &str,
+        key: &str,
+    ) -> Result<Option<RecordVersion>, StoreError> {
+        let (t, k) = (record_type.to_owned(), key.to_owned());
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM latest l JOIN records r
+                     ON r.type = l.type AND r.key = l.key AND r.version = l.version
+                     WHERE l.type = ?1 AND l.key = ?2"
+                );
+                Ok(records(c, &sql, &[&t, &k])?.pop())
+            })
+            .await
+    }
+
+    async fn history(
+        &self,
+        record_type: &str,
+        key: &str,
+    ) -> Result<Vec<RecordVersion>, StoreError> {
+        let (t, k) = (record_type.to_owned(), key.to_owned());
+        self.readers
+            .with(move |c| {
+                let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.key = ?2 ORDER BY r.version");
+                records(c, &sql, &[&t, &k])
+            })
+            .await
+    }
+
+    async fn by_subject(&self, subject_hash: &str) -> Result<Vec<RecordVersion>, StoreError> {
+        let h = subject_hash.to_owned();
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM subjects s
+                     JOIN latest l ON l.type = s.type AND l.key = s.key
+                     JOIN records r ON r.type = l.type AND r.key = l.key AND r.version = l.version
+                     WHERE s.subject_hash = ?1 ORDER BY r.type, r.key"
+                );
+                records(c, &sql, &[&h])
+            })
+            .await
+    }
+
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > ?1 ORDER BY a.seq LIMIT ?2"
+                );
+                entries(c, &sql, &[&(after as i64), &limit])
+            })
+            .await
+    }
+
+    async fn audit_by_subject(
+        &self,
+        subject_hash: &str,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let h = subject_hash.to_owned();
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_subjects x JOIN audit a ON a.seq = x.seq
+                     WHERE x.subject_hash = ?1 ORDER BY a.seq DESC LIMIT ?2"
+                );
+                entries(c, &sql, &[&h, &limit])
+            })
+            .await
+    }
+
+    async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+        let key = self.keys.verifying_key();
+        self.readers.with(move |c| verify(c, key)).await
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.stats.running.load(Ordering::SeqCst) && lock(&self.tx).is_some()
+    }
+
+    async fn close(&self) {
+        drop(lock(&self.tx).take());
+        let handle = lock(&self.writer).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        drop(lock(&self.tx).take());
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Scheduled operations-and-maintenance checks; filled by the ops issue (#4).
