@@ -121,11 +121,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match run(cli) {
@@ -139,69 +135,35 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check { config },
-        } => config_check(&config),
-        Command::Serve {
-            config,
-            data,
-            listen,
-            log_format,
-        } => serve(&config, data, listen, log_format),
-        Command::Pki {
-            command: PkiCommand::Init { data, config },
-        } => {
+        Command::Config { command: ConfigCommand::Check { config } } => config_check(&config),
+        Command::Serve { config, data, listen, log_format } => serve(&config, data, listen, log_format),
+        Command::Pki { command: PkiCommand::Init { data, config } } => {
             let (config, _) = match load_or_report(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             let created = DevPki::new(&data).ensure(Directory::new(&config).ids())?;
-            println!(
-                "development PKI in {}: {} file(s) created",
-                data.join("pki").display(),
-                created.len()
-            );
+            println!("development PKI in {}: {} file(s) created", data.join("pki").display(), created.len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pki {
-            command:
-                PkiCommand::Issue {
-                    data,
-                    name,
-                    days,
-                    config,
-                },
-        } => {
+        Command::Pki { command: PkiCommand::Issue { data, name, days, config } } => {
             let (config, _) = match load_or_report(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             let directory = Directory::new(&config);
             if directory.by_common_name(&name).is_none() {
-                bail!(
-                    "{name:?} is not a department or operator in {}",
-                    config.path.display()
-                );
+                bail!("{name:?} is not a department or operator in {}", config.path.display());
             }
             let pki = DevPki::new(&data);
             if !pki.ca_key().exists() {
-                bail!(
-                    "{} does not exist: run `hub pki init --data {}` first",
-                    pki.ca_key().display(),
-                    data.display()
-                );
+                bail!("{} does not exist: run `hub pki init --data {}` first", pki.ca_key().display(), data.display());
             }
             pki.issue_client(&name, days)?;
-            println!(
-                "{} and {}",
-                pki.client_cert(&name).display(),
-                pki.client_key(&name).display()
-            );
+            println!("{} and {}", pki.client_cert(&name).display(), pki.client_key(&name).display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command: AuditCommand::Verify { data, public_key },
-        } => {
+        Command::Audit { command: AuditCommand::Verify { data, public_key } } => {
             let key_path = public_key.unwrap_or_else(|| keys::dir(&data).join("audit-signing.pub"));
             let key = keys::load_verifying_key(&key_path)?;
             match SqliteStore::verify_offline(&data, key)? {
@@ -230,11 +192,7 @@ fn load_or_report(path: &Path) -> Result<(crate::Config, crate::Catalog), ExitCo
             for p in &problems {
                 let _ = writeln!(err, "{p}");
             }
-            let _ = writeln!(
-                err,
-                "hub: {} problem(s) in the configuration",
-                problems.len()
-            );
+            let _ = writeln!(err, "hub: {} problem(s) in the configuration", problems.len());
             Err(ExitCode::from(1))
         }
         Err(e) => {
@@ -278,10 +236,7 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(|| ScrubbingStderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(|| ScrubbingStderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -304,9 +259,7 @@ fn serve(
         Some(a) => a,
         None => bail!("no listen address"),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (state, tls) = crate::server::open(config, catalog, &data)
             .with_context(|| format!("cannot open data directory {}", data.display()))?;

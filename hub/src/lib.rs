@@ -36,9 +36,13 @@ use std::path::Path;
 pub use catalog::Catalog;
 pub use config::{Config, ConfigError};
 
-/// Loads a config and builds its catalogue, reporting every problem of both at once.
+/// Loads a config and builds its catalogue, reporting every problem of both at once (a broken
+/// grant does not hide a field missing from a schema).
 pub fn load(path: &Path) -> Result<(Config, Catalog), ConfigError> {
-    let config = Config::load(path)?;
-    let catalog = Catalog::build(&config)?;
-    Ok((config, catalog))
+    let config = Config::read(path)?;
+    let checked = config.check();
+    match Catalog::build(&config) {
+        Ok(catalog) => checked.map(|()| (config, catalog)),
+        Err(e) => Err(ConfigError::merge(checked, Err(e)).err().unwrap_or(ConfigError::Invalid(Vec::new()))),
+    }
 }

@@ -46,10 +46,7 @@ impl utoipa::Modify for Security {
         components.add_security_scheme(
             "mutualTLS",
             SecurityScheme::MutualTls {
-                description: Some(
-                    "a client certificate signed by the hub's CA; its CN names the principal"
-                        .into(),
-                ),
+                description: Some("a client certificate signed by the hub's CA; its CN names the principal".into()),
                 extensions: None,
             },
         );

@@ -73,14 +73,7 @@ pub fn open(
         },
     )?);
     let policy = Policy::new(&config);
-    let hub = Hub {
-        config,
-        catalog,
-        policy,
-        directory,
-        store,
-        keys,
-    };
+    let hub = Hub { config, catalog, policy, directory, store, keys };
     Ok((AppState(Arc::new(hub)), tls))
 }
 
@@ -98,14 +91,8 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Slow or idle clients must not hold connections open indefinitely.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(15));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(15));
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -121,12 +108,7 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let (acceptor, app, builder, watcher) = (
-            acceptor.clone(),
-            app.clone(),
-            builder.clone(),
-            graceful.watcher(),
-        );
+        let (acceptor, app, builder, watcher) = (acceptor.clone(), app.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -159,10 +141,7 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");
     }
     state.store.close().await;

@@ -1,1 +1,255 @@
-//! e2e harness
+//! The harness the end-to-end suites share: starts a real hub over real HTTPS (in-process, or as
+//! the real binary for crash and restart tests), with certificates made by the hub's own PKI
+//! code, and builds mutual-TLS clients for any principal. Test data comes with valid check digits.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hub::api::AppState;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// The repository root (where `config/` and `schemas/` live).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Conghua deployment config.
+pub fn conghua_config() -> PathBuf {
+    root().join("config/conghua.toml")
+}
+
+/// A resident ID from Conghua (440184) with a correct check character.
+pub fn resident_id(birth: &str, seq: u32) -> String {
+    let first17 = format!("440184{birth}{:03}", seq % 1000);
+    let check = hub::catalog::formats::resident_id_check(&first17).expect("17 digits");
+    format!("{first17}{check}")
+}
+
+/// A unified social credit code with a correct check character.
+pub fn uscc(first17: &str) -> String {
+    let check = hub::catalog::formats::uscc_check(first17).expect("17 characters of the alphabet");
+    format!("{first17}{check}")
+}
+
+/// A valid marriage registration between two people.
+pub fn marriage(no: &str, a: &str, b: &str) -> Value {
+    json!({
+        "registration_no": no, "kind": "marriage", "registered_on": "2026-11-20",
+        "registry_office": "从化区民政局婚姻登记处",
+        "parties": [
+            {"id_number": a, "name": "陈志明", "sex": "male", "birth_date": "1990-03-15",
+             "nationality": "CHN", "hukou_address": "广东省广州市从化区街口街道新村路8号"},
+            {"id_number": b, "name": "李晓红", "sex": "female", "birth_date": "1992-07-08",
+             "nationality": "CHN", "hukou_address": "广东省广州市从化区江埔街道凤院村"}
+        ]
+    })
+}
+
+/// mTLS client for `name` (a department or operator), trusting the hub's CA.
+pub fn client_for(data: &Path, name: Option<&str>) -> Result<reqwest::Client> {
+    let pki = data.join("pki");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.crt"))?)?;
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(30));
+    if let Some(name) = name {
+        let mut pem = std::fs::read(pki.join("clients").join(format!("{name}.crt")))?;
+        pem.extend(std::fs::read(pki.join("clients").join(format!("{name}.key")))?);
+        b = b.identity(reqwest::Identity::from_pem(&pem)?);
+    }
+    Ok(b.build()?)
+}
+
+/// A hub running inside the test process, on 127.0.0.1:0, with its own data directory.
+pub struct TestHub {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The data directory (kept until drop).
+    pub data: tempfile::TempDir,
+    /// The running state (store counters, keys).
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestHub {
+    /// Starts a hub with the Conghua config.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(&conghua_config()).await
+    }
+
+    /// Starts a hub with a given config.
+    pub async fn start_with(config: &Path) -> Result<Self> {
+        let data = tempfile::tempdir()?;
+        let (config, catalog) = hub::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (state, tls) = hub::server::open(config, catalog, data.path())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run_state = state.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = hub::server::run(run_state, tls, listener, shutdown).await {
+                eprintln!("hub stopped with an error: {e}");
+            }
+        });
+        Ok(Self { url, data, state, stop: Some(stop), task: Some(task) })
+    }
+
+    /// A client for a principal.
+    pub fn client(&self, name: &str) -> Client {
+        Client { http: client_for(self.data.path(), Some(name)).expect("client certificate"), url: self.url.clone() }
+    }
+
+    /// A client without a certificate.
+    pub fn anonymous(&self) -> Client {
+        Client { http: client_for(self.data.path(), None).expect("ca"), url: self.url.clone() }
+    }
+
+    /// Stops the hub and waits until the store is flushed.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type.
+    pub content_type: String,
+    /// Raw body.
+    pub text: String,
+    /// Body as JSON (Null if it is not JSON).
+    pub json: Value,
+}
+
+/// An HTTPS client bound to one principal.
+#[derive(Clone)]
+pub struct Client {
+    /// The reqwest client.
+    pub http: reqwest::Client,
+    /// Base URL.
+    pub url: String,
+}
+
+impl Client {
+    /// Sends a request and reads the whole answer.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply> {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply { status, content_type, text, json })
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> Result<Reply> {
+        self.send(self.http.get(format!("{}{path}", self.url))).await
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    /// Publishes a record.
+    pub async fn publish(&self, record_type: &str, body: &Value) -> Result<Reply> {
+        self.post(&format!("/v1/records/{record_type}"), body).await
+    }
+}
+
+/// The real `hub` binary running as a child process (for restart and SIGKILL tests).
+pub struct HubProcess {
+    /// The child.
+    pub child: Child,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data: PathBuf,
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl HubProcess {
+    /// Starts `bin serve` on `data` and returns once it logs that it listens. Its stderr is
+    /// copied to `DATA.log` for post-mortems.
+    pub async fn start(bin: &str, data: &Path, port: u16) -> Result<Self> {
+        use std::io::{BufRead, Write};
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log"))?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(conghua_config())
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning hub")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if line.contains("hub listening") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60))).await?;
+        let mut p = Self { child, url: format!("https://127.0.0.1:{port}"), data: data.to_path_buf() };
+        if ready.is_err() {
+            let status = p.child.try_wait()?;
+            bail!(
+                "hub did not start listening (exit status: {status:?}); see {}",
+                data.with_extension("log").display()
+            );
+        }
+        Ok(p)
+    }
+
+    /// A client for a principal.
+    pub fn client(&self, name: &str) -> Client {
+        Client { http: client_for(&self.data, Some(name)).expect("client certificate"), url: self.url.clone() }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

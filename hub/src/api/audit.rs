@@ -23,22 +23,11 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn require_role(
-    state: &AppState,
-    who: &Principal,
-    roles: &[Role],
-    what: &str,
-) -> Result<(), ApiError> {
+async fn require_role(state: &AppState, who: &Principal, roles: &[Role], what: &str) -> Result<(), ApiError> {
     if who.role().is_some_and(|r| roles.contains(&r)) {
         return Ok(());
     }
-    Err(state
-        .refuse(
-            who,
-            format!("{what} is not available to {}", who.kind()),
-            Context::default(),
-        )
-        .await)
+    Err(state.refuse(who, format!("{what} is not available to {}", who.kind()), Context::default()).await)
 }
 
 /// `GET /v1/audit?after=SEQ&limit=N` (auditor).
@@ -54,33 +43,19 @@ pub async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state.store.audit_after(q.after, limit).await?;
     let entry = NewEntry {
-        detail: Some(
-            json!({ "export": { "after": q.after, "limit": limit, "count": entries.len() } }),
-        ),
+        detail: Some(json!({ "export": { "after": q.after, "limit": limit, "count": entries.len() } })),
         ..NewEntry::new(who.id(), Action::Admin, "ok")
     };
     state.store.audit(entry).await?;
     let next = entries.last().map_or(q.after, |e| e.seq);
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "entries": entries, "next_after": next }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "entries": entries, "next_after": next })))
 }
 
 /// `GET /v1/audit/verify` (auditor, ops, vendor).
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, description = "Chain verification: counts and digests only")))]
-pub async fn verify(
-    State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
-) -> Result<Response, ApiError> {
-    require_role(
-        &state,
-        &who,
-        &[Role::Auditor, Role::Ops, Role::Vendor],
-        "audit verification",
-    )
-    .await?;
+pub async fn verify(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    require_role(&state, &who, &[Role::Auditor, Role::Ops, Role::Vendor], "audit verification").await?;
     let body = match state.store.verify_audit().await? {
         Ok(r) => json!({
             "ok": true, "entries": r.entries, "head_seq": r.head_seq,
@@ -88,10 +63,8 @@ pub async fn verify(
         }),
         Err(b) => json!({ "ok": false, "first_bad_seq": b.seq, "reason": b.reason }),
     };
-    let entry = NewEntry {
-        detail: Some(json!({ "verify": body["ok"] })),
-        ..NewEntry::new(who.id(), Action::Admin, "ok")
-    };
+    let entry =
+        NewEntry { detail: Some(json!({ "verify": body["ok"] })), ..NewEntry::new(who.id(), Action::Admin, "ok") };
     state.store.audit(entry).await?;
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -123,8 +96,7 @@ pub async fn access_log(
             }],
         )
     };
-    let req: AccessLogRequest =
-        serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
+    let req: AccessLogRequest = serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
     let subject = req.subject.as_str().unwrap_or_default();
     if !(formats::is_resident_id(subject) || formats::is_uscc(subject)) {
         return Err(invalid());
@@ -148,8 +120,5 @@ pub async fn access_log(
         ..NewEntry::new(who.id(), Action::AccessLog, "ok")
     };
     state.store.audit(entry).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "count": accesses.len(), "accesses": accesses }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "count": accesses.len(), "accesses": accesses })))
 }

@@ -13,10 +13,7 @@ use crate::policy::Principal;
 /// `GET /v1/catalog`: every record type, and the caller's own grants.
 #[utoipa::path(get, path = "/v1/catalog", tag = "catalogue",
     responses((status = 200, description = "Record types, and the caller's grants and subscriptions")))]
-pub async fn catalog(
-    State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
-) -> Response {
+pub async fn catalog(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Response {
     let types: Vec<Value> = state
         .catalog
         .iter()
@@ -59,21 +56,13 @@ pub async fn catalog(
 }
 
 fn schema_response(schema: &Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/schema+json")],
-        schema.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/schema+json")], schema.to_string()).into_response()
 }
 
 /// `GET /v1/schemas/{type}`: the current schema.
 #[utoipa::path(get, path = "/v1/schemas/{type}", tag = "catalogue",
     params(("type" = String, Path)), responses((status = 200, description = "JSON Schema 2020-12")))]
-pub async fn schema_latest(
-    State(state): State<AppState>,
-    Path(type_id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn schema_latest(State(state): State<AppState>, Path(type_id): Path<String>) -> Result<Response, ApiError> {
     let t = state
         .catalog
         .get(&type_id)
@@ -95,21 +84,13 @@ pub async fn schema_version(
         .ok_or_else(|| ApiError::NotFound(format!("there is no record type {type_id:?}")))?;
     let wanted = version.trim_start_matches('v').parse::<u32>().ok();
     if wanted != Some(t.schema_version) {
-        return Err(ApiError::NotFound(format!(
-            "{} has no schema version {version:?}",
-            t.id
-        )));
+        return Err(ApiError::NotFound(format!("{} has no schema version {version:?}", t.id)));
     }
     Ok(schema_response(&t.schema))
 }
 
 fn health(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/health+json")],
-        json!({ "status": text }).to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/health+json")], json!({ "status": text }).to_string()).into_response()
 }
 
 /// `GET /livez`: the process answers.

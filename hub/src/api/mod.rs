@@ -91,9 +91,7 @@ impl AppState {
 
     /// Today in the hub's time zone (grant expiry is a local date).
     pub fn today(&self) -> chrono::NaiveDate {
-        chrono::Utc::now()
-            .with_timezone(&self.config.timezone())
-            .date_naive()
+        chrono::Utc::now().with_timezone(&self.config.timezone()).date_naive()
     }
 }
 
@@ -117,9 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(meta::readyz))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(from_fn(move |req: Request, next: Next| {
-            deadline(timeout, req, next)
-        }))
+        .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)))
         .layer(from_fn(problemize))
         .with_state(state)
 }
@@ -136,10 +132,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     if PUBLIC.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let cn = req
-        .extensions()
-        .get::<PeerIdentity>()
-        .and_then(|p| p.common_name.clone());
+    let cn = req.extensions().get::<PeerIdentity>().and_then(|p| p.common_name.clone());
     let principal = cn
         .as_deref()
         .and_then(|cn| state.directory.by_common_name(cn).cloned())
@@ -172,11 +165,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::Unavailable(format!(
-            "the request took longer than {} s",
-            limit.as_secs()
-        ))
-        .into_response(),
+        Err(_) => ApiError::Unavailable(format!("the request took longer than {} s", limit.as_secs())).into_response(),
     }
 }
 
@@ -195,11 +184,7 @@ async fn problemize(req: Request, next: Next) -> Response {
     let (parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let detail = crate::mask::scrub(String::from_utf8_lossy(&text).trim());
-    let detail = if detail.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        detail
-    };
+    let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
     let body = serde_json::json!({
         "type": format!("urn:conghua-hub:problem:http-{}", status.as_u16()),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -212,10 +197,7 @@ async fn problemize(req: Request, next: Next) -> Response {
             resp.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(problem::PROBLEM_JSON),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(problem::PROBLEM_JSON));
     resp
 }
 
@@ -240,27 +222,16 @@ async fn read_body(
 ) -> Result<Bytes, ApiError> {
     match media_type(headers) {
         Some(m) if accepts(&m) => {}
-        Some(m) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "expected {expected}, got {m}"
-            )))
-        }
-        None => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "expected {expected}; Content-Type is missing"
-            )))
-        }
+        Some(m) => return Err(ApiError::UnsupportedMediaType(format!("expected {expected}, got {m}"))),
+        None => return Err(ApiError::UnsupportedMediaType(format!("expected {expected}; Content-Type is missing"))),
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::TooLarge(limit)
         } else {
@@ -275,9 +246,7 @@ fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
         let what = match e.classify() {
             serde_json::error::Category::Eof => "the body ends before the JSON value does",
             serde_json::error::Category::Syntax => "the body is not valid JSON",
-            serde_json::error::Category::Data | serde_json::error::Category::Io => {
-                "the body cannot be read as JSON"
-            }
+            serde_json::error::Category::Data | serde_json::error::Category::Io => "the body cannot be read as JSON",
         };
         ApiError::BadRequest(format!("{what} (line {}, column {})", e.line(), e.column()))
     })

@@ -79,53 +79,19 @@ impl ApiError {
         use ApiError::*;
         match self {
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            Unauthenticated => (
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Authentication required",
-            ),
+            Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Conflict(_) => (
-                StatusCode::CONFLICT,
-                "idempotency-conflict",
-                "Idempotency key reused",
-            ),
-            TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request body too large",
-            ),
-            UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            ),
-            Invalid(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "schema-violation",
-                "Schema violation",
-            ),
-            InvalidRequest(..) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-request",
-                "Invalid request",
-            ),
-            Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-            ),
-            StorageFull => (
-                StatusCode::INSUFFICIENT_STORAGE,
-                "storage-full",
-                "Storage full",
-            ),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
+            UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", "Schema violation"),
+            InvalidRequest(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage-full", "Storage full"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 
@@ -164,10 +130,7 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if matches!(self, ApiError::Unauthenticated) {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"conghua-hub\""),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"conghua-hub\""));
         }
         resp
     }

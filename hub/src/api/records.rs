@@ -20,10 +20,7 @@ use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
 
 fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, ApiError> {
-    state
-        .catalog
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no record type {id:?}")))
+    state.catalog.get(id).ok_or_else(|| ApiError::NotFound(format!("there is no record type {id:?}")))
 }
 
 async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), ApiError> {
@@ -31,29 +28,16 @@ async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Res
         return Ok(());
     }
     let reason = format!("only {} may publish {}", t.owner, t.id);
-    Err(state
-        .refuse(
-            who,
-            reason,
-            Context {
-                record_type: Some(&t.id),
-                ..Default::default()
-            },
-        )
-        .await)
+    Err(state.refuse(who, reason, Context { record_type: Some(&t.id), ..Default::default() }).await)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let text = v
-        .to_str()
-        .ok()
-        .filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
-    text.map(|s| Some(s.to_owned())).ok_or_else(|| {
-        ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
-    })
+    let text = v.to_str().ok().filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
+    text.map(|s| Some(s.to_owned()))
+        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
 }
 
 /// Validates one record and prepares its version, or explains every problem.
@@ -81,11 +65,7 @@ fn prepare(
     // Canonical JSON (RFC 8785): the same record always has the same digest, however it was spaced.
     let canonical = serde_jcs::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
-    let subjects: Vec<String> = t
-        .subjects_of(&doc)
-        .iter()
-        .map(|s| state.keys.subject_hash(s))
-        .collect();
+    let subjects: Vec<String> = t.subjects_of(&doc).iter().map(|s| state.keys.subject_hash(s)).collect();
     let request_digest = hex::encode(Sha256::digest(format!("{}\n{canonical}", t.id).as_bytes()));
     Ok(NewVersion {
         record_type: t.id.clone(),
@@ -125,14 +105,7 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
-    let bytes = read_body(
-        &headers,
-        body,
-        state.config.server.max_body_bytes,
-        is_json,
-        "application/json",
-    )
-    .await?;
+    let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
     let version = prepare(&state, t, &who, &bytes, idempotency_key(&headers)?)?;
     let outcome = state.store.publish(vec![version]).await?.pop();
     match outcome {
@@ -147,22 +120,16 @@ pub async fn publish(
             Ok(resp)
         }
         Some(Ok(Published::Replayed(receipt))) => Ok(json_response(StatusCode::OK, &receipt)),
-        Some(Ok(Published::Conflict)) => Err(ApiError::Conflict(
-            "this Idempotency-Key was already used with a different body".into(),
-        )),
+        Some(Ok(Published::Conflict)) => {
+            Err(ApiError::Conflict("this Idempotency-Key was already used with a different body".into()))
+        }
         Some(Err(e)) => Err(e.into()),
         None => Err(ApiError::Internal("the store returned no outcome".into())),
     }
 }
 
 fn is_ndjson(media: &str) -> bool {
-    matches!(
-        media,
-        "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/jsonlines"
-    )
+    matches!(media, "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/jsonlines")
 }
 
 #[derive(Serialize)]
@@ -191,14 +158,7 @@ pub async fn batch(
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
     let limits = &state.config.server;
-    let bytes = read_body(
-        &headers,
-        body,
-        limits.max_batch_bytes,
-        is_ndjson,
-        "application/x-ndjson",
-    )
-    .await?;
+    let bytes = read_body(&headers, body, limits.max_batch_bytes, is_ndjson, "application/x-ndjson").await?;
     let base_key = idempotency_key(&headers)?;
     let mut results: Vec<LineResult> = Vec::new();
     let mut pending: Vec<(usize, NewVersion)> = Vec::new();
@@ -208,10 +168,7 @@ pub async fn batch(
         _ => &lines[..],
     };
     if lines.len() > limits.max_batch_lines {
-        return Err(ApiError::BadRequest(format!(
-            "a batch holds at most {} lines",
-            limits.max_batch_lines
-        )));
+        return Err(ApiError::BadRequest(format!("a batch holds at most {} lines", limits.max_batch_lines)));
     }
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
@@ -224,12 +181,7 @@ pub async fn batch(
         match result {
             Ok(v) => {
                 pending.push((results.len(), v));
-                results.push(LineResult {
-                    line: n,
-                    status: 0,
-                    receipt: None,
-                    problem: None,
-                });
+                results.push(LineResult { line: n, status: 0, receipt: None, problem: None });
             }
             Err(e) => results.push(LineResult {
                 line: n,
@@ -240,11 +192,7 @@ pub async fn batch(
         }
     }
     let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
-    let outcomes = if versions.is_empty() {
-        Vec::new()
-    } else {
-        state.store.publish(versions).await?
-    };
+    let outcomes = if versions.is_empty() { Vec::new() } else { state.store.publish(versions).await? };
     let mut stored = 0usize;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut results[slot];
@@ -259,9 +207,7 @@ pub async fn batch(
                 r.receipt = Some(receipt);
             }
             Ok(Published::Conflict) => {
-                let e = ApiError::Conflict(
-                    "this Idempotency-Key was already used with a different body".into(),
-                );
+                let e = ApiError::Conflict("this Idempotency-Key was already used with a different body".into());
                 r.status = 409;
                 r.problem = Some(e.body());
             }
@@ -274,27 +220,16 @@ pub async fn batch(
     }
     tracing::info!(department = who.id(), record_type = %t.id, lines = results.len(), stored, "batch published");
     let failed = results.iter().filter(|r| r.status >= 400).count();
-    let wants_ndjson = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("ndjson"));
+    let wants_ndjson = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("ndjson"));
     if wants_ndjson {
         let mut out = Vec::new();
         for r in &results {
             serde_json::to_writer(&mut out, r).map_err(|e| ApiError::Internal(e.to_string()))?;
             out.push(b'\n');
         }
-        return Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-ndjson")],
-            out,
-        )
-            .into_response());
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response());
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "stored": stored, "failed": failed, "results": results }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "stored": stored, "failed": failed, "results": results })))
 }
 
 /// Query of a read.
@@ -305,9 +240,9 @@ pub struct ReadQuery {
 
 fn check_purpose(purpose: Option<&str>) -> Result<(), ApiError> {
     match purpose {
-        Some(p) if !is_kebab(p) => Err(ApiError::BadRequest(
-            "purpose must be a kebab-case word such as income-tax-deduction".into(),
-        )),
+        Some(p) if !is_kebab(p) => {
+            Err(ApiError::BadRequest("purpose must be a kebab-case word such as income-tax-deduction".into()))
+        }
         _ => Ok(()),
     }
 }
@@ -346,11 +281,7 @@ pub async fn read(
     let access = match state.policy.read_access(t, &who, purpose, state.today()) {
         Ok(a) => a,
         Err(denied) => {
-            let ctx = Context {
-                record_type: Some(&t.id),
-                record_key: Some(&key),
-                purpose,
-            };
+            let ctx = Context { record_type: Some(&t.id), record_key: Some(&key), purpose };
             return Err(state.refuse(&who, denied.to_string(), ctx).await);
         }
     };
@@ -359,21 +290,13 @@ pub async fn read(
         record_type: Some(t.id.clone()),
         record_key: Some(key.clone()),
         record_version: found.as_ref().map(|v| v.version),
-        subjects: found
-            .as_ref()
-            .map(|v| v.subjects.clone())
-            .unwrap_or_default(),
+        subjects: found.as_ref().map(|v| v.subjects.clone()).unwrap_or_default(),
         purpose: purpose.map(str::to_owned),
-        ..NewEntry::new(
-            who.id(),
-            Action::Read,
-            if found.is_some() { "ok" } else { "not-found" },
-        )
+        ..NewEntry::new(who.id(), Action::Read, if found.is_some() { "ok" } else { "not-found" })
     };
     // No audit, no data: the entry is durable before anything is sent.
     state.store.audit(entry).await?;
-    let v = found
-        .ok_or_else(|| ApiError::NotFound(format!("there is no {} record with this key", t.id)))?;
+    let v = found.ok_or_else(|| ApiError::NotFound(format!("there is no {} record with this key", t.id)))?;
     Ok(json_response(StatusCode::OK, &view(&v, &access)))
 }
 
@@ -393,47 +316,24 @@ pub async fn history(
         Principal::Operator(_, role) => *role == Role::Auditor,
     };
     if !allowed {
-        let ctx = Context {
-            record_type: Some(&t.id),
-            record_key: Some(&key),
-            ..Default::default()
-        };
-        return Err(state
-            .refuse(&who, "history is for the owner and auditors".into(), ctx)
-            .await);
+        let ctx = Context { record_type: Some(&t.id), record_key: Some(&key), ..Default::default() };
+        return Err(state.refuse(&who, "history is for the owner and auditors".into(), ctx).await);
     }
     let versions = state.store.history(&t.id, &key).await?;
     let entry = NewEntry {
         record_type: Some(t.id.clone()),
         record_key: Some(key.clone()),
         record_version: versions.last().map(|v| v.version),
-        subjects: versions
-            .last()
-            .map(|v| v.subjects.clone())
-            .unwrap_or_default(),
+        subjects: versions.last().map(|v| v.subjects.clone()).unwrap_or_default(),
         detail: Some(json!({ "history": true, "versions": versions.len() })),
-        ..NewEntry::new(
-            who.id(),
-            Action::Read,
-            if versions.is_empty() {
-                "not-found"
-            } else {
-                "ok"
-            },
-        )
+        ..NewEntry::new(who.id(), Action::Read, if versions.is_empty() { "not-found" } else { "ok" })
     };
     state.store.audit(entry).await?;
     if versions.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "there is no {} record with this key",
-            t.id
-        )));
+        return Err(ApiError::NotFound(format!("there is no {} record with this key", t.id)));
     }
     let list: Vec<Value> = versions.iter().map(|v| view(v, &Access::Full)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "type": t.id, "key": key, "versions": list }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "type": t.id, "key": key, "versions": list })))
 }
 
 /// Body of a lookup.
@@ -447,10 +347,7 @@ struct LookupRequest {
 }
 
 fn bad(pointer: &str, message: &str) -> Violation {
-    Violation {
-        pointer: pointer.to_owned(),
-        message: message.to_owned(),
-    }
+    Violation { pointer: pointer.to_owned(), message: message.to_owned() }
 }
 
 /// `POST /v1/lookup`: every latest record about a person or organisation that the caller may
@@ -466,13 +363,7 @@ pub async fn lookup(
     body: Body,
 ) -> Result<Response, ApiError> {
     if !matches!(who, Principal::Department(_)) {
-        return Err(state
-            .refuse(
-                &who,
-                "only departments look up records".into(),
-                Context::default(),
-            )
-            .await);
+        return Err(state.refuse(&who, "only departments look up records".into(), Context::default()).await);
     }
     let bytes = read_body(&headers, body, 64 * 1024, is_json, "application/json").await?;
     let doc = parse_json(&bytes)?;
@@ -486,17 +377,11 @@ pub async fn lookup(
     let mut errors = Vec::new();
     let subject = req.subject.as_str().unwrap_or_default().to_owned();
     if !(formats::is_resident_id(&subject) || formats::is_uscc(&subject)) {
-        errors.push(bad(
-            "/subject",
-            "must be a valid resident ID number or unified social credit code",
-        ));
+        errors.push(bad("/subject", "must be a valid resident ID number or unified social credit code"));
     }
     let purpose = req.purpose.as_str().unwrap_or_default().to_owned();
     if !is_kebab(&purpose) {
-        errors.push(bad(
-            "/purpose",
-            "must be a kebab-case purpose such as minimum-living-allowance-review",
-        ));
+        errors.push(bad("/purpose", "must be a kebab-case purpose such as minimum-living-allowance-review"));
     }
     let mut wanted: Option<Vec<String>> = None;
     match &req.types {
@@ -514,10 +399,7 @@ pub async fn lookup(
         Some(_) => errors.push(bad("/types", "must be an array of record type ids")),
     }
     if !errors.is_empty() {
-        return Err(ApiError::InvalidRequest(
-            "the lookup request is invalid".into(),
-            errors,
-        ));
+        return Err(ApiError::InvalidRequest("the lookup request is invalid".into(), errors));
     }
     let subject_hash = state.keys.subject_hash(&subject);
     let today = state.today();
@@ -550,8 +432,5 @@ pub async fn lookup(
     };
     state.store.audit(entry).await?;
     tracing::info!(department = who.id(), purpose = %purpose, records = out.len(), "lookup answered");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "purpose": purpose, "count": out.len(), "records": out }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "purpose": purpose, "count": out.len(), "records": out })))
 }

@@ -11,8 +11,8 @@ const ID_CHECK: &[u8; 11] = b"10X98765432";
 /// Province-level codes of GB/T 2260, plus 71/81/82/83 used by Taiwan, Hong Kong and Macao
 /// residents' permits.
 const PROVINCES: [u8; 35] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
-    53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63,
+    64, 65, 71, 81, 82, 83,
 ];
 
 /// The check character of a resident ID's first 17 digits, or `None` if they are not 17 digits.
@@ -21,11 +21,7 @@ pub fn resident_id_check(first17: &str) -> Option<char> {
     if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let sum: u32 = b
-        .iter()
-        .zip(ID_WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
+    let sum: u32 = b.iter().zip(ID_WEIGHTS).map(|(d, w)| u32::from(d - b'0') * w).sum();
     Some(char::from(ID_CHECK[(sum % 11) as usize]))
 }
 
@@ -108,41 +104,27 @@ mod tests {
     }
 
     fn valid_id() -> impl Strategy<Value = String> {
-        (
-            0usize..PROVINCES.len(),
-            0u32..10_000,
-            1900i32..2020,
-            1u32..=365,
-            0u32..1000,
-        )
-            .prop_map(|(p, area, year, day, seq)| {
+        (0usize..PROVINCES.len(), 0u32..10_000, 1900i32..2020, 1u32..=365, 0u32..1000).prop_map(
+            |(p, area, year, day, seq)| {
                 let date = NaiveDate::from_yo_opt(year, day).unwrap();
-                let first17 = format!(
-                    "{:02}{:04}{}{:03}",
-                    PROVINCES[p],
-                    area,
-                    date.format("%Y%m%d"),
-                    seq
-                );
+                let first17 = format!("{:02}{:04}{}{:03}", PROVINCES[p], area, date.format("%Y%m%d"), seq);
                 let check = resident_id_check(&first17).unwrap();
                 format!("{first17}{check}")
-            })
+            },
+        )
     }
 
     fn valid_uscc() -> impl Strategy<Value = String> {
-        (
-            prop::collection::vec(0usize..31, 2),
-            0u32..1_000_000,
-            prop::collection::vec(0usize..31, 9),
-        )
-            .prop_map(|(head, area, org)| {
+        (prop::collection::vec(0usize..31, 2), 0u32..1_000_000, prop::collection::vec(0usize..31, 9)).prop_map(
+            |(head, area, org)| {
                 let a: Vec<char> = USCC_ALPHABET.chars().collect();
                 let first17: String = head.iter().map(|i| a[*i]).collect::<String>()
                     + &format!("{area:06}")
                     + &org.iter().map(|i| a[*i]).collect::<String>();
                 let check = uscc_check(&first17).unwrap();
                 format!("{first17}{check}")
-            })
+            },
+        )
     }
 
     proptest! {

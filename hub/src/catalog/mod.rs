@@ -59,10 +59,7 @@ impl RecordType {
             match &e.kind {
                 ValidationErrorKind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
-                    out.push(violation(
-                        format!("{base}/{}", escape(name)),
-                        "is required".into(),
-                    ));
+                    out.push(violation(format!("{base}/{}", escape(name)), "is required".into()));
                 }
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     for name in unexpected {
@@ -100,13 +97,8 @@ impl RecordType {
             Some(Value::String(s)) => {
                 if s.is_empty() || s.len() > MAX_KEY_LEN {
                     Err(bad("the record key must be 1 to 128 characters"))
-                } else if !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-                {
-                    Err(bad(
-                        "the record key may only hold ASCII letters, digits and - _ . :",
-                    ))
+                } else if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+                    Err(bad("the record key may only hold ASCII letters, digits and - _ . :"))
                 } else {
                     Ok(s.clone())
                 }
@@ -133,10 +125,7 @@ impl RecordType {
 }
 
 fn violation(pointer: String, message: String) -> Violation {
-    Violation {
-        pointer: mask::scrub(&pointer),
-        message: mask::scrub(&message),
-    }
+    Violation { pointer: mask::scrub(&pointer), message: mask::scrub(&message) }
 }
 
 fn escape(name: &str) -> String {
@@ -174,19 +163,13 @@ impl Catalog {
         for t in &config.record_types {
             let path: PathBuf = config.resolve(t.schema.get_ref());
             let Some(schema_version) = version_of(&path) else {
-                problems.at(
-                    t.schema.span(),
-                    "the schema must sit in a folder named vN (N = its version)",
-                );
+                problems.at(t.schema.span(), "the schema must sit in a folder named vN (N = its version)");
                 continue;
             };
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) => {
-                    problems.at(
-                        t.schema.span(),
-                        format!("cannot read schema {}: {e}", path.display()),
-                    );
+                    problems.at(t.schema.span(), format!("cannot read schema {}: {e}", path.display()));
                     continue;
                 }
             };
@@ -197,14 +180,8 @@ impl Catalog {
                     continue;
                 }
             };
-            if schema.get("$schema").and_then(Value::as_str)
-                != Some("https://json-schema.org/draft/2020-12/schema")
-            {
-                problems.in_file(
-                    &path,
-                    1,
-                    "$schema must be https://json-schema.org/draft/2020-12/schema",
-                );
+            if schema.get("$schema").and_then(Value::as_str) != Some("https://json-schema.org/draft/2020-12/schema") {
+                problems.in_file(&path, 1, "$schema must be https://json-schema.org/draft/2020-12/schema");
             }
             let validator = match compile(&schema) {
                 Ok(v) => v,
@@ -215,25 +192,16 @@ impl Catalog {
             };
             let (Ok(key), Ok(subjects)) = (
                 FieldPointer::parse(t.key.get_ref()),
-                t.subjects
-                    .iter()
-                    .map(|s| FieldPointer::parse(s.get_ref()))
-                    .collect::<Result<Vec<_>, _>>(),
+                t.subjects.iter().map(|s| FieldPointer::parse(s.get_ref())).collect::<Result<Vec<_>, _>>(),
             ) else {
                 continue; // already reported by Config::check
             };
             if !key.exists_in_schema(&schema) {
-                problems.at(
-                    t.key.span(),
-                    format!("key {key} does not exist in the schema"),
-                );
+                problems.at(t.key.span(), format!("key {key} does not exist in the schema"));
             }
             for (s, p) in t.subjects.iter().zip(&subjects) {
                 if !p.exists_in_schema(&schema) {
-                    problems.at(
-                        s.span(),
-                        format!("subject {p} does not exist in the schema"),
-                    );
+                    problems.at(s.span(), format!("subject {p} does not exist in the schema"));
                 }
             }
             types.insert(
@@ -258,10 +226,7 @@ impl Catalog {
             for f in &g.fields {
                 if let Ok(p) = FieldPointer::parse(f.get_ref()) {
                     if !p.exists_in_schema(&t.schema) {
-                        problems.at(
-                            f.span(),
-                            format!("field {p} does not exist in the schema of {}", t.id),
-                        );
+                        problems.at(f.span(), format!("field {p} does not exist in the schema of {}", t.id));
                     }
                 }
             }

@@ -30,11 +30,7 @@ pub enum ConfigError {
 }
 
 fn problems_text(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(Problem::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// One configuration problem, located in a file.
@@ -46,6 +42,21 @@ pub struct Problem {
     pub line: usize,
     /// Lowercase, without personal data.
     pub message: String,
+}
+
+impl ConfigError {
+    /// Merges the problems of two checks into one error (or none).
+    pub fn merge(a: Result<(), ConfigError>, b: Result<(), ConfigError>) -> Result<(), ConfigError> {
+        match (a, b) {
+            (Ok(()), other) | (other, Ok(())) => other,
+            (Err(ConfigError::Invalid(mut x)), Err(ConfigError::Invalid(y))) => {
+                x.extend(y);
+                x.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+                Err(ConfigError::Invalid(x))
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -64,30 +75,18 @@ pub struct Problems<'a> {
 impl<'a> Problems<'a> {
     /// Starts an empty list for `file` whose text is `source`.
     pub fn new(file: &'a Path, source: &'a str) -> Self {
-        Self {
-            file,
-            source,
-            list: Vec::new(),
-        }
+        Self { file, source, list: Vec::new() }
     }
 
     /// Adds a problem at a byte span of the source.
     pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let line = line_of(self.source, span.start);
-        self.list.push(Problem {
-            file: self.file.to_path_buf(),
-            line,
-            message: message.into(),
-        });
+        self.list.push(Problem { file: self.file.to_path_buf(), line, message: message.into() });
     }
 
     /// Adds a problem located in another file (a schema).
     pub fn in_file(&mut self, file: &Path, line: usize, message: impl Into<String>) {
-        self.list.push(Problem {
-            file: file.to_path_buf(),
-            line,
-            message: message.into(),
-        });
+        self.list.push(Problem { file: file.to_path_buf(), line, message: message.into() });
     }
 
     /// Ends collection: `Ok` when nothing was found.
@@ -95,8 +94,7 @@ impl<'a> Problems<'a> {
         if self.list.is_empty() {
             Ok(())
         } else {
-            self.list
-                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            self.list.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             Err(ConfigError::Invalid(self.list))
         }
     }
@@ -105,11 +103,7 @@ impl<'a> Problems<'a> {
 /// 1-based line number of a byte offset.
 pub fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
-    source.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    source.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 /// The whole configuration file.
@@ -251,13 +245,7 @@ fn yes() -> bool {
 
 impl Default for TlsSection {
     fn default() -> Self {
-        Self {
-            dev_pki: true,
-            ca: None,
-            cert: None,
-            key: None,
-            crl: None,
-        }
+        Self { dev_pki: true, ca: None, cert: None, key: None, crl: None }
     }
 }
 
@@ -324,9 +312,7 @@ fn default_checkpoint() -> u64 {
 
 impl Default for AuditSection {
     fn default() -> Self {
-        Self {
-            checkpoint_every: default_checkpoint(),
-        }
+        Self { checkpoint_every: default_checkpoint() }
     }
 }
 
@@ -456,40 +442,42 @@ pub struct GrantConfig {
 pub fn is_kebab(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.split('-').all(|w| {
-            !w.is_empty()
-                && w.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        && s.split('-').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 impl Config {
     /// Reads and parses a file, then runs every check that needs no other file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, source)
+        let config = Self::read(path)?;
+        config.check()?;
+        Ok(config)
     }
 
-    /// Parses text as if read from `path`.
+    /// Reads and parses a file without the cross-checks (see [`Config::check`]).
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let source =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse_unchecked(path, source)
+    }
+
+    /// Parses text as if read from `path`, with the cross-checks.
     pub fn parse(path: &Path, source: String) -> Result<Config, ConfigError> {
+        let config = Self::parse_unchecked(path, source)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn parse_unchecked(path: &Path, source: String) -> Result<Config, ConfigError> {
         let mut config: Config = match toml::from_str(&source) {
             Ok(c) => c,
             Err(e) => {
                 let line = e.span().map(|s| line_of(&source, s.start)).unwrap_or(1);
                 let message = e.message().trim().replace('\n', " ");
-                return Err(ConfigError::Invalid(vec![Problem {
-                    file: path.to_path_buf(),
-                    line,
-                    message,
-                }]));
+                return Err(ConfigError::Invalid(vec![Problem { file: path.to_path_buf(), line, message }]));
             }
         };
         config.path = path.to_path_buf();
         config.source = source;
-        config.check()?;
         Ok(config)
     }
 
@@ -510,11 +498,7 @@ impl Config {
 
     /// The hub's time zone (checked at load).
     pub fn timezone(&self) -> chrono_tz::Tz {
-        self.hub
-            .timezone
-            .get_ref()
-            .parse()
-            .unwrap_or(chrono_tz::Asia::Shanghai)
+        self.hub.timezone.get_ref().parse().unwrap_or(chrono_tz::Asia::Shanghai)
     }
 
     /// A department by id.
@@ -527,56 +511,32 @@ impl Config {
         self.record_types.iter().find(|t| t.id.get_ref() == id)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Every check that needs no file but this one: names, references, pointer syntax, sharing.
+    pub fn check(&self) -> Result<(), ConfigError> {
         let mut p = Problems::new(&self.path, &self.source);
         if !is_kebab(self.hub.name.get_ref()) {
-            p.at(
-                self.hub.name.span(),
-                "hub name must be kebab-case (a-z, 0-9, single hyphens)",
-            );
+            p.at(self.hub.name.span(), "hub name must be kebab-case (a-z, 0-9, single hyphens)");
         }
-        if self
-            .hub
-            .timezone
-            .get_ref()
-            .parse::<chrono_tz::Tz>()
-            .is_err()
-        {
-            p.at(
-                self.hub.timezone.span(),
-                "timezone must be an IANA name such as Asia/Shanghai",
-            );
+        if self.hub.timezone.get_ref().parse::<chrono_tz::Tz>().is_err() {
+            p.at(self.hub.timezone.span(), "timezone must be an IANA name such as Asia/Shanghai");
         }
         if self.server.listen.get_ref().parse::<SocketAddr>().is_err() {
-            p.at(
-                self.server.listen.span(),
-                "listen must be an address such as 127.0.0.1:8443",
-            );
+            p.at(self.server.listen.span(), "listen must be an address such as 127.0.0.1:8443");
         }
         if self.storage.read_connections == 0 || self.storage.group_commit_max == 0 {
-            p.at(
-                0..0,
-                "storage read_connections and group_commit_max must be at least 1",
-            );
+            p.at(0..0, "storage read_connections and group_commit_max must be at least 1");
         }
         if self.audit.checkpoint_every == 0 {
             p.at(0..0, "audit checkpoint_every must be at least 1");
         }
         if !self.tls.dev_pki {
-            for (name, v) in [
-                ("ca", &self.tls.ca),
-                ("cert", &self.tls.cert),
-                ("key", &self.tls.key),
-            ] {
+            for (name, v) in [("ca", &self.tls.ca), ("cert", &self.tls.cert), ("key", &self.tls.key)] {
                 if v.is_none() {
                     p.at(0..0, format!("tls {name} is required when dev_pki = false"));
                 }
             }
         }
-        for f in [&self.tls.ca, &self.tls.cert, &self.tls.key, &self.tls.crl]
-            .into_iter()
-            .flatten()
-        {
+        for f in [&self.tls.ca, &self.tls.cert, &self.tls.key, &self.tls.crl].into_iter().flatten() {
             if !self.resolve(f.get_ref()).is_file() {
                 p.at(f.span(), format!("tls file {} does not exist", f.get_ref()));
             }
@@ -590,24 +550,15 @@ impl Config {
             .chain(self.operators.iter().map(|o| (&o.id, &o.token_sha256)));
         for (id, token) in tokens {
             if !is_kebab(id.get_ref()) {
-                p.at(
-                    id.span(),
-                    format!("principal id {:?} must be kebab-case", id.get_ref()),
-                );
+                p.at(id.span(), format!("principal id {:?} must be kebab-case", id.get_ref()));
             }
             if principals.iter().any(|q| q.get_ref() == id.get_ref()) {
-                p.at(
-                    id.span(),
-                    format!("principal id {:?} is defined twice", id.get_ref()),
-                );
+                p.at(id.span(), format!("principal id {:?} is defined twice", id.get_ref()));
             }
             principals.push(id);
             if let Some(t) = token {
                 if t.get_ref().len() != 64 || !t.get_ref().bytes().all(|b| b.is_ascii_hexdigit()) {
-                    p.at(
-                        t.span(),
-                        "token_sha256 must be 64 hex digits (the SHA-256 of the token)",
-                    );
+                    p.at(t.span(), "token_sha256 must be 64 hex digits (the SHA-256 of the token)");
                 }
             }
         }
@@ -616,20 +567,14 @@ impl Config {
         for t in &self.record_types {
             let id = t.id.get_ref();
             if !is_kebab(id) {
-                p.at(
-                    t.id.span(),
-                    format!("record type id {id:?} must be kebab-case"),
-                );
+                p.at(t.id.span(), format!("record type id {id:?} must be kebab-case"));
             }
             if seen_types.contains(&id.as_str()) {
                 p.at(t.id.span(), format!("record type {id:?} is defined twice"));
             }
             seen_types.push(id);
             if self.department(t.owner.get_ref()).is_none() {
-                p.at(
-                    t.owner.span(),
-                    format!("owner {:?} is not a department", t.owner.get_ref()),
-                );
+                p.at(t.owner.span(), format!("owner {:?} is not a department", t.owner.get_ref()));
             }
             match FieldPointer::parse(t.key.get_ref()) {
                 Ok(k) if k.has_wildcard() => p.at(t.key.span(), "key pointer cannot contain *"),
@@ -646,33 +591,20 @@ impl Config {
         for (i, g) in self.grants.iter().enumerate() {
             let dept = g.department.get_ref();
             if self.department(dept).is_none() {
-                p.at(
-                    g.department.span(),
-                    format!("grant department {dept:?} is not a department"),
-                );
+                p.at(g.department.span(), format!("grant department {dept:?} is not a department"));
             }
             match self.record_type(g.record_type.get_ref()) {
                 None => p.at(
                     g.record_type.span(),
-                    format!(
-                        "grant record_type {:?} is not a record type",
-                        g.record_type.get_ref()
-                    ),
+                    format!("grant record_type {:?} is not a record type", g.record_type.get_ref()),
                 ),
                 Some(t) if *t.sharing.get_ref() == Sharing::None => p.at(
                     g.record_type.span(),
-                    format!(
-                        "record type {:?} has sharing = \"none\" and cannot be granted",
-                        t.id.get_ref()
-                    ),
+                    format!("record type {:?} has sharing = \"none\" and cannot be granted", t.id.get_ref()),
                 ),
-                Some(t) if t.owner.get_ref() == dept => p.at(
-                    g.department.span(),
-                    format!(
-                        "{dept:?} owns {:?} and needs no grant for it",
-                        t.id.get_ref()
-                    ),
-                ),
+                Some(t) if t.owner.get_ref() == dept => {
+                    p.at(g.department.span(), format!("{dept:?} owns {:?} and needs no grant for it", t.id.get_ref()))
+                }
                 Some(_) => {}
             }
             if g.purposes.is_empty() {
@@ -680,10 +612,7 @@ impl Config {
             }
             for purpose in &g.purposes {
                 if !is_kebab(purpose.get_ref()) {
-                    p.at(
-                        purpose.span(),
-                        format!("purpose {:?} must be kebab-case", purpose.get_ref()),
-                    );
+                    p.at(purpose.span(), format!("purpose {:?} must be kebab-case", purpose.get_ref()));
                 }
                 let clash = self.grants[..i].iter().any(|h| {
                     h.department.get_ref() == dept
@@ -693,10 +622,7 @@ impl Config {
                 if clash {
                     p.at(
                         purpose.span(),
-                        format!(
-                            "{dept:?} already has a grant on {:?} for this purpose",
-                            g.record_type.get_ref()
-                        ),
+                        format!("{dept:?} already has a grant on {:?} for this purpose", g.record_type.get_ref()),
                     );
                 }
             }
@@ -734,22 +660,14 @@ mod tests {
 
     #[test]
     fn syntax_error_names_the_line() {
-        let err = Config::parse(
-            Path::new("x.toml"),
-            "[hub]\nname = \"a\"\n[server]\nlisten = 5\n".into(),
-        )
-        .unwrap_err();
+        let err = Config::parse(Path::new("x.toml"), "[hub]\nname = \"a\"\n[server]\nlisten = 5\n".into()).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("x.toml:4: "), "{text}");
     }
 
     #[test]
     fn unknown_key_is_an_error() {
-        let err = Config::parse(
-            Path::new("x.toml"),
-            "[hub]\nname = \"a\"\ncolour = \"red\"\n".into(),
-        )
-        .unwrap_err();
+        let err = Config::parse(Path::new("x.toml"), "[hub]\nname = \"a\"\ncolour = \"red\"\n".into()).unwrap_err();
         assert!(err.to_string().contains("x.toml:3:"), "{err}");
     }
 
@@ -778,9 +696,7 @@ fields = ["/k"]
 expires = "someday"
 "#;
         let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
-        let ConfigError::Invalid(problems) = err else {
-            panic!("expected problems")
-        };
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
         let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![7, 11, 13, 14, 17, 18, 19, 21], "{problems:#?}");
     }

@@ -44,12 +44,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -71,8 +66,7 @@ impl HubKeys {
             write_private(&hmac_path, hex::encode(k).as_bytes()).map_err(io(&hmac_path))?;
         }
         let text = std::fs::read_to_string(&hmac_path).map_err(io(&hmac_path))?;
-        let subject_key =
-            hex::decode(text.trim()).map_err(|_| KeyError::Invalid(hmac_path.clone()))?;
+        let subject_key = hex::decode(text.trim()).map_err(|_| KeyError::Invalid(hmac_path.clone()))?;
         if subject_key.len() < 32 {
             return Err(KeyError::Invalid(hmac_path));
         }
@@ -80,9 +74,7 @@ impl HubKeys {
         let sign_path = d.join("audit-signing.key");
         if !sign_path.exists() {
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|_| KeyError::Invalid(sign_path.clone()))?;
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Invalid(sign_path.clone()))?;
             write_private(&sign_path, pem.as_bytes()).map_err(io(&sign_path))?;
             let public = key
                 .verifying_key()
@@ -93,10 +85,7 @@ impl HubKeys {
         }
         let pem = std::fs::read_to_string(&sign_path).map_err(io(&sign_path))?;
         let signing = SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Invalid(sign_path))?;
-        Ok(Self {
-            subject_key,
-            signing,
-        })
+        Ok(Self { subject_key, signing })
     }
 
     /// The keyed hash of a subject identifier: searchable by whoever holds the key, meaningless
@@ -113,9 +102,7 @@ impl HubKeys {
     /// Signs a checkpoint.
     pub fn checkpoint(&self, seq: u64, digest: &str, time: String) -> Checkpoint {
         use base64::Engine as _;
-        let sig = self
-            .signing
-            .sign(checkpoint_message(seq, digest).as_bytes());
+        let sig = self.signing.sign(checkpoint_message(seq, digest).as_bytes());
         Checkpoint {
             seq,
             digest: digest.to_owned(),
@@ -132,9 +119,6 @@ impl HubKeys {
 
 /// Loads the checkpoint public key (for offline verification).
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
     VerifyingKey::from_public_key_pem(&pem).map_err(|_| KeyError::Invalid(path.to_path_buf()))
 }

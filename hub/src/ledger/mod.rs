@@ -234,10 +234,7 @@ impl Verifier {
 
     /// Checks the next entry.
     pub fn push(&mut self, e: &Entry) -> Result<(), ChainBroken> {
-        let broken = |seq, reason: &str| ChainBroken {
-            seq,
-            reason: reason.to_owned(),
-        };
+        let broken = |seq, reason: &str| ChainBroken { seq, reason: reason.to_owned() };
         if e.seq != self.next_seq {
             return Err(broken(self.next_seq, "entry missing or out of order"));
         }
@@ -270,12 +267,7 @@ impl Verifier {
                 reason: format!("entries up to the signed checkpoint at seq {seq} are missing"),
             });
         }
-        Ok(ChainReport {
-            entries: head_seq,
-            head_seq,
-            head_digest: self.prev,
-            checkpoints: self.checked_checkpoints,
-        })
+        Ok(ChainReport { entries: head_seq, head_seq, head_digest: self.prev, checkpoints: self.checked_checkpoints })
     }
 
     fn signature_ok(&self, cp: &Checkpoint) -> bool {
@@ -286,9 +278,7 @@ impl Verifier {
         let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
             return false;
         };
-        self.key
-            .verify_strict(checkpoint_message(cp.seq, &cp.digest).as_bytes(), &sig)
-            .is_ok()
+        self.key.verify_strict(checkpoint_message(cp.seq, &cp.digest).as_bytes(), &sig).is_ok()
     }
 }
 
@@ -301,14 +291,9 @@ mod tests {
         let mut entries = Vec::new();
         let mut cps = Vec::new();
         for seq in 1..=n {
-            let e = seal(
-                NewEntry::new("civil-affairs", Action::Publish, "ok"),
-                seq,
-                "t".into(),
-                &prev,
-            );
+            let e = seal(NewEntry::new("civil-affairs", Action::Publish, "ok"), seq, "t".into(), &prev);
             prev = e.digest.clone();
-            if seq % every == 0 {
+            if seq.is_multiple_of(every) {
                 cps.push(key.checkpoint(seq, &e.digest, "t".into()));
             }
             entries.push(e);
@@ -316,11 +301,7 @@ mod tests {
         (entries, cps)
     }
 
-    fn verify(
-        entries: &[Entry],
-        cps: Vec<Checkpoint>,
-        key: &keys::HubKeys,
-    ) -> Result<ChainReport, ChainBroken> {
+    fn verify(entries: &[Entry], cps: Vec<Checkpoint>, key: &keys::HubKeys) -> Result<ChainReport, ChainBroken> {
         let mut v = Verifier::new(key.verifying_key(), cps);
         for e in entries {
             v.push(e)?;
@@ -344,11 +325,7 @@ mod tests {
         let mut forged = entries.clone();
         forged[6].actor = "someone-else".into();
         for i in 6..forged.len() {
-            forged[i].prev = if i == 0 {
-                GENESIS.into()
-            } else {
-                forged[i - 1].digest.clone()
-            };
+            forged[i].prev = if i == 0 { GENESIS.into() } else { forged[i - 1].digest.clone() };
             forged[i].digest = digest_of(&forged[i]);
         }
         assert_eq!(verify(&forged, cps.clone(), &key).unwrap_err().seq, 8);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -48,10 +48,7 @@ pub enum PkiError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| PkiError::Io { path: path.to_path_buf(), source }
 }
 
 /// Files of the development PKI.
@@ -65,9 +62,7 @@ pub const DEV_CA_NAME: &str = "Conghua Data Exchange Hub Development CA";
 impl DevPki {
     /// The PKI under `DATA/pki/`.
     pub fn new(data: &Path) -> Self {
-        Self {
-            dir: data.join("pki"),
-        }
+        Self { dir: data.join("pki") }
     }
 
     /// `ca.crt`.
@@ -97,10 +92,7 @@ impl DevPki {
 
     /// Creates whatever is missing: the CA, the server certificate, and a client certificate for
     /// every name given. Existing files are kept, so restarts do not invalidate issued certificates.
-    pub fn ensure<'a>(
-        &self,
-        names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<PathBuf>, PkiError> {
+    pub fn ensure<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<PathBuf>, PkiError> {
         let mut created = Vec::new();
         std::fs::create_dir_all(self.dir.join("clients")).map_err(io(&self.dir))?;
         if !self.ca_cert().exists() || !self.ca_key().exists() {
@@ -108,24 +100,16 @@ impl DevPki {
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             params.distinguished_name = dn(DEV_CA_NAME);
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
+            params.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             validity(&mut params, 3650);
             let cert = params.self_signed(&key)?;
-            write_private(&self.ca_key(), key.serialize_pem().as_bytes())
-                .map_err(io(&self.ca_key()))?;
+            write_private(&self.ca_key(), key.serialize_pem().as_bytes()).map_err(io(&self.ca_key()))?;
             std::fs::write(self.ca_cert(), cert.pem()).map_err(io(&self.ca_cert()))?;
             created.push(self.ca_cert());
         }
         if !self.server_cert().exists() || !self.server_key().exists() {
-            let sans = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
+            let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
             self.issue_to(
                 &self.server_cert(),
                 &self.server_key(),
@@ -231,10 +215,7 @@ impl TlsFiles {
 }
 
 fn pem_err(path: &Path, e: impl std::fmt::Display) -> PkiError {
-    PkiError::Pem {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    PkiError::Pem { path: path.to_path_buf(), message: e.to_string() }
 }
 
 /// The rustls server configuration: TLS 1.2 and 1.3 only, ring crypto, client certificates
@@ -252,16 +233,13 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, PkiError>
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_err(&files.key, e))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(&files.ca).map_err(|e| pem_err(&files.ca, e))? {
-        roots
-            .add(ca.map_err(|e| pem_err(&files.ca, e))?)
-            .map_err(|e| pem_err(&files.ca, e))?;
+        roots.add(ca.map_err(|e| pem_err(&files.ca, e))?).map_err(|e| pem_err(&files.ca, e))?;
     }
     if roots.is_empty() {
         return Err(pem_err(&files.ca, "no CA certificate found"));
     }
     let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated();
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).allow_unauthenticated();
     if let Some(crl_path) = &files.crl {
         let bytes = std::fs::read(crl_path).map_err(io(crl_path))?;
         let crls = if bytes.starts_with(b"-----") {
@@ -287,12 +265,6 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, PkiError>
 /// The subject CN of a DER certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
     Some(cn)
 }

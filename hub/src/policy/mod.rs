@@ -161,15 +161,8 @@ impl Policy {
                 department: g.department.get_ref().clone(),
                 record_type: g.record_type.get_ref().clone(),
                 purposes: g.purposes.iter().map(|p| p.get_ref().clone()).collect(),
-                fields: g
-                    .fields
-                    .iter()
-                    .filter_map(|f| FieldPointer::parse(f.get_ref()).ok())
-                    .collect(),
-                expires: g
-                    .expires
-                    .as_ref()
-                    .and_then(|e| NaiveDate::parse_from_str(e.get_ref(), "%Y-%m-%d").ok()),
+                fields: g.fields.iter().filter_map(|f| FieldPointer::parse(f.get_ref()).ok()).collect(),
+                expires: g.expires.as_ref().and_then(|e| NaiveDate::parse_from_str(e.get_ref(), "%Y-%m-%d").ok()),
                 basis: g.basis.clone(),
             })
             .collect();
@@ -198,11 +191,7 @@ impl Policy {
             Sharing::Unconditional => Ok(Access::Full),
             Sharing::Conditional => {
                 let mut expired = false;
-                for g in self
-                    .grants
-                    .iter()
-                    .filter(|g| g.department == *dept && g.record_type == t.id)
-                {
+                for g in self.grants.iter().filter(|g| g.department == *dept && g.record_type == t.id) {
                     if g.purposes.iter().any(|p| p == purpose) {
                         if g.expires.is_some_and(|e| today > e) {
                             expired = true;
@@ -211,19 +200,13 @@ impl Policy {
                         }
                     }
                 }
-                Err(if expired {
-                    Denied::Expired
-                } else {
-                    Denied::NoGrant
-                })
+                Err(if expired { Denied::Expired } else { Denied::NoGrant })
             }
         }
     }
 
     /// The grants a department holds (for its catalogue view).
     pub fn grants_of<'a>(&'a self, department: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
-        self.grants
-            .iter()
-            .filter(move |g| g.department == department)
+        self.grants.iter().filter(move |g| g.department == department)
     }
 }

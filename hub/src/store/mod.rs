@@ -141,31 +141,19 @@ pub struct WriterStats {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores versions atomically each, flushed together; results in input order.
-    async fn publish(
-        &self,
-        versions: Vec<NewVersion>,
-    ) -> Result<Vec<Result<Published, StoreError>>, StoreError>;
+    async fn publish(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError>;
     /// Appends one audit entry and waits until it is durable.
     async fn audit(&self, entry: NewEntry) -> Result<Audited, StoreError>;
     /// The latest version of a record.
-    async fn latest(
-        &self,
-        record_type: &str,
-        key: &str,
-    ) -> Result<Option<RecordVersion>, StoreError>;
+    async fn latest(&self, record_type: &str, key: &str) -> Result<Option<RecordVersion>, StoreError>;
     /// Every version of a record, oldest first.
-    async fn history(&self, record_type: &str, key: &str)
-        -> Result<Vec<RecordVersion>, StoreError>;
+    async fn history(&self, record_type: &str, key: &str) -> Result<Vec<RecordVersion>, StoreError>;
     /// Latest versions whose subjects include this keyed hash.
     async fn by_subject(&self, subject_hash: &str) -> Result<Vec<RecordVersion>, StoreError>;
     /// Audit entries after `after`, at most `limit`.
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// Audit entries concerning a subject, newest first.
-    async fn audit_by_subject(
-        &self,
-        subject_hash: &str,
-        limit: u32,
-    ) -> Result<Vec<Entry>, StoreError>;
+    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// Verifies the whole chain and its checkpoints.
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError>;
     /// Group-commit counters.

@@ -14,13 +14,9 @@ use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{
-    Audited, NewVersion, Published, Receipt, RecordVersion, Store, StoreError, WriterStats,
-};
+use super::{Audited, NewVersion, Published, Receipt, RecordVersion, Store, StoreError, WriterStats};
 use crate::ledger::keys::HubKeys;
-use crate::ledger::{
-    seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS,
-};
+use crate::ledger::{seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records (
@@ -126,11 +122,7 @@ impl ReadPool {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::WriterGone)?;
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = lock(&pool.conns).pop().ok_or(StoreError::WriterGone)?;
@@ -155,9 +147,7 @@ pub struct SqliteStore {
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
@@ -180,29 +170,14 @@ impl SqliteStore {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
         let head = conn
-            .query_row(
-                "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(Head {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        digest: r.get(1)?,
-                    })
-                },
-            )
+            .query_row("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok(Head { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)? })
+            })
             .optional()?
-            .unwrap_or(Head {
-                seq: 0,
-                digest: GENESIS.to_owned(),
-            });
+            .unwrap_or(Head { seq: 0, digest: GENESIS.to_owned() });
 
-        let readers = (0..opts.read_connections.max(1))
-            .map(|_| open_reader(&path))
-            .collect::<Result<Vec<_>, _>>()?;
-        let readers = Arc::new(ReadPool {
-            permits: Semaphore::new(readers.len()),
-            conns: Mutex::new(readers),
-        });
+        let readers = (0..opts.read_connections.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
+        let readers = Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) });
         let stats = Arc::new(Stats::default());
         stats.running.store(true, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(4096);
@@ -212,13 +187,7 @@ impl SqliteStore {
                 .name("ledger-writer".into())
                 .spawn(move || writer_loop(conn, rx, head, &keys, opts, &stats))?
         };
-        Ok(Self {
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-            readers,
-            stats,
-            keys,
-        })
+        Ok(Self { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), readers, stats, keys })
     }
 
     /// Verifies the audit chain of a data directory without starting the hub.
@@ -239,9 +208,7 @@ impl SqliteStore {
     async fn submit(&self, ops: Vec<Op>) -> JobResult {
         let tx = lock(&self.tx).clone().ok_or(StoreError::WriterGone)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Job { ops, reply })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        tx.send(Job { ops, reply }).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }
@@ -307,11 +274,7 @@ fn writer_loop(
                 let full = e.sqlite_error_code() == Some(ErrorCode::DiskFull);
                 tracing::error!(error = %e, operations = n, "group commit failed; nothing of it was stored");
                 for reply in replies {
-                    let err = if full {
-                        StoreError::Full
-                    } else {
-                        StoreError::Corrupt(format!("commit failed: {e}"))
-                    };
+                    let err = if full { StoreError::Full } else { StoreError::Corrupt(format!("commit failed: {e}")) };
                     let _ = reply.send(Err(err));
                 }
             }
@@ -344,8 +307,7 @@ fn apply(
                 if let Some((digest, receipt)) = seen {
                     let outcome = if digest == *request_digest {
                         Published::Replayed(
-                            serde_json::from_str(&receipt)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            serde_json::from_str(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         )
                     } else {
                         Published::Conflict
@@ -361,8 +323,7 @@ fn apply(
             let mut entry = v.audit;
             entry.record_version = Some(version);
             let (e, h) = append_entry(conn, entry, head, keys, every, time)?;
-            let subjects = serde_json::to_string(&v.subjects)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             conn.prepare_cached(
                 "INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at, audit_seq, subjects)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -389,10 +350,8 @@ fn apply(
             conn.prepare_cached("DELETE FROM subjects WHERE type = ?1 AND key = ?2")?
                 .execute(params![v.record_type, v.key])?;
             for s in &v.subjects {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![s, v.record_type, v.key])?;
+                conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
+                    .execute(params![s, v.record_type, v.key])?;
             }
             let receipt = Receipt {
                 record_type: v.record_type,
@@ -404,8 +363,7 @@ fn apply(
                 routed: 0,
             };
             if let Some((idem_key, request_digest)) = &v.idempotency {
-                let text = serde_json::to_string(&receipt)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let text = serde_json::to_string(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 conn.prepare_cached(
                     "INSERT INTO idempotency (publisher, idem_key, request_digest, receipt, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -426,8 +384,7 @@ fn append_entry(
     time: &str,
 ) -> Result<(Entry, Head), StoreError> {
     let e = seal(entry, head.seq + 1, time.to_owned(), &head.digest);
-    let subjects =
-        serde_json::to_string(&e.subjects).map_err(|x| StoreError::Corrupt(x.to_string()))?;
+    let subjects = serde_json::to_string(&e.subjects).map_err(|x| StoreError::Corrupt(x.to_string()))?;
     let detail = e.detail.as_ref().map(|d| d.to_string());
     conn.prepare_cached(
         "INSERT INTO audit (seq, time, actor, action, record_type, record_key, record_version, subjects, purpose, outcome, detail, prev, digest)
@@ -449,22 +406,15 @@ fn append_entry(
         e.digest
     ])?;
     for s in &e.subjects {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)",
-        )?
-        .execute(params![s, e.seq as i64])?;
+        conn.prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)")?
+            .execute(params![s, e.seq as i64])?;
     }
-    if e.seq % every == 0 {
+    if e.seq.is_multiple_of(every) {
         let cp = keys.checkpoint(e.seq, &e.digest, time.to_owned());
-        conn.prepare_cached(
-            "INSERT INTO checkpoints (seq, digest, signature, time) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![cp.seq as i64, cp.digest, cp.signature, cp.time])?;
+        conn.prepare_cached("INSERT INTO checkpoints (seq, digest, signature, time) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![cp.seq as i64, cp.digest, cp.signature, cp.time])?;
     }
-    let h = Head {
-        seq: e.seq,
-        digest: e.digest.clone(),
-    };
+    let h = Head { seq: e.seq, digest: e.digest.clone() };
     Ok((e, h))
 }
 
@@ -487,21 +437,13 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordVersion, St
     ))
 }
 
-fn finish_record(
-    (mut v, payload, subjects): (RecordVersion, String, String),
-) -> Result<RecordVersion, StoreError> {
-    v.payload = serde_json::from_str(&payload)
-        .map_err(|e| StoreError::Corrupt(format!("record payload: {e}")))?;
-    v.subjects = serde_json::from_str(&subjects)
-        .map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?;
+fn finish_record((mut v, payload, subjects): (RecordVersion, String, String)) -> Result<RecordVersion, StoreError> {
+    v.payload = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("record payload: {e}")))?;
+    v.subjects = serde_json::from_str(&subjects).map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?;
     Ok(v)
 }
 
-fn records(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<RecordVersion>, StoreError> {
+fn records(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RecordVersion>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, record_from_row)?;
     rows.map(|r| finish_record(r?)).collect()
@@ -532,55 +474,34 @@ fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
 }
 
 fn finish_entry((mut e, subjects, detail): RawEntry) -> Result<Entry, String> {
-    e.subjects =
-        serde_json::from_str(&subjects).map_err(|x| format!("subjects cannot be decoded: {x}"))?;
-    e.detail = detail
-        .map(|d| serde_json::from_str(&d))
-        .transpose()
-        .map_err(|x| format!("detail cannot be decoded: {x}"))?;
+    e.subjects = serde_json::from_str(&subjects).map_err(|x| format!("subjects cannot be decoded: {x}"))?;
+    e.detail =
+        detail.map(|d| serde_json::from_str(&d)).transpose().map_err(|x| format!("detail cannot be decoded: {x}"))?;
     Ok(e)
 }
 
-fn entries(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Entry>, StoreError> {
+fn entries(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Entry>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, entry_from_row)?;
-    rows.map(|r| finish_entry(r?).map_err(StoreError::Corrupt))
-        .collect()
+    rows.map(|r| finish_entry(r?).map_err(StoreError::Corrupt)).collect()
 }
 
-fn verify(
-    conn: &Connection,
-    key: ed25519_dalek::VerifyingKey,
-) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     let checkpoints = conn
         .prepare("SELECT seq, digest, signature, time FROM checkpoints ORDER BY seq")?
         .query_map([], |r| {
-            Ok(Checkpoint {
-                seq: r.get::<_, i64>(0)? as u64,
-                digest: r.get(1)?,
-                signature: r.get(2)?,
-                time: r.get(3)?,
-            })
+            Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut verifier = Verifier::new(key, checkpoints);
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit a ORDER BY a.seq"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a ORDER BY a.seq"))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let raw = match entry_from_row(row) {
             Ok(raw) => raw,
             Err(e) => {
                 let seq = row.get::<_, i64>(0).map(|s| s as u64).unwrap_or(0);
-                return Ok(Err(ChainBroken {
-                    seq,
-                    reason: format!("row cannot be read: {e}"),
-                }));
+                return Ok(Err(ChainBroken { seq, reason: format!("row cannot be read: {e}") }));
             }
         };
         let seq = raw.0.seq;
@@ -597,20 +518,13 @@ fn verify(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn publish(
-        &self,
-        versions: Vec<NewVersion>,
-    ) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
-        let done = self
-            .submit(versions.into_iter().map(Op::Publish).collect())
-            .await?;
+    async fn publish(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
+        let done = self.submit(versions.into_iter().map(Op::Publish).collect()).await?;
         Ok(done
             .into_iter()
             .map(|d| match d {
                 Ok(Done::Published(p)) => Ok(p),
-                Ok(Done::Audited(_)) => Err(StoreError::Corrupt(
-                    "writer answered a publish with an audit".into(),
-                )),
+                Ok(Done::Audited(_)) => Err(StoreError::Corrupt("writer answered a publish with an audit".into())),
                 Err(e) => Err(e),
             })
             .collect())
@@ -624,11 +538,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn latest(
-        &self,
-        record_type: &str,
-        key: &str,
-    ) -> Result<Option<RecordVersion>, StoreError> {
+    async fn latest(&self, record_type: &str, key: &str) -> Result<Option<RecordVersion>, StoreError> {
         let (t, k) = (record_type.to_owned(), key.to_owned());
         self.readers
             .with(move |c| {
@@ -642,15 +552,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn history(
-        &self,
-        record_type: &str,
-        key: &str,
-    ) -> Result<Vec<RecordVersion>, StoreError> {
+    async fn history(&self, record_type: &str, key: &str) -> Result<Vec<RecordVersion>, StoreError> {
         let (t, k) = (record_type.to_owned(), key.to_owned());
         self.readers
             .with(move |c| {
-                let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.key = ?2 ORDER BY r.version");
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.key = ?2 ORDER BY r.version"
+                );
                 records(c, &sql, &[&t, &k])
             })
             .await
@@ -674,19 +582,13 @@ impl Store for SqliteStore {
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
         self.readers
             .with(move |c| {
-                let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > ?1 ORDER BY a.seq LIMIT ?2"
-                );
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > ?1 ORDER BY a.seq LIMIT ?2");
                 entries(c, &sql, &[&(after as i64), &limit])
             })
             .await
     }
 
-    async fn audit_by_subject(
-        &self,
-        subject_hash: &str,
-        limit: u32,
-    ) -> Result<Vec<Entry>, StoreError> {
+    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
         let h = subject_hash.to_owned();
         self.readers
             .with(move |c| {

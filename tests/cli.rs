@@ -1,0 +1,129 @@
+//! The command line as operators use it: `hub config check` lists every problem with file and
+//! line, usage errors exit 2, runtime errors exit 1 with one clear line, and the PKI commands
+//! write what CONTRACT.md promises.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hub");
+
+fn hub(args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(BIN).args(args).current_dir(e2e::root()).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in config")) + 1
+}
+
+fn last_line_of(text: &str, needle: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.iter().rposition(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in config")) + 1
+}
+
+#[test]
+fn config_check_accepts_the_conghua_deployment() -> Result<()> {
+    let (code, out, err) = hub(&["config", "check"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("13 departments, 4 operators, 10 record types"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("config"))?;
+    std::os::unix::fs::symlink(e2e::root().join("schemas"), dir.path().join("schemas"))?;
+    let text = std::fs::read_to_string(e2e::conghua_config())?
+        .replace("department = \"hrss\"\nrecord_type = \"marriage-registration\"", "department = \"hrs\"\nrecord_type = \"marriage-registration\"")
+        .replace("\"/registration_no\", \"/taxpayer_id\"", "\"/registration_no\", \"/taxpayer_iq\"")
+        .replace("purposes = [\"enterprise-service\"]", "purposes = [\"Enterprise Service\"]")
+        .replace("sharing = \"unconditional\"", "sharing = \"none\"")
+        .replace("owner = \"health\"", "owner = \"hospital\"")
+        + "\n[[grants]]\ndepartment = \"education\"\nrecord_type = \"doctor-practice-registration\"\npurposes = [\"school-clinic\"]\nfields = [\"/doctor_name\"]\n";
+    let cfg = dir.path().join("config/broken.toml");
+    std::fs::write(&cfg, &text)?;
+    let (code, out, err) = hub(&["config", "check", "--config", cfg.to_str().unwrap()])?;
+    assert_eq!(code, 1, "{out}{err}");
+    let file = cfg.display().to_string();
+    let expect = [
+        (line_of(&text, "department = \"hrs\""), "\"hrs\" is not a department"),
+        (line_of(&text, "/taxpayer_iq"), "/taxpayer_iq does not exist in the schema"),
+        (line_of(&text, "Enterprise Service"), "must be kebab-case"),
+        (line_of(&text, "owner = \"hospital\""), "owner \"hospital\" is not a department"),
+        (last_line_of(&text, "record_type = \"doctor-practice-registration\""), "cannot be granted"),
+    ];
+    for (line, message) in expect {
+        let wanted = format!("{file}:{line}: ");
+        assert!(
+            err.lines().any(|l| l.starts_with(&wanted) && l.contains(message)),
+            "missing `{wanted}… {message}` in:\n{err}"
+        );
+    }
+    assert!(err.contains("problem(s) in the configuration"));
+    assert!(!err.contains("panicked"));
+    Ok(())
+}
+
+#[test]
+fn usage_and_runtime_errors_exit_2_and_1_with_one_clear_line() -> Result<()> {
+    let (code, _, err) = hub(&["serve", "--no-such-flag"])?;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = hub(&["config", "check", "--config", "/nonexistent/hub.toml"])?;
+    assert_eq!(code, 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/hub.toml"));
+    let (code, _, err) = hub(&["audit", "verify", "--data", "/nonexistent"])?;
+    assert_eq!(code, 1);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let syntax = tempfile::NamedTempFile::new()?;
+    std::fs::write(syntax.path(), "[hub]\nname = \"x\"\n[server\n")?;
+    let (code, _, err) = hub(&["config", "check", "--config", syntax.path().to_str().unwrap()])?;
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:3:", syntax.path().display())), "{err}");
+    Ok(())
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn pki_init_and_issue_write_certificates_with_private_keys() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap();
+    let (code, out, err) = hub(&["pki", "init", "--data", data])?;
+    assert_eq!(code, 0, "{out}{err}");
+    let pki = dir.path().join("pki");
+    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "clients/civil-affairs.crt", "clients/citizen-portal.key"]
+    {
+        assert!(pki.join(f).exists(), "{f}");
+    }
+    for f in ["ca.key", "server.key", "clients/civil-affairs.key", "clients/supervision.key"] {
+        assert_eq!(mode(&pki.join(f)), 0o600, "{f}");
+    }
+    let before = std::fs::read(pki.join("clients/hrss.crt"))?;
+    let (code, _, err) = hub(&["pki", "issue", "--data", data, "--name", "hrss"])?;
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(std::fs::read(pki.join("clients/hrss.crt"))?, before, "re-issued");
+    let der = rustls_pem_first(&pki.join("clients/hrss.crt"));
+    assert_eq!(hub::pki::common_name(&der).as_deref(), Some("hrss"));
+    let (code, _, err) = hub(&["pki", "issue", "--data", data, "--name", "mallory"])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("not a department or operator"), "{err}");
+    Ok(())
+}
+
+fn rustls_pem_first(path: &Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
