@@ -177,3 +177,29 @@ async fn group_commit_flushes_many_records_per_fsync_under_concurrent_load() -> 
     hub.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_never_carry_a_resident_id_in_clear() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = free_port()?;
+    let log = data.with_extension("log");
+    let mut hub = HubProcess::start_with(BIN, &data, port, &["--log-format", "json"], &[("HUB_LOG", "debug")]).await?;
+    let id = resident_id("19900315", 123);
+    let civil = hub.client("civil-affairs");
+    let r = civil
+        .publish("marriage-registration", &marriage("J440184-2026-000001", &id, &resident_id("19920708", 1)))
+        .await?;
+    assert_eq!(r.status, 201);
+    // An ID where a key belongs, in the URL: the request log masks it.
+    let _ = civil.get(&format!("/v1/records/marriage-registration/{id}")).await?;
+    assert!(hub.terminate()?.success());
+    let text = std::fs::read_to_string(&log)?;
+    assert!(!text.contains(&id), "clear resident ID in the log:\n{text}");
+    assert!(text.contains(&hub::mask::resident_id(&id)), "the masked form is logged:\n{text}");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");
+    }
+    Ok(())
+}

@@ -470,3 +470,21 @@ async fn bearer_tokens_named_by_digest_in_the_config_identify_callers() -> Resul
     hub.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_at_the_handshake() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let (config, _) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pki = hub::pki::DevPki::new(data.path());
+    pki.ensure(hub::policy::Directory::new(&config).ids())?;
+    pki.revoke("hrss")?;
+    let hub = TestHub::start_in(&e2e::conghua_config(), data).await?;
+    let revoked = hub.client("hrss").get("/v1/catalog").await;
+    assert!(revoked.is_err(), "a revoked certificate was accepted: {:?}", revoked.map(|r| r.status));
+    assert_eq!(hub.client("state-tax").get("/v1/catalog").await?.status, 200);
+    // Re-issuing gives the department a new, unrevoked certificate.
+    pki.issue_client("hrss", 30)?;
+    assert_eq!(hub.client("hrss").get("/v1/catalog").await?.status, 200);
+    hub.stop().await;
+    Ok(())
+}

@@ -100,6 +100,15 @@ enum PkiCommand {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Revoke a client certificate: re-signs DATA/pki/crl.pem (read by the hub at start).
+    Revoke {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Principal id (certificate CN).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +170,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             pki.issue_client(&name, days)?;
             println!("{} and {}", pki.client_cert(&name).display(), pki.client_key(&name).display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki { command: PkiCommand::Revoke { data, name } } => {
+            let pki = DevPki::new(&data);
+            if !pki.client_cert(&name).exists() {
+                bail!("{} does not exist", pki.client_cert(&name).display());
+            }
+            pki.revoke(&name)?;
+            println!("revoked {name}; {} re-signed (restart the hub to apply it)", pki.crl().display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Verify { data, public_key } } => {

@@ -85,7 +85,11 @@ impl TestHub {
 
     /// Starts a hub with a given config.
     pub async fn start_with(config: &Path) -> Result<Self> {
-        let data = tempfile::tempdir()?;
+        Self::start_in(config, tempfile::tempdir()?).await
+    }
+
+    /// Starts a hub with a given config on a prepared data directory.
+    pub async fn start_in(config: &Path, data: tempfile::TempDir) -> Result<Self> {
         let (config, catalog) = hub::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (state, tls) = hub::server::open(config, catalog, data.path())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -193,6 +197,11 @@ impl HubProcess {
     /// Starts `bin serve` on `data` and returns once it logs that it listens. Its stderr is
     /// copied to `DATA.log` for post-mortems.
     pub async fn start(bin: &str, data: &Path, port: u16) -> Result<Self> {
+        Self::start_with(bin, data, port, &[], &[]).await
+    }
+
+    /// Like [`HubProcess::start`], with extra `serve` arguments and environment.
+    pub async fn start_with(bin: &str, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         use std::io::{BufRead, Write};
         let mut log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log"))?;
         let mut child = Command::new(bin)
@@ -201,6 +210,8 @@ impl HubProcess {
             .arg("--data")
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -139,8 +139,19 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .or_else(|| bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned()));
     match principal {
         Some(p) => {
-            req.extensions_mut().insert(p);
-            next.run(req).await
+            let (method, path, started) =
+                (req.method().clone(), req.uri().path().to_owned(), std::time::Instant::now());
+            req.extensions_mut().insert(p.clone());
+            let resp = next.run(req).await;
+            tracing::debug!(
+                principal = p.id(),
+                %method,
+                path = %crate::mask::scrub(&path),
+                status = resp.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "request"
+            );
+            resp
         }
         None => {
             // A certificate from our CA whose CN is no longer configured is named; otherwise the

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -90,6 +91,15 @@ impl DevPki {
         self.dir.join("clients").join(format!("{name}.key"))
     }
 
+    /// `crl.pem`: used automatically by a development hub when present.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+    /// `revoked.txt`: one line per revoked certificate (serial, name, time), the CRL's source.
+    pub fn revoked_list(&self) -> PathBuf {
+        self.dir.join("revoked.txt")
+    }
+
     /// Creates whatever is missing: the CA, the server certificate, and a client certificate for
     /// every name given. Existing files are kept, so restarts do not invalidate issued certificates.
     pub fn ensure<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<PathBuf>, PkiError> {
@@ -139,6 +149,51 @@ impl DevPki {
             ExtendedKeyUsagePurpose::ClientAuth,
             days,
         )
+    }
+
+    /// Revokes the current client certificate of `name` and re-signs `crl.pem` with every
+    /// certificate revoked so far. A running hub reads the CRL at start.
+    pub fn revoke(&self, name: &str) -> Result<(), PkiError> {
+        let cert_path = self.client_cert(name);
+        let pem = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+        let der = CertificateDer::from_pem_slice(&pem).map_err(|e| pem_err(&cert_path, e))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| pem_err(&cert_path, e))?;
+        let serial = hex::encode(cert.raw_serial());
+        let list_path = self.revoked_list();
+        let mut list = std::fs::read_to_string(&list_path).unwrap_or_default();
+        if !list.lines().any(|l| l.split_whitespace().next() == Some(serial.as_str())) {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            list.push_str(&format!("{serial} {name} {now}\n"));
+        }
+        let mut revoked = Vec::new();
+        for line in list.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(serial), Some(_), Some(at)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Ok(bytes), Ok(at)) = (hex::decode(serial), at.parse::<i64>()) else { continue };
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: time::OffsetDateTime::from_unix_timestamp(at)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                reason_code: Some(RevocationReason::Unspecified),
+                invalidity_date: None,
+            });
+        }
+        let ca_pem = std::fs::read_to_string(self.ca_cert()).map_err(io(&self.ca_cert()))?;
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(self.ca_key()).map_err(io(&self.ca_key()))?)?;
+        let ca = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+        let now = time::OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + time::Duration::days(30),
+            crl_number: SerialNumber::from(revoked.len() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca, &ca_key)?;
+        std::fs::write(&list_path, list).map_err(io(&list_path))?;
+        std::fs::write(self.crl(), crl.pem()?).map_err(io(&self.crl()))?;
+        Ok(())
     }
 
     fn issue_to(
@@ -199,7 +254,7 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The configured files, or the development PKI's.
+    /// The configured files, or the development PKI's (whose `crl.pem` is used when present).
     pub fn of(config: &Config, data: &Path) -> Self {
         let dev = DevPki::new(data);
         let pick = |v: &Option<toml::Spanned<String>>, dev_path: PathBuf| {
@@ -209,7 +264,10 @@ impl TlsFiles {
             ca: pick(&config.tls.ca, dev.ca_cert()),
             cert: pick(&config.tls.cert, dev.server_cert()),
             key: pick(&config.tls.key, dev.server_key()),
-            crl: config.tls.crl.as_ref().map(|p| config.resolve(p.get_ref())),
+            crl: match &config.tls.crl {
+                Some(p) => Some(config.resolve(p.get_ref())),
+                None => Some(dev.crl()).filter(|p| config.tls.dev_pki && p.exists()),
+            },
         }
     }
 }
