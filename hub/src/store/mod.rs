@@ -3,6 +3,7 @@
 //! record version, its subject index rows, its audit entry (and later its outbox rows) commit in one
 //! transaction, and a caller hears back only once that transaction is on disk.
 
+pub mod backup;
 pub mod sqlite;
 
 use async_trait::async_trait;

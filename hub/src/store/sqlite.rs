@@ -144,7 +144,7 @@ pub struct SqliteStore {
     keys: Arc<HubKeys>,
 }
 
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
@@ -486,7 +486,12 @@ fn entries(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Resul
     rows.map(|r| finish_entry(r?).map_err(StoreError::Corrupt)).collect()
 }
 
-fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+/// Verifies the audit chain held by `conn`, reporting each checked entry's seq to `progress`.
+pub(crate) fn verify_with(
+    conn: &Connection,
+    key: ed25519_dalek::VerifyingKey,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     let checkpoints = conn
         .prepare("SELECT seq, digest, signature, time FROM checkpoints ORDER BY seq")?
         .query_map([], |r| {
@@ -512,8 +517,13 @@ fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<
         if let Err(b) = verifier.push(&entry) {
             return Ok(Err(b));
         }
+        progress(seq);
     }
     Ok(verifier.finish())
+}
+
+fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+    verify_with(conn, key, &mut |_| {})
 }
 
 #[async_trait]
