@@ -28,6 +28,7 @@ pub mod mask;
 pub mod openapi;
 pub mod pki;
 pub mod policy;
+pub mod routing;
 pub mod server;
 pub mod store;
 

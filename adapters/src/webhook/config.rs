@@ -1,0 +1,54 @@
+//! Settings of a webhook subscription (`[subscriptions.settings]`).
+
+use serde::Deserialize;
+
+use crate::AdapterError;
+
+/// Webhook settings. Operators read these field docs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The receiver's URL, `http://` or `https://`.
+    pub url: String,
+    /// Name of the environment variable holding the signing secret (`whsec_` + base64). During a
+    /// key rotation it may hold several secrets separated by spaces: each signs every request.
+    pub secret_env: String,
+    /// Seconds to wait for the receiver's answer.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// PEM file of the CA that signs an `https` receiver's certificate (relative to the config).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Present the hub's own client certificate to an `https` receiver that asks for one.
+    #[serde(default)]
+    pub client_certificate: bool,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+impl WebhookConfig {
+    /// Checks the settings without I/O.
+    pub fn validate(&self) -> Result<(), AdapterError> {
+        let url = url::Url::parse(&self.url).map_err(|e| AdapterError::Config(format!("url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(AdapterError::Config("url must be http:// or https://".into()));
+        }
+        if url.host_str().is_none() {
+            return Err(AdapterError::Config("url has no host".into()));
+        }
+        if self.secret_env.is_empty()
+            || !self.secret_env.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(AdapterError::Config("secret_env must name an environment variable (A-Z, 0-9, _)".into()));
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            return Err(AdapterError::Config("timeout_secs must be 1 to 300".into()));
+        }
+        if url.scheme() == "http" && (self.ca.is_some() || self.client_certificate) {
+            return Err(AdapterError::Config("ca and client_certificate need an https:// url".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+//! Routing of new record versions to subscriptions.
+pub mod filter;
