@@ -119,6 +119,9 @@ pub struct BuildContext<'a> {
     pub client_identity_pem: Option<Vec<u8>>,
 }
 
+/// Builds a running push adapter from its settings.
+pub type BuildFn = fn(&toml::Table, &BuildContext<'_>) -> Result<Box<dyn Outbound>, AdapterError>;
+
 /// One adapter kind.
 pub struct Kind {
     /// The `adapter = "..."` name in the config.
@@ -130,7 +133,7 @@ pub struct Kind {
     /// Checks settings without I/O.
     pub validate: fn(&toml::Table) -> Result<(), AdapterError>,
     /// Builds the running push adapter (`None` for pull kinds).
-    pub build: Option<fn(&toml::Table, &BuildContext<'_>) -> Result<Box<dyn Outbound>, AdapterError>>,
+    pub build: Option<BuildFn>,
 }
 
 /// Every adapter kind, in one plain list.
