@@ -32,7 +32,7 @@ async fn marriage_is_published_once_and_read_by_each_department_for_its_purpose(
     let r = civil.publish("marriage-registration", &marriage("J440184-2026-000123", &a, &b)).await?;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["version"], 1);
-    assert_eq!(r.json["routed"], 0);
+    assert_eq!(r.json["routed"], 5, "family planning, public security, hrss, state tax, land and housing");
     assert_eq!(r.json["digest"].as_str().unwrap().len(), 64);
     for k in ["type", "key", "audit_seq", "received_at"] {
         assert!(r.json.get(k).is_some(), "receipt lacks {k}");

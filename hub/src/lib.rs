@@ -9,6 +9,7 @@
 //! - [`catalog`]: record types, compiled schemas, check-digit formats, pointers and projection.
 //! - [`policy`]: principals (certificate CN or token) and the read policy (grants, sharing).
 //! - [`ledger`]: the audit chain: entries, digests, keyed subject hashes, signed checkpoints.
+//! - [`routing`], [`delivery`]: subscriptions' filters, the outbox workers and their adapters.
 //! - [`store`]: the `Store` trait and its SQLite implementation with a group-commit writer.
 //! - [`pki`]: the development PKI and the rustls server configuration.
 //! - [`api`]: the HTTP API and its problem+json errors.
@@ -23,6 +24,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod ledger;
 pub mod mask;
 pub mod openapi;

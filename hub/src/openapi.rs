@@ -30,10 +30,12 @@ pub struct Problem {
         crate::api::records::publish, crate::api::records::batch, crate::api::records::read,
         crate::api::records::history, crate::api::records::lookup, crate::api::meta::catalog,
         crate::api::meta::schema_latest, crate::api::meta::schema_version, crate::api::audit::list,
-        crate::api::audit::verify, crate::api::audit::access_log, crate::api::meta::livez, crate::api::meta::readyz
+        crate::api::audit::verify, crate::api::audit::access_log, crate::api::meta::livez, crate::api::meta::readyz,
+        crate::api::feeds::read, crate::api::feeds::ack, crate::api::ops::deliveries, crate::api::ops::retry,
+        crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions
     ),
     modifiers(&Security),
-    tags((name = "records"), (name = "catalogue"), (name = "audit"), (name = "health"))
+    tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"))
 )]
 struct ApiDoc;
 

@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use crate::api::{self, AppState, Hub, PeerIdentity};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::ledger::keys::{HubKeys, KeyError};
 use crate::pki::{self, DevPki, PkiError, TlsFiles};
 use crate::policy::{Directory, Policy};
@@ -40,6 +41,9 @@ pub enum ServeError {
     /// The listener.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// Subscriptions and their adapters.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 /// Opens everything a running hub needs from a checked config and a data directory: development
@@ -72,8 +76,10 @@ pub fn open(
             checkpoint_every: config.audit.checkpoint_every,
         },
     )?);
-    let policy = Policy::new(&config);
-    let hub = Hub { config, catalog, policy, directory, store, keys };
+    let policy = Arc::new(Policy::new(&config));
+    let catalog = Arc::new(catalog);
+    let delivery = Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), data)?);
+    let hub = Hub { config, catalog, policy, delivery, directory, store, keys };
     Ok((AppState(Arc::new(hub)), tls))
 }
 
@@ -94,6 +100,9 @@ pub async fn run(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(15));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
+    state.delivery.load_states().await?;
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let workers = state.delivery.spawn(workers_stop);
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote): (_, SocketAddr) = tokio::select! {
@@ -143,6 +152,10 @@ pub async fn run(
     tracing::info!("shutting down: draining connections");
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");
+    }
+    let _ = stop_workers.send(true);
+    for w in workers {
+        let _ = w.await;
     }
     state.store.close().await;
     tracing::info!("stopped");

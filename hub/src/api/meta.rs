@@ -43,6 +43,19 @@ pub async fn catalog(State(state): State<AppState>, Extension(who): Extension<Pr
             })
         })
         .collect();
+    let subscriptions: Vec<Value> = state
+        .delivery
+        .all()
+        .iter()
+        .filter(|s| s.department == who.id())
+        .map(|s| {
+            json!({
+                "name": s.name, "record_type": s.record_type, "purpose": s.purpose,
+                "mode": if s.direction == adapters::Direction::Pull { "feed" } else { "push" },
+                "feed": (s.direction == adapters::Direction::Pull).then(|| format!("/v1/feeds/{}", s.name)),
+            })
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
@@ -50,7 +63,7 @@ pub async fn catalog(State(state): State<AppState>, Extension(who): Extension<Pr
             "principal": { "id": who.id(), "kind": who.kind() },
             "record_types": types,
             "grants": grants,
-            "subscriptions": [],
+            "subscriptions": subscriptions,
         }),
     )
 }

@@ -3,7 +3,9 @@
 //! makes every error — including axum's own rejections — an RFC 9457 problem.
 
 pub(crate) mod audit;
+pub(crate) mod feeds;
 pub(crate) mod meta;
+pub(crate) mod ops;
 pub mod problem;
 pub(crate) mod records;
 
@@ -32,9 +34,11 @@ pub struct Hub {
     /// The checked configuration.
     pub config: Config,
     /// Record types with compiled validators.
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     /// Grants.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
+    /// Routing and delivery.
+    pub delivery: Arc<crate::delivery::Delivery>,
     /// Known principals.
     pub directory: Directory,
     /// Durable state.
@@ -110,6 +114,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/access-log", post(audit::access_log))
+        .route("/v1/feeds/{subscription}", get(feeds::read))
+        .route("/v1/feeds/{subscription}/ack", post(feeds::ack))
+        .route("/v1/ops/deliveries", get(ops::deliveries))
+        .route("/v1/ops/deliveries/{id}/retry", post(ops::retry))
+        .route("/v1/ops/subscriptions", get(ops::subscriptions))
+        .route("/v1/ops/subscriptions/{name}/replay", post(ops::replay))
+        .route("/v1/ops/subscriptions/{name}/enable", post(ops::enable))
         .route("/openapi.json", get(meta::openapi))
         .route("/livez", get(meta::livez))
         .route("/readyz", get(meta::readyz))

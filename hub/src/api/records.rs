@@ -76,6 +76,7 @@ fn prepare(
         publisher: who.id().to_owned(),
         subjects: subjects.clone(),
         idempotency: idempotency.map(|k| (k, request_digest)),
+        routes: state.delivery.routes(&t.id, &doc),
         audit: NewEntry {
             record_type: Some(t.id.clone()),
             record_key: Some(key),
@@ -107,7 +108,11 @@ pub async fn publish(
     require_owner(&state, &who, t).await?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
     let version = prepare(&state, t, &who, &bytes, idempotency_key(&headers)?)?;
+    let routes = version.routes.clone();
     let outcome = state.store.publish(vec![version]).await?.pop();
+    if matches!(outcome, Some(Ok(Published::Created(_)))) {
+        state.delivery.notify(&routes);
+    }
     match outcome {
         Some(Ok(Published::Created(receipt))) => {
             tracing::info!(department = who.id(), record_type = %receipt.record_type, version = receipt.version,
@@ -192,7 +197,11 @@ pub async fn batch(
         }
     }
     let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
+    let mut routes: Vec<String> = versions.iter().flat_map(|v| v.routes.iter().cloned()).collect();
+    routes.sort();
+    routes.dedup();
     let outcomes = if versions.is_empty() { Vec::new() } else { state.store.publish(versions).await? };
+    state.delivery.notify(&routes);
     let mut stored = 0usize;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut results[slot];

@@ -136,6 +136,12 @@ pub struct Config {
     /// `[[grants]]`: who may read what, for which purposes, which fields.
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// `[delivery]`: retry and concurrency policy of push subscriptions.
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    /// `[[subscriptions]]`: grants in push or feed mode.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
     /// Where the file was read from; relative paths inside it resolve against its folder.
     #[serde(skip)]
     pub path: PathBuf,
@@ -438,6 +444,85 @@ pub struct GrantConfig {
     pub basis: Option<String>,
 }
 
+/// `[delivery]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// Attempts before an event goes to the dead letters.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Age (hours) after which an undelivered event goes to the dead letters.
+    #[serde(default = "default_max_age")]
+    pub max_age_hours: u64,
+    /// First retry delay (ms); it doubles per consecutive failure, with jitter.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay (ms).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    /// Deliveries in flight per subscription.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Deadline of one attempt (s), on top of the adapter's own timeout.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_secs: u64,
+}
+
+fn default_attempts() -> u32 {
+    20
+}
+fn default_max_age() -> u64 {
+    72
+}
+fn default_backoff_initial() -> u64 {
+    1000
+}
+fn default_backoff_max() -> u64 {
+    300_000
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_attempt_timeout() -> u64 {
+    30
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            max_age_hours: default_max_age(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+            concurrency: default_concurrency(),
+            attempt_timeout_secs: default_attempt_timeout(),
+        }
+    }
+}
+
+/// `[[subscriptions]]`: a department receives new versions of a record type for a purpose, through
+/// an adapter. What it receives is projected exactly like a read for that purpose.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Stable name (kebab-case), used in URLs and metrics.
+    pub name: Spanned<String>,
+    /// The receiving department.
+    pub department: Spanned<String>,
+    /// The record type it receives.
+    pub record_type: Spanned<String>,
+    /// The purpose; the department needs a grant for it (or the type is shared unconditionally).
+    pub purpose: Spanned<String>,
+    /// Optional jq filter; the record is sent when its first output is truthy.
+    #[serde(default)]
+    pub filter: Option<Spanned<String>>,
+    /// Adapter kind (`webhook`, `feed`, ...).
+    pub adapter: Spanned<String>,
+    /// The adapter's own settings (see its documentation).
+    #[serde(default)]
+    pub settings: Option<Spanned<toml::Table>>,
+}
+
 /// True for lowercase words joined by single hyphens.
 pub fn is_kebab(s: &str) -> bool {
     !s.is_empty()
@@ -640,7 +725,74 @@ impl Config {
                 }
             }
         }
+        if self.delivery.max_attempts == 0 || self.delivery.concurrency == 0 || self.delivery.attempt_timeout_secs == 0
+        {
+            p.at(0..0, "delivery max_attempts, concurrency and attempt_timeout_secs must be at least 1");
+        }
+        if self.delivery.backoff_initial_ms == 0 || self.delivery.backoff_max_ms < self.delivery.backoff_initial_ms {
+            p.at(0..0, "delivery backoff_initial_ms must be at least 1 and at most backoff_max_ms");
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            self.check_subscription(&mut p, i, sub);
+        }
         p.finish()
+    }
+
+    fn check_subscription(&self, p: &mut Problems<'_>, i: usize, sub: &SubscriptionConfig) {
+        let name = sub.name.get_ref();
+        if !is_kebab(name) {
+            p.at(sub.name.span(), format!("subscription name {name:?} must be kebab-case"));
+        }
+        if self.subscriptions[..i].iter().any(|o| o.name.get_ref() == name) {
+            p.at(sub.name.span(), format!("subscription {name:?} is defined twice"));
+        }
+        let dept = sub.department.get_ref();
+        if self.department(dept).is_none() {
+            p.at(sub.department.span(), format!("subscription department {dept:?} is not a department"));
+        }
+        let purpose = sub.purpose.get_ref();
+        if !is_kebab(purpose) {
+            p.at(sub.purpose.span(), format!("purpose {purpose:?} must be kebab-case"));
+        }
+        match self.record_type(sub.record_type.get_ref()) {
+            None => p.at(
+                sub.record_type.span(),
+                format!("subscription record_type {:?} is not a record type", sub.record_type.get_ref()),
+            ),
+            Some(t) if t.owner.get_ref() == dept => {}
+            Some(t) if *t.sharing.get_ref() == Sharing::Unconditional => {}
+            Some(t) => {
+                let granted = self.grants.iter().any(|g| {
+                    g.department.get_ref() == dept
+                        && g.record_type.get_ref() == t.id.get_ref()
+                        && g.purposes.iter().any(|q| q.get_ref() == purpose)
+                });
+                if !granted {
+                    p.at(
+                        sub.purpose.span(),
+                        format!("{dept:?} has no grant on {:?} for purpose {purpose:?}", t.id.get_ref()),
+                    );
+                }
+            }
+        }
+        if let Some(f) = &sub.filter {
+            if let Err(e) = crate::routing::filter::JqFilter::compile(f.get_ref()) {
+                p.at(f.span(), format!("filter: {e}"));
+            }
+        }
+        match adapters::kind(sub.adapter.get_ref()) {
+            Err(e) => p.at(sub.adapter.span(), e.to_string()),
+            Ok(kind) => {
+                let empty = toml::Table::new();
+                let (settings, span) = match &sub.settings {
+                    Some(s) => (s.get_ref(), s.span()),
+                    None => (&empty, sub.adapter.span()),
+                };
+                if let Err(e) = (kind.validate)(settings) {
+                    p.at(span, format!("{} settings: {e}", kind.name));
+                }
+            }
+        }
     }
 }
 

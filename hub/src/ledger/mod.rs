@@ -26,6 +26,10 @@ pub enum Action {
     Admin,
     /// The portal asked who accessed a person's records.
     AccessLog,
+    /// A subscriber received a record version (webhook confirmed, or served by its feed).
+    Deliver,
+    /// A record version could not be delivered and went to the dead letters.
+    DeadLetter,
 }
 
 impl Action {
@@ -38,6 +42,8 @@ impl Action {
             Action::Deny => "deny",
             Action::Admin => "admin",
             Action::AccessLog => "access_log",
+            Action::Deliver => "deliver",
+            Action::DeadLetter => "dead_letter",
         }
     }
 }

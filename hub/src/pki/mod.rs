@@ -91,6 +91,15 @@ impl DevPki {
         self.dir.join("clients").join(format!("{name}.key"))
     }
 
+    /// `hub.crt`: the hub's own client certificate, for receivers that ask for mutual TLS.
+    pub fn hub_client_cert(&self) -> PathBuf {
+        self.dir.join("hub.crt")
+    }
+    /// `hub.key`.
+    pub fn hub_client_key(&self) -> PathBuf {
+        self.dir.join("hub.key")
+    }
+
     /// `crl.pem`: used automatically by a development hub when present.
     pub fn crl(&self) -> PathBuf {
         self.dir.join("crl.pem")
@@ -129,6 +138,11 @@ impl DevPki {
                 825,
             )?;
             created.push(self.server_cert());
+        }
+        if !self.hub_client_cert().exists() || !self.hub_client_key().exists() {
+            let (cert, key) = (self.hub_client_cert(), self.hub_client_key());
+            self.issue_to(&cert, &key, "conghua-hub", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, 825)?;
+            created.push(cert);
         }
         for name in names {
             if !self.client_cert(name).exists() || !self.client_key(name).exists() {

@@ -60,6 +60,8 @@ pub struct NewVersion {
     pub subjects: Vec<String>,
     /// `Idempotency-Key` and the digest of the request it came with.
     pub idempotency: Option<(String, String)>,
+    /// Subscriptions that get an outbox entry, in the same transaction.
+    pub routes: Vec<String>,
     /// The publish audit entry (the writer fills in the version).
     pub audit: NewEntry,
 }
@@ -129,6 +131,86 @@ pub struct Audited {
     pub seq: u64,
 }
 
+/// The CloudEvents id of a record version for a subscription: stable, so a replay or a
+/// redelivery carries the id the receiver already saw and can drop.
+pub fn event_id(subscription: &str, record_type: &str, key: &str, version: u64) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{subscription}\n{record_type}\n{key}\n{version}").as_bytes());
+    format!("evt_{}", &hex::encode(digest)[..32])
+}
+
+/// One outbox entry: a record version owed to a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRow {
+    /// Monotonic id (also the feed cursor).
+    pub id: i64,
+    /// Subscription.
+    pub subscription: String,
+    /// Record type.
+    pub record_type: String,
+    /// Record key.
+    pub key: String,
+    /// Record version.
+    pub version: u64,
+    /// CloudEvents id.
+    pub event_id: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Not before (ms since the epoch).
+    pub next_attempt_at: i64,
+    /// Created (ms since the epoch).
+    pub created_at: i64,
+    /// Last failure (status codes and transport errors only).
+    pub last_error: Option<String>,
+}
+
+/// How a delivery attempt ends for its outbox entry.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// The receiver confirmed.
+    Delivered,
+    /// Try again at this time (ms since the epoch).
+    Retry {
+        /// Next attempt.
+        at_ms: i64,
+        /// Why this one failed.
+        error: String,
+    },
+    /// Give up.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Pending and dead entries of one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeliveryCounts {
+    /// Subscription.
+    pub subscription: String,
+    /// Waiting (push) or unacknowledged (feed).
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Creation time (ms) of the oldest pending entry.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// A subscription stopped by its receiver (HTTP 410) or an operator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionState {
+    /// Subscription.
+    pub name: String,
+    /// Whether deliveries are stopped.
+    pub disabled: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// Since when.
+    pub since: String,
+}
+
 /// Counters that show group commit at work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriterStats {
@@ -157,6 +239,73 @@ pub trait Store: Send + Sync {
     async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// Verifies the whole chain and its checkpoints.
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError>;
+    /// One version of a record.
+    async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError>;
+    /// Versions of a type whose publish audit entry is at or after `from_seq`, oldest first.
+    async fn versions_since(
+        &self,
+        record_type: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordVersion>, StoreError>;
+
+    /// Due pending entries of a subscription that may go now: at most one per record, and never a
+    /// later version while an earlier one is still pending. `skip` are entries already in flight.
+    async fn claim(
+        &self,
+        subscription: &str,
+        now_ms: i64,
+        limit: u32,
+        skip: Vec<i64>,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// When the next pending entry of a subscription falls due.
+    async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError>;
+    /// Records the end of an attempt, with its audit entry, in one transaction.
+    async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError>;
+    /// Dead-letters pending entries created before `cutoff_ms`. Each gets an audit entry made
+    /// from `template` with the record's type, key, version and subjects filled in.
+    async fn expire(
+        &self,
+        subscription: &str,
+        cutoff_ms: i64,
+        error: String,
+        template: NewEntry,
+    ) -> Result<u64, StoreError>;
+    /// Adds outbox entries (replay), with one audit entry.
+    async fn enqueue(
+        &self,
+        subscription: &str,
+        versions: Vec<(String, String, u64)>,
+        audit: NewEntry,
+    ) -> Result<u64, StoreError>;
+    /// Pending entries of a feed after a cursor.
+    async fn feed(&self, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// The feed's acknowledged cursor.
+    async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError>;
+    /// Acknowledges a feed up to a cursor; returns how many entries that settled.
+    async fn ack(&self, subscription: &str, cursor: i64) -> Result<u64, StoreError>;
+    /// Entries in a state (`pending` or `dead`), optionally of one subscription.
+    async fn deliveries(
+        &self,
+        state: &str,
+        subscription: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending and dead counts per subscription.
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>, StoreError>;
+    /// Puts a dead entry back in the queue; returns its subscription if it was dead.
+    async fn retry_dead(&self, id: i64, audit: NewEntry) -> Result<Option<String>, StoreError>;
+    /// Stops or restarts a subscription, with an audit entry.
+    async fn set_subscription(
+        &self,
+        name: &str,
+        disabled: bool,
+        reason: Option<String>,
+        audit: NewEntry,
+    ) -> Result<(), StoreError>;
+    /// Stopped subscriptions.
+    async fn subscription_states(&self) -> Result<Vec<SubscriptionState>, StoreError>;
+
     /// Group-commit counters.
     fn writer_stats(&self) -> WriterStats;
     /// True while the ledger writer runs.

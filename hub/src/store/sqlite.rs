@@ -14,7 +14,10 @@ use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{Audited, NewVersion, Published, Receipt, RecordVersion, Store, StoreError, WriterStats};
+use super::{
+    Audited, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store, StoreError,
+    SubscriptionState, WriterStats,
+};
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
 
@@ -52,11 +55,28 @@ CREATE TABLE IF NOT EXISTS audit_subjects (
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, signature TEXT NOT NULL, time TEXT NOT NULL
 );
-PRAGMA user_version = 1;
+CREATE INDEX IF NOT EXISTS records_by_seq ON records (type, audit_seq);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription TEXT NOT NULL, record_type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    event_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (subscription, state, id);
+CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (subscription, record_type, key, state, id);
+CREATE TABLE IF NOT EXISTS subscription_state (
+    name TEXT PRIMARY KEY, disabled INTEGER NOT NULL, reason TEXT, since TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feed_cursor (
+    subscription TEXT PRIMARY KEY, acked INTEGER NOT NULL
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
 "#;
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
+const OUTBOX_COLUMNS: &str =
+    "o.id, o.subscription, o.record_type, o.key, o.version, o.event_id, o.state, o.attempts, o.next_attempt_at, o.created_at, o.last_error";
 const AUDIT_COLUMNS: &str =
     "a.seq, a.time, a.actor, a.action, a.record_type, a.record_key, a.record_version, a.subjects, a.purpose, a.outcome, a.detail, a.prev, a.digest";
 
@@ -76,21 +96,41 @@ pub fn db_path(data: &Path) -> PathBuf {
     data.join("hub.db")
 }
 
-enum Op {
-    Publish(NewVersion),
-    Audit(NewEntry),
-}
-
+/// What a write operation produced.
 enum Done {
     Published(Published),
     Audited(Audited),
+    Count(u64),
+    Subscription(Option<String>),
 }
+
+/// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
+type WriteFn = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Done, StoreError> + Send>;
 
 type JobResult = Result<Vec<Result<Done, StoreError>>, StoreError>;
 
 struct Job {
-    ops: Vec<Op>,
+    ops: Vec<WriteFn>,
     reply: oneshot::Sender<JobResult>,
+}
+
+/// The writer's view of the transaction: the connection, the chain head so far, and the clock
+/// every operation of this commit shares.
+struct Tx<'a> {
+    conn: &'a Connection,
+    head: Head,
+    keys: &'a HubKeys,
+    every: u64,
+    time: &'a str,
+    now_ms: i64,
+}
+
+impl Tx<'_> {
+    fn audit(&mut self, entry: NewEntry) -> Result<Entry, StoreError> {
+        let (e, h) = append_entry(self.conn, entry, &self.head, self.keys, self.every, self.time)?;
+        self.head = h;
+        Ok(e)
+    }
 }
 
 #[derive(Clone)]
@@ -205,7 +245,18 @@ impl SqliteStore {
         verify(&open_reader(&path)?, key)
     }
 
-    async fn submit(&self, ops: Vec<Op>) -> JobResult {
+    async fn one(&self, op: WriteFn) -> Result<Done, StoreError> {
+        self.submit(vec![op]).await?.pop().unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    async fn count(&self, op: WriteFn) -> Result<u64, StoreError> {
+        match self.one(op).await? {
+            Done::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer gave no count".into())),
+        }
+    }
+
+    async fn submit(&self, ops: Vec<WriteFn>) -> JobResult {
         let tx = lock(&self.tx).clone().ok_or(StoreError::WriterGone)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Job { ops, reply }).await.map_err(|_| StoreError::WriterGone)?;
@@ -236,17 +287,27 @@ fn writer_loop(
         let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
         let mut tentative = head.clone();
-        let time = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let now = chrono::Utc::now();
+        let time = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let now_ms = now.timestamp_millis();
         let outcome = (|| -> Result<(), rusqlite::Error> {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             for job in jobs {
                 let mut done = Vec::with_capacity(job.ops.len());
                 for op in job.ops {
                     conn.execute_batch("SAVEPOINT op")?;
-                    match apply(&conn, op, &tentative, keys, opts.checkpoint_every, &time) {
-                        Ok((d, h)) => {
+                    let mut tx = Tx {
+                        conn: &conn,
+                        head: tentative.clone(),
+                        keys,
+                        every: opts.checkpoint_every,
+                        time: &time,
+                        now_ms,
+                    };
+                    match op(&mut tx) {
+                        Ok(d) => {
                             conn.execute_batch("RELEASE op")?;
-                            tentative = h;
+                            tentative = tx.head;
                             done.push(Ok(d));
                         }
                         Err(e) => {
@@ -283,96 +344,131 @@ fn writer_loop(
     stats.running.store(false, Ordering::SeqCst);
 }
 
-fn apply(
-    conn: &Connection,
-    op: Op,
-    head: &Head,
-    keys: &HubKeys,
-    every: u64,
-    time: &str,
-) -> Result<(Done, Head), StoreError> {
-    match op {
-        Op::Audit(entry) => {
-            let (e, h) = append_entry(conn, entry, head, keys, every, time)?;
-            Ok((Done::Audited(Audited { seq: e.seq }), h))
-        }
-        Op::Publish(v) => {
-            if let Some((idem_key, request_digest)) = &v.idempotency {
-                let seen: Option<(String, String)> = conn
-                    .prepare_cached(
-                        "SELECT request_digest, receipt FROM idempotency WHERE publisher = ?1 AND idem_key = ?2",
-                    )?
-                    .query_row(params![v.publisher, idem_key], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                if let Some((digest, receipt)) = seen {
-                    let outcome = if digest == *request_digest {
-                        Published::Replayed(
-                            serde_json::from_str(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        )
-                    } else {
-                        Published::Conflict
-                    };
-                    return Ok((Done::Published(outcome), head.clone()));
-                }
-            }
-            let version = conn
-                .prepare_cached("SELECT version FROM latest WHERE type = ?1 AND key = ?2")?
-                .query_row(params![v.record_type, v.key], |r| r.get::<_, i64>(0))
-                .optional()?
-                .map_or(1, |n| n as u64 + 1);
-            let mut entry = v.audit;
-            entry.record_version = Some(version);
-            let (e, h) = append_entry(conn, entry, head, keys, every, time)?;
-            let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            conn.prepare_cached(
-                "INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at, audit_seq, subjects)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                v.record_type,
-                v.key,
-                version as i64,
-                v.schema_version,
-                v.canonical,
-                v.digest,
-                v.publisher,
-                time,
-                e.seq as i64,
-                subjects
-            ])?;
-            conn.prepare_cached(
-                "INSERT INTO latest (type, key, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (type, key) DO UPDATE SET version = excluded.version",
-            )?
-            .execute(params![v.record_type, v.key, version as i64])?;
-            // The index follows the latest version: a person removed from a household is no longer
-            // found through it.
-            conn.prepare_cached("DELETE FROM subjects WHERE type = ?1 AND key = ?2")?
-                .execute(params![v.record_type, v.key])?;
-            for s in &v.subjects {
-                conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
-                    .execute(params![s, v.record_type, v.key])?;
-            }
-            let receipt = Receipt {
-                record_type: v.record_type,
-                key: v.key,
-                version,
-                digest: v.digest,
-                audit_seq: e.seq,
-                received_at: time.to_owned(),
-                routed: 0,
-            };
-            if let Some((idem_key, request_digest)) = &v.idempotency {
-                let text = serde_json::to_string(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                conn.prepare_cached(
-                    "INSERT INTO idempotency (publisher, idem_key, request_digest, receipt, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+fn publish_op(v: NewVersion) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let conn = tx.conn;
+        if let Some((idem_key, request_digest)) = &v.idempotency {
+            let seen: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT request_digest, receipt FROM idempotency WHERE publisher = ?1 AND idem_key = ?2",
                 )?
-                .execute(params![v.publisher, idem_key, request_digest, text, time])?;
+                .query_row(params![v.publisher, idem_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((digest, receipt)) = seen {
+                let outcome = if digest == *request_digest {
+                    Published::Replayed(serde_json::from_str(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                } else {
+                    Published::Conflict
+                };
+                return Ok(Done::Published(outcome));
             }
-            Ok((Done::Published(Published::Created(receipt)), h))
         }
-    }
+        let version = conn
+            .prepare_cached("SELECT version FROM latest WHERE type = ?1 AND key = ?2")?
+            .query_row(params![v.record_type, v.key], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map_or(1, |n| n as u64 + 1);
+        let mut entry = v.audit;
+        entry.record_version = Some(version);
+        let e = tx.audit(entry)?;
+        let time = tx.time;
+        let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        conn.prepare_cached(
+            "INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at, audit_seq, subjects)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            v.record_type,
+            v.key,
+            version as i64,
+            v.schema_version,
+            v.canonical,
+            v.digest,
+            v.publisher,
+            time,
+            e.seq as i64,
+            subjects
+        ])?;
+        conn.prepare_cached(
+            "INSERT INTO latest (type, key, version) VALUES (?1, ?2, ?3)
+             ON CONFLICT (type, key) DO UPDATE SET version = excluded.version",
+        )?
+        .execute(params![v.record_type, v.key, version as i64])?;
+        // The index follows the latest version: a person removed from a household is no longer
+        // found through it.
+        conn.prepare_cached("DELETE FROM subjects WHERE type = ?1 AND key = ?2")?
+            .execute(params![v.record_type, v.key])?;
+        for s in &v.subjects {
+            conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
+                .execute(params![s, v.record_type, v.key])?;
+        }
+        for sub in &v.routes {
+            insert_outbox(tx, sub, &v.record_type, &v.key, version)?;
+        }
+        let receipt = Receipt {
+            record_type: v.record_type,
+            key: v.key,
+            version,
+            digest: v.digest,
+            audit_seq: e.seq,
+            received_at: time.to_owned(),
+            routed: v.routes.len() as u64,
+        };
+        if let Some((idem_key, request_digest)) = &v.idempotency {
+            let text = serde_json::to_string(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            conn.prepare_cached(
+                "INSERT INTO idempotency (publisher, idem_key, request_digest, receipt, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![v.publisher, idem_key, request_digest, text, time])?;
+        }
+        Ok(Done::Published(Published::Created(receipt)))
+    })
+}
+
+fn insert_outbox(
+    tx: &Tx<'_>,
+    subscription: &str,
+    record_type: &str,
+    key: &str,
+    version: u64,
+) -> Result<(), StoreError> {
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO outbox (subscription, record_type, key, version, event_id, state, attempts, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)",
+        )?
+        .execute(params![
+            subscription,
+            record_type,
+            key,
+            version as i64,
+            super::event_id(subscription, record_type, key, version),
+            tx.now_ms
+        ])?;
+    Ok(())
+}
+
+fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        subscription: r.get(1)?,
+        record_type: r.get(2)?,
+        key: r.get(3)?,
+        version: r.get::<_, i64>(4)? as u64,
+        event_id: r.get(5)?,
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        created_at: r.get(9)?,
+        last_error: r.get(10)?,
+    })
+}
+
+fn outbox_rows(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, outbox_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn append_entry(
@@ -529,21 +625,21 @@ fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<
 #[async_trait]
 impl Store for SqliteStore {
     async fn publish(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
-        let done = self.submit(versions.into_iter().map(Op::Publish).collect()).await?;
+        let done = self.submit(versions.into_iter().map(publish_op).collect()).await?;
         Ok(done
             .into_iter()
             .map(|d| match d {
                 Ok(Done::Published(p)) => Ok(p),
-                Ok(Done::Audited(_)) => Err(StoreError::Corrupt("writer answered a publish with an audit".into())),
+                Ok(_) => Err(StoreError::Corrupt("writer answered a publish with something else".into())),
                 Err(e) => Err(e),
             })
             .collect())
     }
 
     async fn audit(&self, entry: NewEntry) -> Result<Audited, StoreError> {
-        match self.submit(vec![Op::Audit(entry)]).await?.pop() {
-            Some(Ok(Done::Audited(a))) => Ok(a),
-            Some(Err(e)) => Err(e),
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| Ok(Done::Audited(Audited { seq: tx.audit(entry)?.seq })));
+        match self.one(op).await? {
+            Done::Audited(a) => Ok(a),
             _ => Err(StoreError::Corrupt("writer gave no audit receipt".into())),
         }
     }
@@ -614,6 +710,322 @@ impl Store for SqliteStore {
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
         let key = self.keys.verifying_key();
         self.readers.with(move |c| verify(c, key)).await
+    }
+
+    async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError> {
+        let (t, k, v) = (record_type.to_owned(), key.to_owned(), version as i64);
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.key = ?2 AND r.version = ?3"
+                );
+                Ok(records(c, &sql, &[&t, &k, &v])?.pop())
+            })
+            .await
+    }
+
+    async fn versions_since(
+        &self,
+        record_type: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordVersion>, StoreError> {
+        let t = record_type.to_owned();
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.audit_seq >= ?2 ORDER BY r.audit_seq LIMIT ?3"
+                );
+                records(c, &sql, &[&t, &(from_seq as i64), &limit])
+            })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        subscription: &str,
+        now_ms: i64,
+        limit: u32,
+        skip: Vec<i64>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sub = subscription.to_owned();
+        self.readers
+            .with(move |c| {
+                // An entry may go when it is due and no earlier version of the same record is still
+                // pending: versions of one record arrive in order.
+                let sql = format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o
+                     WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                     ORDER BY o.id LIMIT ?3"
+                );
+                let fetch = limit + skip.len() as u32;
+                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
+                Ok(rows.into_iter().filter(|r| !skip.contains(&r.id)).take(limit as usize).collect())
+            })
+            .await
+    }
+
+    async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
+        let sub = subscription.to_owned();
+        self.readers
+            .with(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM outbox WHERE subscription = ?1 AND state = 'pending'",
+                )?
+                .query_row(params![sub], |r| r.get::<_, Option<i64>>(0))?)
+            })
+            .await
+    }
+
+    async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let changed = match &settlement {
+                Settlement::Delivered => tx
+                    .conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL
+                         WHERE id = ?1 AND state = 'pending'",
+                    )?
+                    .execute(params![id, tx.now_ms])?,
+                Settlement::Retry { at_ms, error } => tx
+                    .conn
+                    .prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                         WHERE id = ?1 AND state = 'pending'",
+                    )?
+                    .execute(params![id, at_ms, error])?,
+                Settlement::Dead { error } => tx
+                    .conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3
+                         WHERE id = ?1 AND state = 'pending'",
+                    )?
+                    .execute(params![id, tx.now_ms, error])?,
+            };
+            if changed > 0 {
+                if let Some(entry) = audit {
+                    tx.audit(entry)?;
+                }
+            }
+            Ok(Done::Count(changed as u64))
+        });
+        self.count(op).await.map(|_| ())
+    }
+
+    async fn expire(
+        &self,
+        subscription: &str,
+        cutoff_ms: i64,
+        error: String,
+        template: NewEntry,
+    ) -> Result<u64, StoreError> {
+        let sub = subscription.to_owned();
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let sql = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.created_at < ?2
+                 ORDER BY o.id LIMIT 1000"
+            );
+            let rows = outbox_rows(tx.conn, &sql, &[&sub, &cutoff_ms])?;
+            for row in &rows {
+                tx.conn
+                    .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
+                    .execute(params![row.id, tx.now_ms, error])?;
+                let subjects: Option<String> = tx
+                    .conn
+                    .prepare_cached("SELECT subjects FROM records WHERE type = ?1 AND key = ?2 AND version = ?3")?
+                    .query_row(params![row.record_type, row.key, row.version as i64], |r| r.get(0))
+                    .optional()?;
+                let entry = NewEntry {
+                    record_type: Some(row.record_type.clone()),
+                    record_key: Some(row.key.clone()),
+                    record_version: Some(row.version),
+                    subjects: subjects.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+                    detail: Some(serde_json::json!({
+                        "subscription": row.subscription, "event_id": row.event_id, "reason": error,
+                    })),
+                    ..template.clone()
+                };
+                tx.audit(entry)?;
+            }
+            Ok(Done::Count(rows.len() as u64))
+        });
+        self.count(op).await
+    }
+
+    async fn enqueue(
+        &self,
+        subscription: &str,
+        versions: Vec<(String, String, u64)>,
+        audit: NewEntry,
+    ) -> Result<u64, StoreError> {
+        let sub = subscription.to_owned();
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            for (t, k, v) in &versions {
+                insert_outbox(tx, &sub, t, k, *v)?;
+            }
+            tx.audit(audit)?;
+            Ok(Done::Count(versions.len() as u64))
+        });
+        self.count(op).await
+    }
+
+    async fn feed(&self, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let sub = subscription.to_owned();
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.id > ?2
+                     ORDER BY o.id LIMIT ?3"
+                );
+                outbox_rows(c, &sql, &[&sub, &after, &limit])
+            })
+            .await
+    }
+
+    async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError> {
+        let sub = subscription.to_owned();
+        self.readers
+            .with(move |c| {
+                Ok(c.prepare_cached("SELECT acked FROM feed_cursor WHERE subscription = ?1")?
+                    .query_row(params![sub], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn ack(&self, subscription: &str, cursor: i64) -> Result<u64, StoreError> {
+        let sub = subscription.to_owned();
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let n = tx
+                .conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'delivered', settled_at = ?3
+                     WHERE subscription = ?1 AND state = 'pending' AND id <= ?2",
+                )?
+                .execute(params![sub, cursor, tx.now_ms])?;
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO feed_cursor (subscription, acked) VALUES (?1, ?2)
+                     ON CONFLICT (subscription) DO UPDATE SET acked = MAX(acked, excluded.acked)",
+                )?
+                .execute(params![sub, cursor])?;
+            Ok(Done::Count(n as u64))
+        });
+        self.count(op).await
+    }
+
+    async fn deliveries(
+        &self,
+        state: &str,
+        subscription: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = state.to_owned();
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = ?1 AND (?2 IS NULL OR o.subscription = ?2)
+                     ORDER BY o.id LIMIT ?3"
+                );
+                outbox_rows(c, &sql, &[&state, &subscription, &limit])
+            })
+            .await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>, StoreError> {
+        self.readers
+            .with(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT subscription, state, COUNT(*), MIN(created_at) FROM outbox
+                     WHERE state IN ('pending', 'dead') GROUP BY subscription, state ORDER BY subscription",
+                )?;
+                let mut out: Vec<DeliveryCounts> = Vec::new();
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (sub, state, n, oldest) = row?;
+                    if out.last().is_none_or(|c| c.subscription != sub) {
+                        out.push(DeliveryCounts { subscription: sub, ..Default::default() });
+                    }
+                    if let Some(c) = out.last_mut() {
+                        if state == "pending" {
+                            c.pending = n as u64;
+                            c.oldest_pending_ms = oldest;
+                        } else {
+                            c.dead = n as u64;
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn retry_dead(&self, id: i64, audit: NewEntry) -> Result<Option<String>, StoreError> {
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let sub: Option<String> = tx
+                .conn
+                .prepare_cached("SELECT subscription FROM outbox WHERE id = ?1 AND state = 'dead'")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
+            if sub.is_some() {
+                tx.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+                         settled_at = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![id, tx.now_ms])?;
+                tx.audit(audit)?;
+            }
+            Ok(Done::Subscription(sub))
+        });
+        match self.one(op).await? {
+            Done::Subscription(s) => Ok(s),
+            _ => Err(StoreError::Corrupt("writer gave no subscription".into())),
+        }
+    }
+
+    async fn set_subscription(
+        &self,
+        name: &str,
+        disabled: bool,
+        reason: Option<String>,
+        audit: NewEntry,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO subscription_state (name, disabled, reason, since) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET disabled = excluded.disabled, reason = excluded.reason, since = excluded.since",
+                )?
+                .execute(params![name, disabled, reason, tx.time])?;
+            tx.audit(audit)?;
+            Ok(Done::Count(1))
+        });
+        self.count(op).await.map(|_| ())
+    }
+
+    async fn subscription_states(&self) -> Result<Vec<SubscriptionState>, StoreError> {
+        self.readers
+            .with(move |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT name, disabled, reason, since FROM subscription_state ORDER BY name")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(SubscriptionState { name: r.get(0)?, disabled: r.get(1)?, reason: r.get(2)?, since: r.get(3)? })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
     }
 
     fn writer_stats(&self) -> WriterStats {

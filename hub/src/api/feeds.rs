@@ -1,0 +1,164 @@
+//! The pull feed: `GET /v1/feeds/{subscription}` (long poll) and `POST .../ack`. Only the
+//! subscription's department reads it; events are the same CloudEvents envelopes a webhook gets,
+//! projected to the same grant; unacknowledged events come again. Serving events is a delivery,
+//! so each answer is audited (subscriber as actor, every subject) before it is sent.
+
+use std::time::Duration;
+
+use adapters::Direction;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use crate::delivery::{Delivery, Subscription};
+use crate::ledger::{Action, NewEntry};
+use crate::policy::Principal;
+use crate::store::Settlement;
+
+/// Query of a feed read.
+#[derive(Deserialize)]
+pub struct FeedQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+    wait: Option<u64>,
+}
+
+async fn feed_of<'a>(
+    state: &'a AppState,
+    who: &Principal,
+    name: &str,
+) -> Result<&'a std::sync::Arc<Subscription>, ApiError> {
+    let sub = state
+        .delivery
+        .get(name)
+        .filter(|s| s.direction == Direction::Pull)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no feed {name:?}")))?;
+    if !matches!(who, Principal::Department(d) if *d == sub.department) {
+        let reason = format!("feed {name} belongs to {}", sub.department);
+        return Err(state
+            .refuse(who, reason, Context { record_type: Some(&sub.record_type), ..Default::default() })
+            .await);
+    }
+    Ok(sub)
+}
+
+fn cursor(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|c| *c >= 0)
+        .ok_or_else(|| ApiError::BadRequest("cursor must be a cursor returned by the feed".into()))
+}
+
+#[utoipa::path(get, path = "/v1/feeds/{subscription}", tag = "delivery",
+    params(("subscription" = String, Path), ("after" = Option<String>, Query, description = "Cursor; default: the acknowledged one"),
+           ("limit" = Option<u32>, Query), ("wait" = Option<u64>, Query, description = "Seconds to wait for a first event")),
+    responses((status = 200, description = "CloudEvents after the cursor, and the new cursor"),
+              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)))]
+/// `GET /v1/feeds/{subscription}?after=CURSOR&limit=N&wait=SECONDS`.
+pub async fn read(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Response, ApiError> {
+    let sub = feed_of(&state, &who, &name).await?;
+    let settings = sub.feed.clone().ok_or_else(|| ApiError::Internal(format!("feed {name} has no settings")))?;
+    let after = match &q.after {
+        Some(c) => cursor(c)?,
+        None => state.store.feed_cursor(&name).await?,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, settings.max_events);
+    // The long poll must end before the request deadline does.
+    let deadline = state.config.server.request_timeout_secs.saturating_sub(1);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(settings.max_wait_secs).min(deadline));
+    let mut rows = state.store.feed(&name, after, limit).await?;
+    if rows.is_empty() && !wait.is_zero() {
+        let notified = sub.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        rows = state.store.feed(&name, after, limit).await?;
+        if rows.is_empty() {
+            let _ = tokio::time::timeout(wait, notified).await;
+            rows = state.store.feed(&name, after, limit).await?;
+        }
+    }
+    let mut events: Vec<Value> = Vec::new();
+    let mut ids = Vec::new();
+    let mut subjects: Vec<String> = Vec::new();
+    for row in &rows {
+        match state.delivery.envelope(sub, row).await? {
+            Ok((envelope, rec)) => {
+                events.push(serde_json::from_slice(envelope.json()).map_err(|e| ApiError::Internal(e.to_string()))?);
+                ids.push(row.event_id.clone());
+                for s in rec.subjects {
+                    if !subjects.contains(&s) {
+                        subjects.push(s);
+                    }
+                }
+            }
+            Err(reason) => {
+                let entry = Delivery::receipt_entry(sub, None, row, Action::DeadLetter, "dead", Some(&reason));
+                state.store.settle(row.id, Settlement::Dead { error: reason }, Some(entry)).await?;
+            }
+        }
+    }
+    let next = rows.last().map_or(after, |r| r.id);
+    if !events.is_empty() {
+        let entry = NewEntry {
+            record_type: Some(sub.record_type.clone()),
+            subjects,
+            purpose: Some(sub.purpose.clone()),
+            detail: Some(json!({ "subscription": sub.name, "events": ids, "cursor": next })),
+            ..NewEntry::new(sub.department.clone(), Action::Deliver, "ok")
+        };
+        state.store.audit(entry).await?;
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "subscription": sub.name, "count": events.len(), "events": events, "cursor": next.to_string() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    cursor: Value,
+}
+
+#[utoipa::path(post, path = "/v1/feeds/{subscription}/ack", tag = "delivery",
+    params(("subscription" = String, Path)),
+    request_body(content = Object, content_type = "application/json", description = "{\"cursor\"}"),
+    responses((status = 200, description = "Events up to the cursor are acknowledged")))]
+/// `POST /v1/feeds/{subscription}/ack` with `{"cursor"}`.
+pub async fn ack(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    feed_of(&state, &who, &name).await?;
+    let bytes = read_body(&headers, body, 4096, is_json, "application/json").await?;
+    let invalid = || {
+        ApiError::InvalidRequest(
+            "the body must be {\"cursor\": CURSOR}".into(),
+            vec![crate::catalog::Violation {
+                pointer: "/cursor".into(),
+                message: "must be a cursor returned by the feed".into(),
+            }],
+        )
+    };
+    let body: AckBody = serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
+    let c = match &body.cursor {
+        Value::String(s) => cursor(s).map_err(|_| invalid())?,
+        Value::Number(n) => n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?,
+        _ => return Err(invalid()),
+    };
+    let n = state.store.ack(&name, c).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "acknowledged": n, "cursor": c.to_string() })))
+}
