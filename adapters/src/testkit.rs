@@ -33,6 +33,8 @@ pub struct Captured {
     pub headers: HeaderMap,
     /// Its exact body bytes.
     pub body: Vec<u8>,
+    /// The status the receiver answered (0 when it never answered).
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -62,7 +64,12 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         *lock(&inner.gate) = Some(tx);
         rx
     });
-    lock(&inner.captured).push(Captured { headers, body: body.to_vec() });
+    let status = match answer {
+        Answer::Status(code, _) => code,
+        Answer::Hang => 0,
+        Answer::Gate => 200,
+    };
+    lock(&inner.captured).push(Captured { headers, body: body.to_vec(), status });
     inner.arrived.notify_waiters();
     match answer {
         Answer::Status(code, retry) => {
@@ -103,6 +110,24 @@ impl Receiver {
     /// Requests captured so far.
     pub fn captured(&self) -> Vec<Captured> {
         lock(&self.inner.captured).clone()
+    }
+
+    /// Requests answered 2xx so far.
+    pub fn accepted(&self) -> Vec<Captured> {
+        lock(&self.inner.captured).iter().filter(|c| (200..300).contains(&c.status)).cloned().collect()
+    }
+
+    /// Waits until at least `n` requests have been answered 2xx.
+    pub async fn wait_accepted(&self, n: usize) {
+        loop {
+            let notified = self.inner.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.accepted().len() >= n {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until at least `n` requests have arrived in all.

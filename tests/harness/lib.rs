@@ -21,6 +21,87 @@ pub fn conghua_config() -> PathBuf {
     root().join("config/conghua.toml")
 }
 
+/// The Conghua config with edits (receiver ports, faster backoff), written into a folder that
+/// also links `schemas/`, so relative schema paths resolve as in the repository.
+pub struct TestConfig {
+    text: String,
+}
+
+impl TestConfig {
+    /// Starts from `config/conghua.toml`.
+    pub fn conghua() -> Self {
+        Self { text: std::fs::read_to_string(conghua_config()).expect("config/conghua.toml") }
+    }
+
+    /// Replaces text (panics if it is absent, so a stale test cannot silently test nothing).
+    pub fn replace(mut self, from: &str, to: &str) -> Self {
+        assert!(self.text.contains(from), "{from:?} is not in the config");
+        self.text = self.text.replace(from, to);
+        self
+    }
+
+    /// Points a webhook port of the config (`127.0.0.1:91NN`) at a test receiver's URL.
+    pub fn receiver(self, port: u16, receiver_url: &str) -> Self {
+        self.replace(&format!("http://127.0.0.1:{port}/hub/events"), receiver_url)
+    }
+
+    /// Keeps only the named subscription (the `[[subscriptions]]` tables end the file).
+    pub fn only_subscription(mut self, name: &str) -> Self {
+        let marker = "\n[[subscriptions]]\n";
+        let mut parts = self.text.split(marker);
+        let head = parts.next().unwrap_or_default().to_owned();
+        let wanted = format!("name = \"{name}\"");
+        let kept: Vec<&str> = parts.filter(|block| block.starts_with(&wanted)).collect();
+        assert_eq!(kept.len(), 1, "subscription {name} not found");
+        self.text = format!("{head}{marker}{}", kept[0]);
+        self
+    }
+
+    /// Retries within milliseconds instead of seconds.
+    pub fn fast_retries(self) -> Self {
+        self.replace("backoff_initial_ms = 1000", "backoff_initial_ms = 20")
+            .replace("backoff_max_ms = 300000", "backoff_max_ms = 200")
+            .replace("max_attempts = 20", "max_attempts = 1000")
+    }
+
+    /// Writes it; the folder lives as long as the returned guard.
+    pub fn write(self) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+        std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).expect("symlink");
+        let path = dir.path().join("config/conghua.toml");
+        std::fs::write(&path, self.text).expect("write config");
+        (dir, path)
+    }
+}
+
+/// Polls `check` until it holds, for at most `limit`. For conditions inside another process or
+/// behind the hub's API, where there is no event to await.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The development webhook secret the hub created for `env` in its data directory.
+pub fn dev_secret(data: &Path, env: &str) -> String {
+    std::fs::read_to_string(data.join("keys/webhooks").join(format!("{env}.secret")))
+        .expect("development webhook secret")
+        .trim()
+        .to_owned()
+}
+
 /// A resident ID from Conghua (440184) with a correct check character.
 pub fn resident_id(birth: &str, seq: u32) -> String {
     let first17 = format!("440184{birth}{:03}", seq % 1000);
@@ -202,11 +283,23 @@ impl HubProcess {
 
     /// Like [`HubProcess::start`], with extra `serve` arguments and environment.
     pub async fn start_with(bin: &str, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_config(bin, &conghua_config(), data, port, args, env).await
+    }
+
+    /// Like [`HubProcess::start_with`], with another config file.
+    pub async fn start_config(
+        bin: &str,
+        config: &Path,
+        data: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         use std::io::{BufRead, Write};
         let mut log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log"))?;
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
-            .arg(conghua_config())
+            .arg(config)
             .arg("--data")
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -241,6 +334,18 @@ impl HubProcess {
     /// A client for a principal.
     pub fn client(&self, name: &str) -> Client {
         Client { http: client_for(&self.data, Some(name)).expect("client certificate"), url: self.url.clone() }
+    }
+
+    /// Resident set size of the process, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("VmRSS")?;
+        Ok(kb * 1024)
     }
 
     /// SIGKILL: no chance to flush anything.
