@@ -9,7 +9,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use super::{is_json, json_response, parse_json, read_body, ApiError, AppState};
 use crate::catalog::{formats, Violation};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
@@ -23,13 +23,6 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn require_role(state: &AppState, who: &Principal, roles: &[Role], what: &str) -> Result<(), ApiError> {
-    if who.role().is_some_and(|r| roles.contains(&r)) {
-        return Ok(());
-    }
-    Err(state.refuse(who, format!("{what} is not available to {}", who.kind()), Context::default()).await)
-}
-
 /// `GET /v1/audit?after=SEQ&limit=N` (auditor).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(("after" = Option<u64>, Query), ("limit" = Option<u32>, Query)),
@@ -39,7 +32,7 @@ pub async fn list(
     Extension(who): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    require_role(&state, &who, &[Role::Auditor], "the audit log").await?;
+    state.require_role(&who, &[Role::Auditor], "the audit log").await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state.store.audit_after(q.after, limit).await?;
     let entry = NewEntry {
@@ -55,7 +48,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, description = "Chain verification: counts and digests only")))]
 pub async fn verify(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
-    require_role(&state, &who, &[Role::Auditor, Role::Ops, Role::Vendor], "audit verification").await?;
+    state.require_role(&who, &[Role::Auditor, Role::Ops, Role::Vendor], "audit verification").await?;
     let body = match state.store.verify_audit().await? {
         Ok(r) => json!({
             "ok": true, "entries": r.entries, "head_seq": r.head_seq,
@@ -85,7 +78,7 @@ pub async fn access_log(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_role(&state, &who, &[Role::Portal], "the access log").await?;
+    state.require_role(&who, &[Role::Portal], "the access log").await?;
     let bytes = read_body(&headers, body, 16 * 1024, is_json, "application/json").await?;
     let invalid = || {
         ApiError::InvalidRequest(

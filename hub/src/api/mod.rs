@@ -93,6 +93,19 @@ impl AppState {
         }
     }
 
+    /// Lets operators with one of `roles` through; refuses (and audits) everyone else.
+    pub async fn require_role(
+        &self,
+        who: &Principal,
+        roles: &[crate::config::Role],
+        what: &str,
+    ) -> Result<crate::config::Role, ApiError> {
+        match who.role() {
+            Some(r) if roles.contains(&r) => Ok(r),
+            _ => Err(self.refuse(who, format!("{what} is not available to {}", who.kind()), Context::default()).await),
+        }
+    }
+
     /// Today in the hub's time zone (grant expiry is a local date).
     pub fn today(&self) -> chrono::NaiveDate {
         chrono::Utc::now().with_timezone(&self.config.timezone()).date_naive()

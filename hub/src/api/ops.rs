@@ -10,18 +10,11 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use super::{is_json, json_response, parse_json, read_body, ApiError, AppState};
 use crate::catalog::Violation;
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
-
-async fn require(state: &AppState, who: &Principal, roles: &[Role], what: &str) -> Result<Role, ApiError> {
-    match who.role() {
-        Some(r) if roles.contains(&r) => Ok(r),
-        _ => Err(state.refuse(who, format!("{what} is not available to {}", who.kind()), Context::default()).await),
-    }
-}
 
 /// Query of the deliveries view.
 #[derive(Deserialize)]
@@ -41,7 +34,7 @@ pub async fn deliveries(
     Extension(who): Extension<Principal>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ApiError> {
-    let role = require(&state, &who, &[Role::Ops, Role::Vendor], "the delivery view").await?;
+    let role = state.require_role(&who, &[Role::Ops, Role::Vendor], "the delivery view").await?;
     let which = q.state.as_deref().unwrap_or("dead");
     if !matches!(which, "dead" | "pending") {
         return Err(ApiError::BadRequest("state must be dead or pending".into()));
@@ -75,7 +68,7 @@ pub async fn retry(
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    require(&state, &who, &[Role::Ops], "retrying a delivery").await?;
+    state.require_role(&who, &[Role::Ops], "retrying a delivery").await?;
     let entry = NewEntry { detail: Some(json!({ "retry": id })), ..NewEntry::new(who.id(), Action::Admin, "ok") };
     match state.store.retry_dead(id, entry).await? {
         Some(sub) => {
@@ -108,7 +101,7 @@ pub async fn replay(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require(&state, &who, &[Role::Ops], "replaying a subscription").await?;
+    state.require_role(&who, &[Role::Ops], "replaying a subscription").await?;
     let sub = state
         .delivery
         .get(&name)
@@ -165,7 +158,7 @@ pub async fn enable(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    require(&state, &who, &[Role::Ops], "restarting a subscription").await?;
+    state.require_role(&who, &[Role::Ops], "restarting a subscription").await?;
     if state.delivery.get(&name).is_none() {
         return Err(ApiError::NotFound(format!("there is no subscription {name:?}")));
     }
@@ -185,7 +178,7 @@ pub async fn subscriptions(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    require(&state, &who, &[Role::Ops, Role::Vendor], "the subscription view").await?;
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "the subscription view").await?;
     let counts = state.store.delivery_counts().await?;
     let list: Vec<Value> = state
         .delivery
