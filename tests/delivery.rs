@@ -388,3 +388,88 @@ async fn a_hundred_thousand_event_backlog_keeps_memory_bounded() -> Result<()> {
     assert!(grown < 50.0, "RSS grew by {grown:.1} MiB");
     Ok(())
 }
+
+/// An HTTPS receiver that demands a client certificate from the given CA and records the CN
+/// of each caller with the request body.
+async fn mutual_tls_receiver(
+    pki: &hub::pki::DevPki,
+) -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>)> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(pki.ca_cert())?)?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
+            .build()?;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(pki.server_cert())?];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.server_key())?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://127.0.0.1:{}/hub/events", listener.local_addr()?.port());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let cn = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| hub::pki::common_name(c))
+                    .unwrap_or_default();
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (tx, cn) = (tx.clone(), cn.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                        let _ = tx.send((cn, body));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Ok((url, rx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_that_asks_for_a_certificate_gets_the_hubs() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let (config, _) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pki = hub::pki::DevPki::new(data.path());
+    pki.ensure(hub::policy::Directory::new(&config).ids())?;
+    let (url, mut received) = mutual_tls_receiver(&pki).await?;
+    let settings = format!(
+        "settings = {{ url = \"{url}\", secret_env = \"HUB_WEBHOOK_SECRET_PUBLIC_SECURITY\", ca = \"{}\", client_certificate = true }}",
+        pki.ca_cert().display()
+    );
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .replace("settings = { url = \"http://127.0.0.1:9102/hub/events\", secret_env = \"HUB_WEBHOOK_SECRET_PUBLIC_SECURITY\" }", &settings)
+        .fast_retries()
+        .write();
+    let hub = TestHub::start_in(&cfg, data).await?;
+    let r = hub
+        .client("civil-affairs")
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000443", &resident_id("19900315", 4), &resident_id("19920708", 3)),
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    let (cn, body) = tokio::time::timeout(Duration::from_secs(20), received.recv()).await?.expect("a delivery");
+    assert_eq!(cn, "conghua-hub", "the hub presents its own client certificate");
+    assert_eq!(serde_json::from_slice::<Value>(&body)?["subject"], "marriage-registration/J440184-2026-000443");
+    hub.stop().await;
+    Ok(())
+}
