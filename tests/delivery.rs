@@ -51,6 +51,7 @@ async fn a_marriage_reaches_every_subscriber_with_only_its_granted_fields() -> R
         .receiver(9102, &ps.url)
         .receiver(9106, &lh.url)
         .fast_retries()
+        .without_checks()
         .write();
     let hub = TestHub::start_with(&cfg).await?;
     let (a, b) = (resident_id("19900315", 123), resident_id("19920708", 124));
@@ -149,7 +150,7 @@ async fn a_marriage_reaches_every_subscriber_with_only_its_granted_fields() -> R
 async fn a_receiver_down_for_a_thousand_publishes_gets_every_event_in_order() -> Result<()> {
     let fp = Receiver::start().await;
     fp.answer(Answer::Status(503, None));
-    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9103, &fp.url).fast_retries().write();
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9103, &fp.url).fast_retries().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     let civil = hub.client("civil-affairs");
     // 200 records, 5 versions each, published while the receiver is down.
@@ -200,7 +201,7 @@ async fn a_receiver_down_for_a_thousand_publishes_gets_every_event_in_order() ->
 async fn a_rejected_event_is_dead_lettered_then_retried_by_an_operator() -> Result<()> {
     let ps = Receiver::start().await;
     ps.answer(Answer::Status(400, None));
-    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9102, &ps.url).fast_retries().write();
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9102, &ps.url).fast_retries().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     let (a, b) = (resident_id("19900315", 9), resident_id("19920708", 9));
     let r =
@@ -268,7 +269,7 @@ async fn a_rejected_event_is_dead_lettered_then_retried_by_an_operator() -> Resu
 async fn a_gone_receiver_stops_its_subscription_until_an_operator_restarts_it() -> Result<()> {
     let lh = Receiver::start().await;
     lh.answer(Answer::Status(410, None));
-    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9106, &lh.url).fast_retries().write();
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9106, &lh.url).fast_retries().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     let civil = hub.client("civil-affairs");
     civil
@@ -311,7 +312,7 @@ async fn a_gone_receiver_stops_its_subscription_until_an_operator_restarts_it() 
 async fn sigkill_with_thousands_of_deliveries_pending_loses_none() -> Result<()> {
     let fp = Receiver::start().await;
     fp.answer(Answer::Status(503, None));
-    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9103, &fp.url).fast_retries().write();
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9103, &fp.url).fast_retries().without_checks().write();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let port = free_port()?;
@@ -346,6 +347,7 @@ async fn a_hundred_thousand_event_backlog_keeps_memory_bounded() -> Result<()> {
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .receiver(9103, &fp.url)
         .fast_retries()
+        .without_checks()
         .only_subscription("marriage-to-family-planning")
         .write();
     let dir = tempfile::tempdir()?;
@@ -456,7 +458,7 @@ async fn an_https_receiver_that_asks_for_a_certificate_gets_the_hubs() -> Result
     );
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .replace("settings = { url = \"http://127.0.0.1:9102/hub/events\", secret_env = \"HUB_WEBHOOK_SECRET_PUBLIC_SECURITY\" }", &settings)
-        .fast_retries()
+        .fast_retries().without_checks()
         .write();
     let hub = TestHub::start_in(&cfg, data).await?;
     let r = hub

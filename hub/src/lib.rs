@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod delivery;

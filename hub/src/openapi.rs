@@ -32,7 +32,8 @@ pub struct Problem {
         crate::api::meta::schema_latest, crate::api::meta::schema_version, crate::api::audit::list,
         crate::api::audit::verify, crate::api::audit::access_log, crate::api::meta::livez, crate::api::meta::readyz,
         crate::api::feeds::read, crate::api::feeds::ack, crate::api::ops::deliveries, crate::api::ops::retry,
-        crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions
+        crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions,
+        crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run
     ),
     modifiers(&Security),
     tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"))

@@ -79,7 +79,16 @@ pub fn open(
     let policy = Arc::new(Policy::new(&config));
     let catalog = Arc::new(catalog);
     let delivery = Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), data)?);
-    let hub = Hub { config, catalog, policy, delivery, directory, store, keys };
+    let history = Arc::new(crate::checks::StoreHistory { store: store.clone(), days: config.ops.history_days });
+    let checks = Arc::new(
+        ops::runner::Runner::new(
+            crate::checks::build(&config, store.clone(), delivery.clone(), data),
+            history,
+            ops::runner::Clock::system(),
+        )
+        .observe(Arc::new(crate::checks::AlertLog::default())),
+    );
+    let hub = Hub { config, catalog, policy, delivery, checks, draining: false.into(), directory, store, keys };
     Ok((AppState(Arc::new(hub)), tls))
 }
 
@@ -102,7 +111,8 @@ pub async fn run(
     let builder = Arc::new(builder);
     state.delivery.load_states().await?;
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
-    let workers = state.delivery.spawn(workers_stop);
+    let mut workers = state.delivery.spawn(workers_stop.clone());
+    workers.extend(state.checks.spawn(workers_stop));
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote): (_, SocketAddr) = tokio::select! {
@@ -149,6 +159,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("shutting down: draining connections");
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");

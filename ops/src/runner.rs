@@ -1,6 +1,6 @@
 //! Fires checks on their schedules. One task per check, so a check never overlaps itself; a
 //! manual run while one is under way is refused. A scheduled instant that passed while the hub
-//! was down is run once at start. Every run has a deadline and is recorded in the [`History`]
+//! was down is run once at start, as is a check that never ran. Every run has a deadline and is recorded in the [`History`]
 //! before observers (alerts) hear of it. Wall time comes from a [`Clock`] that advances with tokio
 //! time, so tests pause time and check exact firing instants without sleeping.
 
@@ -204,11 +204,15 @@ impl Runner {
     async fn drive(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
         let entry = &self.slots[index].entry;
         let name = entry.check.name().to_owned();
-        // A firing that passed while the hub was down runs once, now.
-        if let Ok(Some(last)) = self.history.last_started(&name).await {
-            if entry.schedule.last_at_or_before(self.clock.now()).is_some_and(|due| due > last) {
-                let _ = self.run_now(&name, Trigger::Missed).await;
-            }
+        // A firing that passed while the hub was down runs once, now; so does a check that never
+        // ran, so that health is known from the start rather than from the first firing.
+        let missed = match self.history.last_started(&name).await {
+            Ok(Some(last)) => entry.schedule.last_at_or_before(self.clock.now()).is_some_and(|due| due > last),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if missed {
+            let _ = self.run_now(&name, Trigger::Missed).await;
         }
         while let Some(next) = entry.schedule.next_after(self.clock.now()) {
             tokio::select! {
@@ -286,6 +290,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fires_at_the_scheduled_instants_in_asia_shanghai() {
         let history = Arc::new(Memory::default());
+        *history.seeded_last.lock().unwrap() = Some(local(9, 55, 0));
         let r = runner(history.clone(), None, local(9, 58, 30), Duration::from_secs(10));
         let (stop, stopped) = watch::channel(false);
         let tasks = r.spawn(stopped);
@@ -314,6 +319,22 @@ mod tests {
         let runs = history.runs.lock().unwrap();
         assert_eq!(runs.len(), 1, "09:45, 09:50 and 09:55 were missed: one catch-up run, not three");
         assert_eq!((runs[0].trigger, runs[0].started), (Trigger::Missed, local(9, 58, 30)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_never_ran_runs_at_start() {
+        let history = Arc::new(Memory::default());
+        let r = runner(history.clone(), None, local(9, 58, 30), Duration::from_secs(10));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = r.spawn(stopped);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let _ = stop.send(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let runs: Vec<(Trigger, DateTime<Utc>)> =
+            history.runs.lock().unwrap().iter().map(|r| (r.trigger, r.started)).collect();
+        assert_eq!(runs, vec![(Trigger::Missed, local(9, 58, 30)), (Trigger::Schedule, local(10, 0, 0))]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,8 +45,18 @@ impl TestConfig {
         self.replace(&format!("http://127.0.0.1:{port}/hub/events"), receiver_url)
     }
 
-    /// Keeps only the named subscription (the `[[subscriptions]]` tables end the file).
+    /// Drops `[ops]` and the `[[checks]]` (they end the file): no health pings reach the test's
+    /// receivers.
+    pub fn without_checks(mut self) -> Self {
+        let at = self.text.find("\n[ops]\n").expect("an [ops] section");
+        self.text.truncate(at + 1);
+        self
+    }
+
+    /// Keeps only the named subscription (after [`TestConfig::without_checks`], the
+    /// `[[subscriptions]]` tables end the file).
     pub fn only_subscription(mut self, name: &str) -> Self {
+        assert!(!self.text.contains("\n[[checks]]\n"), "call without_checks first");
         let marker = "\n[[subscriptions]]\n";
         let mut parts = self.text.split(marker);
         let head = parts.next().unwrap_or_default().to_owned();

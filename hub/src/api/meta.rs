@@ -116,7 +116,7 @@ pub async fn livez() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.store.is_ready() {
+    if state.store.is_ready() && !state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         health(StatusCode::OK, "pass")
     } else {
         health(StatusCode::SERVICE_UNAVAILABLE, "fail")

@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod feeds;
+pub(crate) mod health;
 pub(crate) mod meta;
 pub(crate) mod ops;
 pub mod problem;
@@ -39,6 +40,10 @@ pub struct Hub {
     pub policy: Arc<Policy>,
     /// Routing and delivery.
     pub delivery: Arc<crate::delivery::Delivery>,
+    /// Scheduled health checks.
+    pub checks: Arc<::ops::runner::Runner>,
+    /// Set when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Known principals.
     pub directory: Directory,
     /// Durable state.
@@ -134,6 +139,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/subscriptions", get(ops::subscriptions))
         .route("/v1/ops/subscriptions/{name}/replay", post(ops::replay))
         .route("/v1/ops/subscriptions/{name}/enable", post(ops::enable))
+        .route("/health", get(health::health))
+        .route("/v1/ops/checks", get(health::checks))
+        .route("/v1/ops/checks/{name}/history", get(health::history))
+        .route("/v1/ops/checks/{name}/run", post(health::run))
         .route("/openapi.json", get(meta::openapi))
         .route("/livez", get(meta::livez))
         .route("/readyz", get(meta::readyz))

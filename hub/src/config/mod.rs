@@ -142,6 +142,12 @@ pub struct Config {
     /// `[[subscriptions]]`: grants in push or feed mode.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[ops]`: check history.
+    #[serde(default)]
+    pub ops: OpsSection,
+    /// `[[checks]]`: scheduled health checks.
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
     /// Where the file was read from; relative paths inside it resolve against its folder.
     #[serde(skip)]
     pub path: PathBuf,
@@ -523,6 +529,51 @@ pub struct SubscriptionConfig {
     pub settings: Option<Spanned<toml::Table>>,
 }
 
+/// `[ops]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSection {
+    /// Days of check history kept.
+    #[serde(default = "default_retention")]
+    pub history_days: u32,
+}
+
+fn default_retention() -> u32 {
+    400
+}
+
+impl Default for OpsSection {
+    fn default() -> Self {
+        Self { history_days: default_retention() }
+    }
+}
+
+/// The check kinds the hub implements.
+pub const CHECK_KINDS: [&str; 6] =
+    ["adapter_reachability", "delivery_backlog", "dead_letters", "audit_chain", "storage", "certificates"];
+
+/// `[[checks]]`: one scheduled health check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Name (kebab-case), used in URLs and alerts.
+    pub name: Spanned<String>,
+    /// Kind (see `CHECK_KINDS`).
+    pub kind: Spanned<String>,
+    /// Cron expression with seconds, in the hub's time zone.
+    pub schedule: Spanned<String>,
+    /// Deadline of one run (s).
+    #[serde(default = "default_check_timeout")]
+    pub timeout_secs: u64,
+    /// Kind-specific thresholds (`warn_*`, `critical_*`); numbers only.
+    #[serde(default)]
+    pub thresholds: Option<Spanned<toml::Table>>,
+}
+
+fn default_check_timeout() -> u64 {
+    60
+}
+
 /// True for lowercase words joined by single hyphens.
 pub fn is_kebab(s: &str) -> bool {
     !s.is_empty()
@@ -734,6 +785,35 @@ impl Config {
         }
         for (i, sub) in self.subscriptions.iter().enumerate() {
             self.check_subscription(&mut p, i, sub);
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            let name = c.name.get_ref();
+            if !is_kebab(name) {
+                p.at(c.name.span(), format!("check name {name:?} must be kebab-case"));
+            }
+            if self.checks[..i].iter().any(|o| o.name.get_ref() == name) {
+                p.at(c.name.span(), format!("check {name:?} is defined twice"));
+            }
+            if !CHECK_KINDS.contains(&c.kind.get_ref().as_str()) {
+                p.at(
+                    c.kind.span(),
+                    format!("check kind {:?} is not one of {}", c.kind.get_ref(), CHECK_KINDS.join(", ")),
+                );
+            }
+            if let Err(e) = ops::schedule::Schedule::parse(c.schedule.get_ref(), self.timezone()) {
+                p.at(c.schedule.span(), e.to_string());
+            }
+            if c.timeout_secs == 0 {
+                p.at(c.name.span(), "timeout_secs must be at least 1");
+            }
+            if let Some(t) = &c.thresholds {
+                for (k, v) in t.get_ref() {
+                    let known = k.starts_with("warn_") || k.starts_with("critical_");
+                    if !known || !(v.is_integer() || v.is_float()) {
+                        p.at(t.span(), format!("threshold {k:?} must be warn_* or critical_* with a number"));
+                    }
+                }
+            }
         }
         p.finish()
     }

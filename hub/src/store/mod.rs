@@ -211,6 +211,27 @@ pub struct SubscriptionState {
     pub since: String,
 }
 
+/// One recorded run of a health check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRun {
+    /// Check name.
+    pub name: String,
+    /// Check kind.
+    pub kind: String,
+    /// Start (RFC 3339 UTC).
+    pub started: String,
+    /// Duration.
+    pub duration_ms: u64,
+    /// `ok`, `warn` or `critical`.
+    pub status: String,
+    /// One line, no personal data.
+    pub summary: String,
+    /// Named numbers.
+    pub measurements: Value,
+    /// `schedule`, `missed` or `manual`.
+    pub trigger: String,
+}
+
 /// Counters that show group commit at work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriterStats {
@@ -305,6 +326,17 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Stopped subscriptions.
     async fn subscription_states(&self) -> Result<Vec<SubscriptionState>, StoreError>;
+
+    /// Records a check run and forgets runs that started before `keep_after` (RFC 3339).
+    async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError>;
+    /// When a check last started.
+    async fn last_check_started(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// A check's runs, newest first.
+    async fn check_history(&self, name: &str, limit: u32) -> Result<Vec<CheckRun>, StoreError>;
+    /// The newest run of every check.
+    async fn latest_checks(&self) -> Result<Vec<CheckRun>, StoreError>;
+    /// Check runs that started in [from, to) (RFC 3339), oldest first.
+    async fn check_runs_between(&self, from: &str, to: &str) -> Result<Vec<CheckRun>, StoreError>;
 
     /// Group-commit counters.
     fn writer_stats(&self) -> WriterStats;

@@ -12,11 +12,12 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Audited, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store, StoreError,
-    SubscriptionState, WriterStats,
+    Audited, CheckRun, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store,
+    StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
@@ -70,13 +71,21 @@ CREATE TABLE IF NOT EXISTS subscription_state (
 CREATE TABLE IF NOT EXISTS feed_cursor (
     subscription TEXT PRIMARY KEY, acked INTEGER NOT NULL
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS check_runs (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, started TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL,
+    measurements TEXT NOT NULL, trigger TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_name ON check_runs (name, started);
+CREATE INDEX IF NOT EXISTS check_runs_by_time ON check_runs (started);
+PRAGMA user_version = 3;
 "#;
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
 const OUTBOX_COLUMNS: &str =
     "o.id, o.subscription, o.record_type, o.key, o.version, o.event_id, o.state, o.attempts, o.next_attempt_at, o.created_at, o.last_error";
+const CHECK_COLUMNS: &str = "name, kind, started, duration_ms, status, summary, measurements, trigger";
 const AUDIT_COLUMNS: &str =
     "a.seq, a.time, a.actor, a.action, a.record_type, a.record_key, a.record_version, a.subjects, a.purpose, a.outcome, a.detail, a.prev, a.digest";
 
@@ -447,6 +456,23 @@ fn insert_outbox(
             tx.now_ms
         ])?;
     Ok(())
+}
+
+fn check_runs(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<CheckRun>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(CheckRun {
+            name: r.get(0)?,
+            kind: r.get(1)?,
+            started: r.get(2)?,
+            duration_ms: r.get::<_, i64>(3)? as u64,
+            status: r.get(4)?,
+            summary: r.get(5)?,
+            measurements: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(Value::Null),
+            trigger: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -1024,6 +1050,76 @@ impl Store for SqliteStore {
                     Ok(SubscriptionState { name: r.get(0)?, disabled: r.get(1)?, reason: r.get(2)?, since: r.get(3)? })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError> {
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO check_runs (name, kind, started, duration_ms, status, summary, measurements, trigger)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    run.name,
+                    run.kind,
+                    run.started,
+                    run.duration_ms as i64,
+                    run.status,
+                    run.summary,
+                    run.measurements.to_string(),
+                    run.trigger
+                ])?;
+            let gone =
+                tx.conn.prepare_cached("DELETE FROM check_runs WHERE started < ?1")?.execute(params![keep_after])?;
+            Ok(Done::Count(gone as u64))
+        });
+        self.count(op).await.map(|_| ())
+    }
+
+    async fn last_check_started(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .with(move |c| {
+                Ok(c.prepare_cached("SELECT MAX(started) FROM check_runs WHERE name = ?1")?
+                    .query_row(params![name], |r| r.get::<_, Option<String>>(0))?)
+            })
+            .await
+    }
+
+    async fn check_history(&self, name: &str, limit: u32) -> Result<Vec<CheckRun>, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .with(move |c| {
+                check_runs(c, &format!("SELECT {CHECK_COLUMNS} FROM check_runs WHERE name = ?1 ORDER BY started DESC, id DESC LIMIT ?2"), &[&name, &limit])
+            })
+            .await
+    }
+
+    async fn latest_checks(&self) -> Result<Vec<CheckRun>, StoreError> {
+        self.readers
+            .with(move |c| {
+                check_runs(
+                    c,
+                    &format!(
+                        "SELECT {CHECK_COLUMNS} FROM check_runs WHERE id IN (SELECT MAX(id) FROM check_runs GROUP BY name) ORDER BY name"
+                    ),
+                    &[],
+                )
+            })
+            .await
+    }
+
+    async fn check_runs_between(&self, from: &str, to: &str) -> Result<Vec<CheckRun>, StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.readers
+            .with(move |c| {
+                check_runs(
+                    c,
+                    &format!("SELECT {CHECK_COLUMNS} FROM check_runs WHERE started >= ?1 AND started < ?2 ORDER BY started, id"),
+                    &[&from, &to],
+                )
             })
             .await
     }

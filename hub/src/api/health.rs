@@ -1,0 +1,124 @@
+//! Health for operators and the vendor: `/health` (`application/health+json`, the IETF draft's
+//! shape: overall status and every check with its status, time and output) and the check
+//! endpoints. Everything here is counts, durations and error classes: the vendor may call it all.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{json_response, ApiError, AppState};
+use crate::config::Role;
+use crate::ledger::{Action, NewEntry};
+use crate::policy::Principal;
+
+fn health_status(s: &str) -> &'static str {
+    match s {
+        "ok" => "pass",
+        "warn" => "warn",
+        _ => "fail",
+    }
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "application/health+json: every check's latest status (ops, vendor)")))]
+/// `GET /health` (ops, vendor).
+pub async fn health(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "health").await?;
+    let latest = state.store.latest_checks().await?;
+    let mut checks = Map::new();
+    let mut worst = 0u8;
+    for e in state.checks.entries() {
+        let name = e.check.name();
+        let run = latest.iter().find(|r| r.name == name);
+        let (status, time, output) = match run {
+            Some(r) => (health_status(&r.status), Some(r.started.clone()), r.summary.clone()),
+            None => ("warn", None, "not run yet".to_owned()),
+        };
+        worst = worst.max(match status {
+            "pass" => 0,
+            "warn" => 1,
+            _ => 2,
+        });
+        checks.insert(
+            name.to_owned(),
+            json!([{ "componentType": e.check.kind(), "status": status, "time": time, "output": output,
+                     "observedValue": run.map(|r| r.measurements.clone()) }]),
+        );
+    }
+    let status = ["pass", "warn", "fail"][worst as usize];
+    let body = json!({
+        "status": status,
+        "serviceId": state.config.hub.name.get_ref(),
+        "description": "Conghua Data Exchange Hub",
+        "checks": checks,
+    });
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/health+json")], body.to_string()).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/ops/checks", tag = "operations",
+    responses((status = 200, description = "Every check with its schedule and latest run (ops, vendor)")))]
+/// `GET /v1/ops/checks` (ops, vendor).
+pub async fn checks(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "the checks").await?;
+    let latest = state.store.latest_checks().await?;
+    let list: Vec<Value> = state
+        .checks
+        .entries()
+        .map(|e| {
+            let name = e.check.name();
+            json!({
+                "name": name, "kind": e.check.kind(), "schedule": e.schedule.as_str(),
+                "timeout_secs": e.timeout.as_secs(),
+                "next_run": e.schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()),
+                "latest": latest.iter().find(|r| r.name == name),
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "checks": list })))
+}
+
+/// Query of a history.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/ops/checks/{name}/history", tag = "operations",
+    params(("name" = String, Path), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "Runs, newest first (ops, vendor)")))]
+/// `GET /v1/ops/checks/{name}/history` (ops, vendor).
+pub async fn history(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "check history").await?;
+    if !state.checks.entries().any(|e| e.check.name() == name) {
+        return Err(ApiError::NotFound(format!("there is no check {name:?}")));
+    }
+    let runs = state.store.check_history(&name, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "check": name, "runs": runs })))
+}
+
+#[utoipa::path(post, path = "/v1/ops/checks/{name}/run", tag = "operations",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "The run's result (ops)"), (status = 409, body = crate::openapi::Problem)))]
+/// `POST /v1/ops/checks/{name}/run` (ops): runs a check now, unless it is already running.
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops], "running a check").await?;
+    let entry = NewEntry { detail: Some(json!({ "check_run": name })), ..NewEntry::new(who.id(), Action::Admin, "ok") };
+    state.store.audit(entry).await?;
+    match state.checks.run_now(&name, ops::runner::Trigger::Manual).await {
+        Ok(r) => Ok(json_response(StatusCode::OK, &r)),
+        Err(ops::runner::RunError::Unknown(_)) => Err(ApiError::NotFound(format!("there is no check {name:?}"))),
+        Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(ApiError::Conflict(e.to_string())),
+    }
+}

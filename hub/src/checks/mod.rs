@@ -1,0 +1,412 @@
+//! The hub's health checks, implemented against `ops::check::Check`: receivers reachable,
+//! delivery backlog, dead letters, the audit chain, storage and certificates. Summaries carry
+//! counts, durations and names of subscriptions and certificates only, so ops and the
+//! data-blind vendor can both read them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ops::check::{Check, Report, Status};
+use ops::runner::{Entry, History, Observer, Run};
+use ops::schedule::Schedule;
+
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::store::{CheckRun, Store};
+
+/// Reads a threshold, or its default.
+fn threshold(t: &toml::Table, key: &str, default: Option<f64>) -> Option<f64> {
+    match t.get(key) {
+        Some(toml::Value::Integer(i)) => Some(*i as f64),
+        Some(toml::Value::Float(f)) => Some(*f),
+        _ => default,
+    }
+}
+
+struct Named {
+    name: String,
+    thresholds: toml::Table,
+}
+
+struct AdapterReachability {
+    n: Named,
+    delivery: Arc<Delivery>,
+}
+
+#[async_trait]
+impl Check for AdapterReachability {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "adapter_reachability"
+    }
+    async fn run(&self) -> Report {
+        let mut probes = tokio::task::JoinSet::new();
+        for s in self.delivery.all().iter().filter(|s| !s.is_disabled()) {
+            let s = s.clone();
+            probes.spawn(async move { (s.name.clone(), s.health().await) });
+        }
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        while let Some(Ok((name, result))) = probes.join_next().await {
+            match result {
+                Some(Ok(())) => ok += 1,
+                Some(Err(reason)) => failed.push(format!("{name} ({})", crate::mask::scrub(&reason))),
+                None => {}
+            }
+        }
+        failed.sort();
+        let stopped = self.delivery.all().iter().filter(|s| s.is_disabled()).count();
+        let status = if !failed.is_empty() || stopped > 0 { Status::Critical } else { Status::Ok };
+        let summary = if failed.is_empty() && stopped == 0 {
+            format!("all {ok} push receivers answer")
+        } else {
+            format!("{} unreachable, {stopped} stopped: {}", failed.len(), failed.join(", "))
+        };
+        Report::new(status, summary)
+            .with("reachable", ok as f64)
+            .with("unreachable", failed.len() as f64)
+            .with("stopped", stopped as f64)
+    }
+}
+
+struct DeliveryBacklog {
+    n: Named,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl Check for DeliveryBacklog {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "delivery_backlog"
+    }
+    async fn run(&self) -> Report {
+        let counts = match self.store.delivery_counts().await {
+            Ok(c) => c,
+            Err(e) => return Report::new(Status::Critical, format!("cannot read the outbox: {e}")),
+        };
+        let t = &self.n.thresholds;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut worst = Status::Ok;
+        let mut report = Report::new(Status::Ok, String::new());
+        let mut notes = Vec::new();
+        let mut total = 0u64;
+        for c in &counts {
+            let age = c.oldest_pending_ms.map_or(0.0, |o| ((now - o).max(0) / 1000) as f64);
+            total += c.pending;
+            let s = Status::from_thresholds(
+                c.pending as f64,
+                threshold(t, "warn_pending", Some(1000.0)),
+                threshold(t, "critical_pending", Some(10_000.0)),
+            )
+            .max(Status::from_thresholds(
+                age,
+                threshold(t, "warn_age_secs", Some(300.0)),
+                threshold(t, "critical_age_secs", Some(3600.0)),
+            ));
+            if s > Status::Ok {
+                notes.push(format!("{}: {} pending, oldest {}s", c.subscription, c.pending, age));
+            }
+            worst = worst.max(s);
+            report = report
+                .with(format!("pending.{}", c.subscription), c.pending as f64)
+                .with(format!("oldest_age_secs.{}", c.subscription), age);
+        }
+        report.status = worst;
+        report.summary = if notes.is_empty() { format!("{total} events pending") } else { notes.join("; ") };
+        report.with("pending", total as f64)
+    }
+}
+
+struct DeadLetters {
+    n: Named,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl Check for DeadLetters {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "dead_letters"
+    }
+    async fn run(&self) -> Report {
+        let counts = match self.store.delivery_counts().await {
+            Ok(c) => c,
+            Err(e) => return Report::new(Status::Critical, format!("cannot read the outbox: {e}")),
+        };
+        let total: u64 = counts.iter().map(|c| c.dead).sum();
+        let t = &self.n.thresholds;
+        let status = Status::from_thresholds(
+            total as f64,
+            threshold(t, "warn_dead", Some(1.0)),
+            threshold(t, "critical_dead", Some(100.0)),
+        );
+        let which: Vec<String> =
+            counts.iter().filter(|c| c.dead > 0).map(|c| format!("{} ({})", c.subscription, c.dead)).collect();
+        let summary = if which.is_empty() {
+            "no dead letters".to_owned()
+        } else {
+            format!("{total} dead letters: {}", which.join(", "))
+        };
+        counts.iter().fold(Report::new(status, summary).with("dead", total as f64), |r, c| {
+            r.with(format!("dead.{}", c.subscription), c.dead as f64)
+        })
+    }
+}
+
+struct AuditChain {
+    n: Named,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl Check for AuditChain {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "audit_chain"
+    }
+    async fn run(&self) -> Report {
+        match self.store.verify_audit().await {
+            Ok(Ok(r)) => {
+                Report::new(Status::Ok, format!("{} entries verified, {} signed checkpoints", r.entries, r.checkpoints))
+                    .with("entries", r.entries as f64)
+                    .with("checkpoints", r.checkpoints as f64)
+            }
+            Ok(Err(b)) => Report::new(Status::Critical, b.to_string()).with("first_bad_seq", b.seq as f64),
+            Err(e) => Report::new(Status::Critical, format!("cannot read the audit chain: {e}")),
+        }
+    }
+}
+
+struct Storage {
+    n: Named,
+    data: PathBuf,
+}
+
+#[async_trait]
+impl Check for Storage {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "storage"
+    }
+    async fn run(&self) -> Report {
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64;
+        let db = crate::store::sqlite::db_path(&self.data);
+        let (db_bytes, wal_bytes) = (size(db.clone()), size(db.with_extension("db-wal")));
+        let fs = match rustix::fs::statvfs(&self.data) {
+            Ok(s) => s,
+            Err(e) => return Report::new(Status::Critical, format!("cannot read the filesystem: {e}")),
+        };
+        let total = (fs.f_blocks as f64) * (fs.f_frsize as f64);
+        let free = (fs.f_bavail as f64) * (fs.f_frsize as f64);
+        let free_pct = if total > 0.0 { 100.0 * free / total } else { 0.0 };
+        let t = &self.n.thresholds;
+        // Less free space is worse: compare the used share against the thresholds' complements.
+        let used_pct = 100.0 - free_pct;
+        let status = Status::from_thresholds(
+            used_pct,
+            threshold(t, "warn_free_percent", Some(20.0)).map(|w| 100.0 - w),
+            threshold(t, "critical_free_percent", Some(10.0)).map(|c| 100.0 - c),
+        )
+        .max(Status::from_thresholds(
+            wal_bytes,
+            threshold(t, "warn_wal_bytes", Some(512.0 * 1048576.0)),
+            threshold(t, "critical_wal_bytes", None),
+        ));
+        Report::new(
+            status,
+            format!(
+                "{free_pct:.1}% of the disk free, database {:.1} MiB, WAL {:.1} MiB",
+                db_bytes / 1048576.0,
+                wal_bytes / 1048576.0
+            ),
+        )
+        .with("free_bytes", free)
+        .with("free_percent", free_pct)
+        .with("database_bytes", db_bytes)
+        .with("wal_bytes", wal_bytes)
+    }
+}
+
+struct Certificates {
+    n: Named,
+    files: Vec<(String, PathBuf)>,
+}
+
+fn not_after(path: &Path) -> Result<i64, String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path).map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+#[async_trait]
+impl Check for Certificates {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "certificates"
+    }
+    async fn run(&self) -> Report {
+        let t = &self.n.thresholds;
+        let (warn, critical) = (threshold(t, "warn_days", Some(30.0)), threshold(t, "critical_days", Some(7.0)));
+        let now = chrono::Utc::now().timestamp();
+        let mut worst = Status::Ok;
+        let mut soonest: Option<(f64, String)> = None;
+        let mut notes = Vec::new();
+        for (label, path) in &self.files {
+            let days = match not_after(path) {
+                Ok(ts) => (ts - now) as f64 / 86_400.0,
+                Err(e) => {
+                    notes.push(format!("{label}: unreadable ({e})"));
+                    worst = Status::Critical;
+                    continue;
+                }
+            };
+            // Fewer days left is worse.
+            let s = if critical.is_some_and(|c| days <= c) {
+                Status::Critical
+            } else if warn.is_some_and(|w| days <= w) {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
+            if s > Status::Ok {
+                notes.push(format!("{label} expires in {days:.0} days"));
+            }
+            worst = worst.max(s);
+            if soonest.as_ref().is_none_or(|(d, _)| days < *d) {
+                soonest = Some((days, label.clone()));
+            }
+        }
+        let summary = if notes.is_empty() {
+            match &soonest {
+                Some((d, l)) => {
+                    format!("{} certificates valid; the first to expire is {l}, in {d:.0} days", self.files.len())
+                }
+                None => "no certificates to check".to_owned(),
+            }
+        } else {
+            notes.join("; ")
+        };
+        Report::new(worst, summary)
+            .with("certificates", self.files.len() as f64)
+            .with("min_days_left", soonest.map_or(0.0, |s| s.0))
+    }
+}
+
+/// The certificates a `certificates` check watches: CA, server, and every client certificate.
+fn certificate_files(config: &Config, data: &Path) -> Vec<(String, PathBuf)> {
+    let tls = crate::pki::TlsFiles::of(config, data);
+    let mut files = vec![("ca".to_owned(), tls.ca), ("server".to_owned(), tls.cert)];
+    let clients = data.join("pki").join("clients");
+    if let Ok(dir) = std::fs::read_dir(&clients) {
+        let mut names: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        names.sort();
+        for p in names {
+            let label = format!("client {}", p.file_stem().and_then(|s| s.to_str()).unwrap_or("?"));
+            files.push((label, p));
+        }
+    }
+    files
+}
+
+/// Builds the configured checks (the config is checked: kinds and schedules are valid).
+pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, data: &Path) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for c in &config.checks {
+        let Ok(schedule) = Schedule::parse(c.schedule.get_ref(), config.timezone()) else { continue };
+        let n = Named {
+            name: c.name.get_ref().clone(),
+            thresholds: c.thresholds.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
+        };
+        let check: Arc<dyn Check> = match c.kind.get_ref().as_str() {
+            "adapter_reachability" => Arc::new(AdapterReachability { n, delivery: delivery.clone() }),
+            "delivery_backlog" => Arc::new(DeliveryBacklog { n, store: store.clone() }),
+            "dead_letters" => Arc::new(DeadLetters { n, store: store.clone() }),
+            "audit_chain" => Arc::new(AuditChain { n, store: store.clone() }),
+            "storage" => Arc::new(Storage { n, data: data.to_path_buf() }),
+            "certificates" => Arc::new(Certificates { n, files: certificate_files(config, data) }),
+            _ => continue,
+        };
+        out.push(Entry { check, schedule, timeout: Duration::from_secs(c.timeout_secs) });
+    }
+    out
+}
+
+/// Check history in the hub's store.
+pub struct StoreHistory {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Days kept.
+    pub days: u32,
+}
+
+#[async_trait]
+impl History for StoreHistory {
+    async fn record(&self, run: &Run) -> Result<(), String> {
+        let keep_after = (chrono::Utc::now() - chrono::Duration::days(i64::from(self.days)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let row = CheckRun {
+            name: run.name.clone(),
+            kind: run.kind.clone(),
+            started: run.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            duration_ms: run.duration_ms,
+            status: run.report.status.as_str().to_owned(),
+            summary: crate::mask::scrub(&run.report.summary),
+            measurements: serde_json::to_value(&run.report.measurements).unwrap_or_default(),
+            trigger: run.trigger.as_str().to_owned(),
+        };
+        self.store.record_check(row, keep_after).await.map_err(|e| e.to_string())
+    }
+
+    async fn last_started(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        let last = self.store.last_check_started(name).await.map_err(|e| e.to_string())?;
+        Ok(last.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&chrono::Utc)))
+    }
+}
+
+/// Raises alerts on status changes (flap-suppressed) into the log. The signed alert webhook to
+/// the vendor's ticketing system is the next step of #4.
+pub struct AlertLog {
+    state: std::sync::Mutex<ops::alert::Alerts>,
+}
+
+impl Default for AlertLog {
+    fn default() -> Self {
+        Self { state: std::sync::Mutex::new(ops::alert::Alerts::new(10, 4)) }
+    }
+}
+
+#[async_trait]
+impl Observer for AlertLog {
+    async fn finished(&self, run: &Run) {
+        let alert = self.state.lock().unwrap_or_else(|e| e.into_inner()).observe(run);
+        if let Some(a) = alert {
+            let summary = crate::mask::scrub(&a.summary);
+            match a.to {
+                Status::Ok => {
+                    tracing::info!(check = %a.check, from = a.from.as_str(), to = "ok", flapping = a.flapping, summary = %summary, "check recovered")
+                }
+                _ => {
+                    tracing::error!(check = %a.check, from = a.from.as_str(), to = a.to.as_str(), flapping = a.flapping, summary = %summary, "check alert")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Operations end to end: `/health` and the check endpoints over mTLS, checks that turn
+//! critical when a receiver stops or an audit row is edited and warn when a certificate nears
+//! expiry, and a vendor who sees health without seeing a citizen.
+
+use std::time::Duration;
+
+use adapters::testkit::{Answer, Receiver};
+use anyhow::Result;
+use e2e::{marriage, resident_id, TestConfig, TestHub};
+use serde_json::{json, Value};
+
+fn run_check(v: &Value) -> (&str, &str) {
+    (v["report"]["status"].as_str().unwrap_or("?"), v["report"]["summary"].as_str().unwrap_or("?"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> Result<()> {
+    let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .receiver(9103, &fp.url)
+        .receiver(9102, &ps.url)
+        .receiver(9106, &lh.url)
+        .fast_retries()
+        .write();
+    // A department certificate that expires in five days.
+    let data = tempfile::tempdir()?;
+    let (config, _) = hub::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pki = hub::pki::DevPki::new(data.path());
+    pki.ensure(hub::policy::Directory::new(&config).ids())?;
+    pki.issue_client("justice", 5)?;
+    let hub = TestHub::start_in(&cfg, data).await?;
+    let ops = hub.client("ops-duty");
+
+    // Every configured check ran once at start and is listed with its schedule.
+    let list = ops.get("/v1/ops/checks").await?;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let names: Vec<&str> =
+        list.json["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["receivers", "backlog", "dead-letters", "audit-chain", "storage", "certificates"]);
+
+    // Receivers: all answer, then one stops, then it is back.
+    let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
+    assert_eq!(run_check(&r.json).0, "ok", "{}", r.text);
+    ps.answer(Answer::Status(503, None));
+    let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
+    let (status, summary) = run_check(&r.json);
+    assert_eq!(status, "critical", "{summary}");
+    assert!(summary.contains("marriage-to-public-security"), "{summary}");
+    ps.answer(Answer::Status(200, None));
+    assert_eq!(run_check(&ops.post("/v1/ops/checks/receivers/run", &json!({})).await?.json).0, "ok");
+
+    // Certificates: the justice bureau's expires in five days.
+    let r = ops.post("/v1/ops/checks/certificates/run", &json!({})).await?;
+    let (status, summary) = run_check(&r.json);
+    assert_eq!(status, "warn", "{summary}");
+    assert!(
+        summary.contains("client justice expires in 5 days") || summary.contains("client justice expires in 4 days"),
+        "{summary}"
+    );
+
+    // Audit chain: fine, until a row is edited behind the hub's back.
+    let civil = hub.client("civil-affairs");
+    let (a, b) = (resident_id("19900315", 77), resident_id("19920708", 77));
+    civil.publish("marriage-registration", &marriage("J440184-2026-000077", &a, &b)).await?;
+    assert_eq!(run_check(&ops.post("/v1/ops/checks/audit-chain/run", &json!({})).await?.json).0, "ok");
+    {
+        let db = rusqlite::Connection::open(hub.data.path().join("hub.db"))?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        assert_eq!(db.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 1", [])?, 1);
+    }
+    let r = ops.post("/v1/ops/checks/audit-chain/run", &json!({})).await?;
+    let (status, summary) = run_check(&r.json);
+    assert_eq!(status, "critical");
+    assert!(summary.contains("seq 1"), "{summary}");
+
+    // /health sums it up, in application/health+json, for ops and the vendor alike.
+    let h = ops.get("/health").await?;
+    assert_eq!(h.status, 200);
+    assert!(h.content_type.starts_with("application/health+json"));
+    assert_eq!(h.json["status"], "fail");
+    assert_eq!(h.json["checks"]["audit-chain"][0]["status"], "fail");
+    assert_eq!(h.json["checks"]["storage"][0]["componentType"], "storage");
+    let history = ops.get("/v1/ops/checks/audit-chain/history").await?;
+    let statuses: Vec<&str> =
+        history.json["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(&statuses[..2], ["critical", "ok"], "newest first");
+
+    // The vendor sees health, never a citizen; departments do not see operations.
+    let vendor = hub.client("vendor");
+    for path in [
+        "/health",
+        "/v1/ops/checks",
+        "/v1/ops/checks/audit-chain/history",
+        "/v1/ops/subscriptions",
+        "/v1/ops/deliveries?state=pending",
+    ] {
+        let r = vendor.get(path).await?;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        for secret in [a.as_str(), &b, "陈志明", "李晓红", "J440184-2026-000077", "hukou"] {
+            assert!(!r.text.contains(secret), "{path} shows {secret} to the vendor");
+        }
+    }
+    assert_eq!(vendor.post("/v1/ops/checks/storage/run", &json!({})).await?.status, 403, "running checks is for ops");
+    assert_eq!(vendor.get("/v1/records/marriage-registration/J440184-2026-000077?purpose=x").await?.status, 403);
+    assert_eq!(vendor.get("/v1/audit").await?.status, 403);
+    assert_eq!(vendor.get("/v1/feeds/marriage-to-hrss").await?.status, 403);
+    assert_eq!(civil.get("/health").await?.status, 403);
+    assert_eq!(ops.post("/v1/ops/checks/nope/run", &json!({})).await?.status, 404);
+    hub.stop().await;
+    Ok(())
+}
