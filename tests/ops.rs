@@ -16,10 +16,12 @@ fn run_check(v: &Value) -> (&str, &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> Result<()> {
     let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let alerts = Receiver::start().await;
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .receiver(9103, &fp.url)
         .receiver(9102, &ps.url)
         .receiver(9106, &lh.url)
+        .replace("http://127.0.0.1:9190/hub/alerts", &alerts.url)
         .fast_retries()
         .write();
     // A department certificate that expires in five days.
@@ -48,6 +50,35 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     assert!(summary.contains("marriage-to-public-security"), "{summary}");
     ps.answer(Answer::Status(200, None));
     assert_eq!(run_check(&ops.post("/v1/ops/checks/receivers/run", &json!({})).await?.json).0, "ok");
+
+    // The vendor's ticketing webhook got the change and the recovery, signed, in order.
+    tokio::time::timeout(Duration::from_secs(20), alerts.wait_accepted(3)).await?;
+    let secret = e2e::dev_secret(hub.data.path(), "HUB_ALERT_SECRET");
+    let mut changes = Vec::new();
+    for c in alerts.accepted() {
+        standardwebhooks::Webhook::new(&secret)?.verify(&c.body, &c.headers)?;
+        let a: Value = serde_json::from_slice(&c.body)?;
+        let field = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+        changes.push((field("check"), field("old_status"), field("new_status")));
+    }
+    let receivers: Vec<(String, String)> =
+        changes.iter().filter(|c| c.0 == "receivers").map(|c| (c.1.clone(), c.2.clone())).collect();
+    assert_eq!(
+        receivers,
+        [("ok".to_owned(), "critical".to_owned()), ("critical".to_owned(), "ok".to_owned())],
+        "{changes:?}"
+    );
+    assert!(changes.contains(&("certificates".into(), "ok".into(), "warn".into())), "raised at start: {changes:?}");
+    // The alert log records each delivery once the vendor's webhook confirmed it.
+    e2e::eventually(Duration::from_secs(20), "delivered alerts in the alert log", || {
+        let ops = ops.clone();
+        async move {
+            let log = ops.get("/v1/ops/alerts").await?;
+            let list = log.json["alerts"].as_array().cloned().unwrap_or_default();
+            Ok(list.len() >= 3 && list.iter().all(|a| a["delivered_at"].is_string()))
+        }
+    })
+    .await?;
 
     // Certificates: the justice bureau's expires in five days.
     let r = ops.post("/v1/ops/checks/certificates/run", &json!({})).await?;
@@ -89,6 +120,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     let vendor = hub.client("vendor");
     for path in [
         "/health",
+        "/v1/ops/alerts",
         "/v1/ops/checks",
         "/v1/ops/checks/audit-chain/history",
         "/v1/ops/subscriptions",

@@ -86,10 +86,32 @@ pub fn open(
             history,
             ops::runner::Clock::system(),
         )
-        .observe(Arc::new(crate::checks::AlertLog::default())),
+        .observe(Arc::new(crate::checks::Alerting::new(
+            store.clone(),
+            alert_sink(&config, data)?,
+            config.hub.name.get_ref().clone(),
+        ))),
     );
     let hub = Hub { config, catalog, policy, delivery, checks, draining: false.into(), directory, store, keys };
     Ok((AppState(Arc::new(hub)), tls))
+}
+
+/// The vendor's alert webhook, when `[ops].alert_url` is set.
+fn alert_sink(config: &Config, data: &Path) -> Result<Option<adapters::webhook::WebhookSink>, ServeError> {
+    let Some(url) = &config.ops.alert_url else { return Ok(None) };
+    let settings = adapters::webhook::WebhookConfig {
+        url: url.get_ref().clone(),
+        secret_env: config.ops.alert_secret_env.clone().unwrap_or_default(),
+        timeout_secs: 10,
+        ca: None,
+        client_certificate: false,
+    };
+    let secret = crate::delivery::secret_resolver(data, config.tls.dev_pki);
+    let resolve = |p: &str| config.resolve(p);
+    let ctx = adapters::BuildContext { secret: &secret, resolve: &resolve, client_identity_pem: None };
+    adapters::webhook::WebhookSink::build(&settings, &ctx).map(Some).map_err(|source| {
+        ServeError::Delivery(crate::delivery::DeliveryError::Adapter { subscription: "[ops] alerts".into(), source })
+    })
 }
 
 /// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight

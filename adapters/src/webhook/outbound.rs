@@ -88,10 +88,15 @@ impl WebhookSink {
     }
 
     async fn post(&self, id: &str, body: Vec<u8>) -> Outcome {
+        self.send(id, CLOUDEVENTS_JSON, body).await
+    }
+
+    /// Sends any signed JSON body (alerts use this: plain JSON, not CloudEvents).
+    pub async fn send(&self, id: &str, content_type: &'static str, body: Vec<u8>) -> Outcome {
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign(&self.keys, id, timestamp, &body);
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         for (name, value) in [
             ("webhook-id", id.to_owned()),
             ("webhook-timestamp", timestamp.to_string()),

@@ -122,3 +122,17 @@ pub async fn run(
         Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(ApiError::Conflict(e.to_string())),
     }
 }
+
+#[utoipa::path(get, path = "/v1/ops/alerts", tag = "operations",
+    params(("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "The alert log, newest first, with delivery state (ops, vendor)")))]
+/// `GET /v1/ops/alerts` (ops, vendor).
+pub async fn alerts(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "the alert log").await?;
+    let alerts = state.store.alerts(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "alerts": alerts })))
+}

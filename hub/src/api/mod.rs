@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/subscriptions/{name}/enable", post(ops::enable))
         .route("/health", get(health::health))
         .route("/v1/ops/checks", get(health::checks))
+        .route("/v1/ops/alerts", get(health::alerts))
         .route("/v1/ops/checks/{name}/history", get(health::history))
         .route("/v1/ops/checks/{name}/run", post(health::run))
         .route("/openapi.json", get(meta::openapi))

@@ -536,6 +536,12 @@ pub struct OpsSection {
     /// Days of check history kept.
     #[serde(default = "default_retention")]
     pub history_days: u32,
+    /// The vendor's ticketing webhook: alerts are POSTed there as Standard Webhooks signed JSON.
+    #[serde(default)]
+    pub alert_url: Option<Spanned<String>>,
+    /// Environment variable holding the alert signing secret (`whsec_...`).
+    #[serde(default)]
+    pub alert_secret_env: Option<String>,
 }
 
 fn default_retention() -> u32 {
@@ -544,7 +550,7 @@ fn default_retention() -> u32 {
 
 impl Default for OpsSection {
     fn default() -> Self {
-        Self { history_days: default_retention() }
+        Self { history_days: default_retention(), alert_url: None, alert_secret_env: None }
     }
 }
 
@@ -785,6 +791,16 @@ impl Config {
         }
         for (i, sub) in self.subscriptions.iter().enumerate() {
             self.check_subscription(&mut p, i, sub);
+        }
+        if let Some(url) = &self.ops.alert_url {
+            let settings = toml::toml! { url = (url.get_ref().clone()) secret_env = (self.ops.alert_secret_env.clone().unwrap_or_default()) };
+            if let Err(e) = settings
+                .try_into::<adapters::webhook::WebhookConfig>()
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map_err(|e| e.to_string()))
+            {
+                p.at(url.span(), format!("alert_url / alert_secret_env: {e}"));
+            }
         }
         for (i, c) in self.checks.iter().enumerate() {
             let name = c.name.get_ref();

@@ -96,7 +96,7 @@ pub struct Delivery {
 
 /// The secret behind `secret_env`: the environment variable, or, on a development hub, a random
 /// secret kept in `DATA/keys/webhooks/NAME.secret` so the README's one command runs the hub.
-fn secret_resolver(data: &Path, dev: bool) -> impl Fn(&str) -> Option<String> + '_ {
+pub(crate) fn secret_resolver(data: &Path, dev: bool) -> impl Fn(&str) -> Option<String> + '_ {
     move |name: &str| {
         if let Ok(v) = std::env::var(name) {
             return Some(v);

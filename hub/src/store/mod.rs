@@ -232,6 +232,31 @@ pub struct CheckRun {
     pub trigger: String,
 }
 
+/// One raised alert and what became of its delivery to the vendor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRecord {
+    /// Id.
+    pub id: i64,
+    /// Check name.
+    pub check: String,
+    /// Status before.
+    pub from: String,
+    /// Status now.
+    pub to: String,
+    /// The run's summary.
+    pub summary: String,
+    /// When.
+    pub time: String,
+    /// Raised as flapping.
+    pub flapping: bool,
+    /// When the vendor's webhook confirmed it.
+    pub delivered_at: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last failure.
+    pub last_error: Option<String>,
+}
+
 /// Counters that show group commit at work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriterStats {
@@ -337,6 +362,13 @@ pub trait Store: Send + Sync {
     async fn latest_checks(&self) -> Result<Vec<CheckRun>, StoreError>;
     /// Check runs that started in [from, to) (RFC 3339), oldest first.
     async fn check_runs_between(&self, from: &str, to: &str) -> Result<Vec<CheckRun>, StoreError>;
+
+    /// Adds an alert to the alert log; returns its id.
+    async fn record_alert(&self, alert: AlertRecord) -> Result<i64, StoreError>;
+    /// Records a delivery attempt of an alert (`error` none: delivered).
+    async fn alert_attempt(&self, id: i64, error: Option<String>) -> Result<(), StoreError>;
+    /// The alert log, newest first.
+    async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError>;
 
     /// Group-commit counters.
     fn writer_stats(&self) -> WriterStats;

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    Audited, CheckRun, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store,
-    StoreError, SubscriptionState, WriterStats,
+    AlertRecord, Audited, CheckRun, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
+    Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
@@ -78,7 +78,12 @@ CREATE TABLE IF NOT EXISTS check_runs (
 );
 CREATE INDEX IF NOT EXISTS check_runs_by_name ON check_runs (name, started);
 CREATE INDEX IF NOT EXISTS check_runs_by_time ON check_runs (started);
-PRAGMA user_version = 3;
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, check_name TEXT NOT NULL, from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL, summary TEXT NOT NULL, time TEXT NOT NULL, flapping INTEGER NOT NULL,
+    delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+PRAGMA user_version = 4;
 "#;
 
 const RECORD_COLUMNS: &str =
@@ -1120,6 +1125,59 @@ impl Store for SqliteStore {
                     &format!("SELECT {CHECK_COLUMNS} FROM check_runs WHERE started >= ?1 AND started < ?2 ORDER BY started, id"),
                     &[&from, &to],
                 )
+            })
+            .await
+    }
+
+    async fn record_alert(&self, a: AlertRecord) -> Result<i64, StoreError> {
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO alerts (check_name, from_status, to_status, summary, time, flapping)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![a.check, a.from, a.to, a.summary, a.time, a.flapping])?;
+            Ok(Done::Count(tx.conn.last_insert_rowid() as u64))
+        });
+        self.count(op).await.map(|id| id as i64)
+    }
+
+    async fn alert_attempt(&self, id: i64, error: Option<String>) -> Result<(), StoreError> {
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let delivered = error.is_none().then(|| tx.time.to_owned());
+            tx.conn
+                .prepare_cached(
+                    "UPDATE alerts SET attempts = attempts + 1, last_error = ?2,
+                     delivered_at = COALESCE(?3, delivered_at) WHERE id = ?1",
+                )?
+                .execute(params![id, error, delivered])?;
+            Ok(Done::Count(1))
+        });
+        self.count(op).await.map(|_| ())
+    }
+
+    async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError> {
+        self.readers
+            .with(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, check_name, from_status, to_status, summary, time, flapping, delivered_at, attempts, last_error
+                     FROM alerts ORDER BY id DESC LIMIT ?1",
+                )?;
+                let rows = stmt.query_map(params![limit], |r| {
+                    Ok(AlertRecord {
+                        id: r.get(0)?,
+                        check: r.get(1)?,
+                        from: r.get(2)?,
+                        to: r.get(3)?,
+                        summary: r.get(4)?,
+                        time: r.get(5)?,
+                        flapping: r.get(6)?,
+                        delivered_at: r.get(7)?,
+                        attempts: r.get(8)?,
+                        last_error: r.get(9)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
     }
