@@ -17,11 +17,13 @@ fn run_check(v: &Value) -> (&str, &str) {
 async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> Result<()> {
     let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
     let alerts = Receiver::start().await;
+    let metrics_port = e2e::free_port()?;
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .receiver(9103, &fp.url)
         .receiver(9102, &ps.url)
         .receiver(9106, &lh.url)
         .replace("http://127.0.0.1:9190/hub/alerts", &alerts.url)
+        .replace("[ops]\n", &format!("[ops]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"))
         .fast_retries()
         .write();
     // A department certificate that expires in five days.
@@ -133,11 +135,61 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         }
     }
     assert_eq!(vendor.post("/v1/ops/checks/storage/run", &json!({})).await?.status, 403, "running checks is for ops");
+
+    // Metrics: no personal data in any label, promtool accepts them, and a local Prometheus can
+    // scrape the plain loopback listener.
+    let m = vendor.get("/metrics").await?;
+    assert_eq!(m.status, 200);
+    assert!(m.content_type.starts_with("text/plain; version=0.0.4"), "{}", m.content_type);
+    for needle in [
+        "hub_records_published_total{department=\"civil-affairs\",record_type=\"marriage-registration\"} 1",
+        "hub_check_status{check=\"audit-chain\"} 2",
+        "hub_outbox_entries{subscription=\"marriage-to-hrss\",state=\"pending\"} 1",
+        "hub_http_requests_total{endpoint=\"/v1/records/{type}\",method=\"POST\",status=\"201\",principal=\"civil-affairs\"} 1",
+    ] {
+        assert!(m.text.contains(needle), "{needle} missing from:\n{}", m.text);
+    }
+    for secret in [a.as_str(), &b, "陈志明", "J440184-2026-000077"] {
+        assert!(!m.text.contains(secret), "metrics show {secret}");
+    }
+    promtool_accepts(&m.text)?;
+    let plain = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await?;
+    assert_eq!(plain.status(), 200);
+    assert!(plain.text().await?.contains("hub_store_commits_total"));
     assert_eq!(vendor.get("/v1/records/marriage-registration/J440184-2026-000077?purpose=x").await?.status, 403);
     assert_eq!(vendor.get("/v1/audit").await?.status, 403);
     assert_eq!(vendor.get("/v1/feeds/marriage-to-hrss").await?.status, 403);
     assert_eq!(civil.get("/health").await?.status, 403);
     assert_eq!(ops.post("/v1/ops/checks/nope/run", &json!({})).await?.status, 404);
     hub.stop().await;
+    Ok(())
+}
+
+/// `promtool check metrics`, when promtool is installed. CI installs it and sets
+/// HUB_TEST_REQUIRE_PROMTOOL, so there a missing promtool fails instead of skipping.
+fn promtool_accepts(text: &str) -> Result<()> {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var_os("HUB_TEST_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("promtool is not installed: `promtool check metrics` skipped");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("promtool is required here: {e}"),
+    };
+    child.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod ledger;
 pub mod mask;
+pub mod metrics;
 pub mod openapi;
 pub mod pki;
 pub mod policy;

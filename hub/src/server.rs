@@ -78,7 +78,9 @@ pub fn open(
     )?);
     let policy = Arc::new(Policy::new(&config));
     let catalog = Arc::new(catalog);
-    let delivery = Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), data)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let delivery =
+        Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), metrics.clone(), data)?);
     let history = Arc::new(crate::checks::StoreHistory { store: store.clone(), days: config.ops.history_days });
     let checks = Arc::new(
         ops::runner::Runner::new(
@@ -92,7 +94,8 @@ pub fn open(
             config.hub.name.get_ref().clone(),
         ))),
     );
-    let hub = Hub { config, catalog, policy, delivery, checks, draining: false.into(), directory, store, keys };
+    let hub =
+        Hub { config, catalog, policy, delivery, checks, metrics, draining: false.into(), directory, store, keys };
     Ok((AppState(Arc::new(hub)), tls))
 }
 
@@ -133,6 +136,18 @@ pub async fn run(
     let builder = Arc::new(builder);
     state.delivery.load_states().await?;
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    if let Some(addr) = state.config.ops.metrics_listen.as_ref().and_then(|a| a.get_ref().parse::<SocketAddr>().ok()) {
+        let plain = TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "metrics on plain loopback http");
+        let (app, mut stop) = (api::metrics_router(state.clone()), workers_stop.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(plain, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+    }
     let mut workers = state.delivery.spawn(workers_stop.clone());
     workers.extend(state.checks.spawn(workers_stop));
     tokio::pin!(shutdown);

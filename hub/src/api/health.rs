@@ -136,3 +136,58 @@ pub async fn alerts(
     let alerts = state.store.alerts(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "alerts": alerts })))
 }
+
+/// Brings the scrape-time gauges up to date and encodes every metric.
+pub async fn exposition(state: &AppState) -> Result<String, ApiError> {
+    let m = &state.metrics;
+    for c in state.store.delivery_counts().await? {
+        let set = |st: &str, v: u64| {
+            m.backlog
+                .get_or_create(&crate::metrics::BacklogLabels {
+                    subscription: c.subscription.clone(),
+                    state: st.to_owned(),
+                })
+                .set(v as i64)
+        };
+        set("pending", c.pending);
+        set("dead", c.dead);
+    }
+    for r in state.store.latest_checks().await? {
+        let level = match r.status.as_str() {
+            "ok" => 0,
+            "warn" => 1,
+            _ => 2,
+        };
+        m.checks.get_or_create(&crate::metrics::CheckLabels { check: r.name }).set(level);
+    }
+    let w = state.store.writer_stats();
+    m.writer_totals(w.commits, w.operations);
+    m.encode().map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition (ops, vendor)")))]
+/// `GET /metrics` (ops, vendor).
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "metrics").await?;
+    let text = exposition(&state).await?;
+    Ok(negotiate(&headers, text))
+}
+
+/// OpenMetrics for scrapers that ask for it, the Prometheus text format otherwise.
+pub fn negotiate(headers: &axum::http::HeaderMap, openmetrics: String) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        ([(header::CONTENT_TYPE, crate::metrics::OPENMETRICS)], openmetrics).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, crate::metrics::PROMETHEUS_TEXT)], crate::metrics::to_prometheus_text(&openmetrics))
+            .into_response()
+    }
+}

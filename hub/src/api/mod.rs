@@ -42,6 +42,8 @@ pub struct Hub {
     pub delivery: Arc<crate::delivery::Delivery>,
     /// Scheduled health checks.
     pub checks: Arc<::ops::runner::Runner>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
     pub draining: std::sync::atomic::AtomicBool,
     /// Known principals.
@@ -147,6 +149,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(meta::openapi))
         .route("/livez", get(meta::livez))
         .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(health::metrics))
+        .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)))
@@ -205,6 +209,46 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             }
         }
     }
+}
+
+/// The plain loopback listener's router: `/metrics` only, no identity (loopback only, by config).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>, headers: HeaderMap| async move {
+                match health::exposition(&state).await {
+                    Ok(text) => health::negotiate(&headers, text),
+                    Err(e) => e.into_response(),
+                }
+            }),
+        )
+        .with_state(state)
+}
+
+/// Counts every routed request by endpoint template, method, status and principal.
+async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let principal = req.extensions().get::<Principal>().map_or_else(|| "anonymous".to_owned(), |p| p.id().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let m = &state.metrics;
+    m.latency
+        .get_or_create(&crate::metrics::EndpointLabels { endpoint: endpoint.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            endpoint,
+            method,
+            status: resp.status().as_u16().to_string(),
+            principal,
+        })
+        .inc();
+    resp
 }
 
 async fn deadline(limit: Duration, req: Request, next: Next) -> Response {

@@ -542,6 +542,9 @@ pub struct OpsSection {
     /// Environment variable holding the alert signing secret (`whsec_...`).
     #[serde(default)]
     pub alert_secret_env: Option<String>,
+    /// A plain-HTTP loopback address serving only `/metrics`, for a local Prometheus.
+    #[serde(default)]
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 fn default_retention() -> u32 {
@@ -550,7 +553,7 @@ fn default_retention() -> u32 {
 
 impl Default for OpsSection {
     fn default() -> Self {
-        Self { history_days: default_retention(), alert_url: None, alert_secret_env: None }
+        Self { history_days: default_retention(), alert_url: None, alert_secret_env: None, metrics_listen: None }
     }
 }
 
@@ -791,6 +794,11 @@ impl Config {
         }
         for (i, sub) in self.subscriptions.iter().enumerate() {
             self.check_subscription(&mut p, i, sub);
+        }
+        if let Some(m) = &self.ops.metrics_listen {
+            if !m.get_ref().parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
+                p.at(m.span(), "metrics_listen must be a loopback address such as 127.0.0.1:9464 (it has no TLS)");
+            }
         }
         if let Some(url) = &self.ops.alert_url {
             let settings = toml::toml! { url = (url.get_ref().clone()) secret_env = (self.ops.alert_secret_env.clone().unwrap_or_default()) };

@@ -92,6 +92,7 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     grants: Arc<Policy>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The secret behind `secret_env`: the environment variable, or, on a development hub, a random
@@ -126,6 +127,7 @@ impl Delivery {
         catalog: Arc<Catalog>,
         grants: Arc<Policy>,
         store: Arc<dyn Store>,
+        metrics: Arc<crate::metrics::Metrics>,
         data: &Path,
     ) -> Result<Self, DeliveryError> {
         let secret = secret_resolver(data, config.tls.dev_pki);
@@ -182,6 +184,7 @@ impl Delivery {
             store,
             catalog,
             grants,
+            metrics,
         })
     }
 
@@ -397,6 +400,11 @@ impl Delivery {
         }
     }
 
+    fn count(&self, sub: &Subscription, outcome: &str) {
+        let labels = crate::metrics::DeliveryLabels { subscription: sub.name.clone(), outcome: outcome.to_owned() };
+        self.metrics.deliveries.get_or_create(&labels).inc();
+    }
+
     fn pace(&self, v: &Verdict, failures: &mut u32, paused_until: &mut Option<Instant>) {
         match v {
             Verdict::Delivered => {
@@ -479,6 +487,7 @@ impl Delivery {
                     return Verdict::Retry(Duration::from_secs(1));
                 }
                 tracing::debug!(subscription = %sub.name, event = %row.event_id, "delivered");
+                self.count(sub, "delivered");
                 Verdict::Delivered
             }
             Outcome::Retry { reason, retry_after } => {
@@ -491,6 +500,7 @@ impl Delivery {
                 let delay = backoff(&self.policy, attempts, retry_after);
                 let at_ms = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
                 tracing::info!(subscription = %sub.name, attempts, delay_ms = delay.as_millis() as u64, reason = %reason, "delivery will be retried");
+                self.count(sub, "retry");
                 if let Err(e) = self.store.settle(row.id, Settlement::Retry { at_ms, error: reason }, None).await {
                     tracing::error!(subscription = %sub.name, error = %e, "cannot record the retry");
                 }
@@ -521,6 +531,7 @@ impl Delivery {
         match self.store.settle(row.id, Settlement::Dead { error: reason.clone() }, Some(entry)).await {
             Ok(()) => {
                 tracing::warn!(subscription = %sub.name, event = %row.event_id, reason = %reason, "event dead-lettered");
+                self.count(sub, "dead");
                 Verdict::Settled
             }
             Err(e) => {
