@@ -165,6 +165,76 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sla_report_shows_an_injected_outage_and_its_signature_verifies() -> Result<()> {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let (_cfg_dir, cfg) = TestConfig::conghua().without_checks().write();
+    let hub = TestHub::start_with(&cfg).await?;
+    // October 2026 in Conghua (UTC+8) starts at 2026-09-30T16:00Z: one run an hour, and the
+    // receivers check critical for two hours on the 15th, 10:00 to 12:00 local time.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-09-30T16:00:00Z")?.with_timezone(&chrono::Utc);
+    for h in 0..744i64 {
+        let t = start + chrono::Duration::hours(h);
+        let down = (14 * 24 + 10..14 * 24 + 12).contains(&h);
+        for (name, status) in [("receivers", if down { "critical" } else { "ok" }), ("storage", "ok")] {
+            let run = hub::store::CheckRun {
+                name: name.into(),
+                kind: "test".into(),
+                started: t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                duration_ms: 3,
+                status: status.into(),
+                summary: String::new(),
+                measurements: json!({}),
+                trigger: "schedule".into(),
+            };
+            hub.state.store.record_check(run, "2000-01-01T00:00:00Z".into()).await?;
+        }
+    }
+    let vendor = hub.client("vendor");
+    let r = vendor.get("/v1/ops/reports/sla?month=2026-10").await?;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let report = &r.json["report"];
+    let expected = 100.0 * (1.0 - 2.0 / 744.0);
+    let got = report["availability"]["checks"]["receivers"]["availability_percent"].as_f64().unwrap();
+    assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    assert!((report["availability"]["overall_percent"].as_f64().unwrap() - 99.731).abs() < 1e-9);
+    assert_eq!(report["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(report["incidents"][0]["start"], "2026-10-15T02:00:00Z");
+    assert_eq!(report["incidents"][0]["end"], "2026-10-15T04:00:00Z");
+    assert_eq!(report["incidents"][0]["duration_secs"], 7200);
+    assert_eq!(report["mttr_secs"], 7200.0);
+    assert_eq!(report["period"]["complete"], true);
+
+    // The signature verifies with the hub's public key file, over the canonical report.
+    let pem = std::fs::read_to_string(hub.data.path().join("keys/audit-signing.pub"))?;
+    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)?;
+    let sig = base64::engine::general_purpose::STANDARD.decode(r.json["signature"]["value"].as_str().unwrap())?;
+    let sig = ed25519_dalek::Signature::from_slice(&sig)?;
+    key.verify_strict(&serde_jcs::to_vec(report)?, &sig)?;
+    let mut forged = report.clone();
+    forged["availability"]["overall_percent"] = json!(100.0);
+    assert!(key.verify_strict(&serde_jcs::to_vec(&forged)?, &sig).is_err(), "an edited report must not verify");
+
+    // Printable HTML, and the same report from the command line.
+    let page = vendor.get("/v1/ops/reports/sla?month=2026-10&format=html").await?;
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(page.text.contains("99.731%") && page.text.contains("2026-10-15T02:00:00Z"), "{}", page.text);
+    assert_eq!(vendor.get("/v1/ops/reports/sla?month=October").await?.status, 400);
+    assert_eq!(hub.client("civil-affairs").get("/v1/ops/reports/sla?month=2026-10").await?.status, 403);
+    let data = hub.stop_keeping_data().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["report", "sla", "--month", "2026-10", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(data.path())
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(cli["report"]["incidents"], report["incidents"]);
+    Ok(())
+}
+
 /// `promtool check metrics`, when promtool is installed. CI installs it and sets
 /// HUB_TEST_REQUIRE_PROMTOOL, so there a missing promtool fails instead of skipping.
 fn promtool_accepts(text: &str) -> Result<()> {

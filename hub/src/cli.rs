@@ -72,6 +72,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Restore a backup into an empty data directory.
     Restore {
         /// Backup file.
@@ -127,6 +132,25 @@ enum PkiCommand {
         /// Principal id (certificate CN).
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The signed monthly SLA report.
+    Sla {
+        /// Month, YYYY-MM, in the hub's time zone.
+        #[arg(long)]
+        month: String,
+        /// Data directory (default: [storage].path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// json or html.
+        #[arg(long, default_value = "json")]
+        format: String,
     },
 }
 
@@ -189,6 +213,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             pki.issue_client(&name, days)?;
             println!("{} and {}", pki.client_cert(&name).display(), pki.client_key(&name).display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
+            let (config, _) = match load_or_report(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
+            if !crate::store::sqlite::db_path(&data).exists() {
+                bail!("{} holds no hub database", data.display());
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let text = runtime.block_on(async {
+                let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
+                let opts = crate::store::sqlite::SqliteOptions {
+                    group_commit_max: 1,
+                    read_connections: 1,
+                    checkpoint_every: config.audit.checkpoint_every,
+                };
+                let store = SqliteStore::open(&data, keys.clone(), opts)?;
+                let signed =
+                    crate::report::sla(&store, &keys, config.hub.name.get_ref(), config.timezone(), &month).await?;
+                store.close_now().await;
+                Ok::<_, anyhow::Error>(if format == "html" {
+                    crate::report::html(&signed)
+                } else {
+                    serde_json::to_string_pretty(&signed)?
+                })
+            })?;
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { data, out } => {

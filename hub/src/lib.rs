@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pki;
 pub mod policy;
+pub mod report;
 pub mod routing;
 pub mod server;
 pub mod store;

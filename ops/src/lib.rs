@@ -12,8 +12,10 @@
 //! - [`runner`]: the scheduler and the `History` it records into; its clock follows tokio time,
 //!   so tests pause time instead of sleeping.
 //! - [`alert`]: which status changes become alerts.
+//! - [`sla`]: availability, incidents and MTTR over a month of runs.
 
 pub mod alert;
 pub mod check;
 pub mod runner;
 pub mod schedule;
+pub mod sla;

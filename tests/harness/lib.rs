@@ -208,8 +208,18 @@ impl TestHub {
         Client { http: client_for(self.data.path(), None).expect("ca"), url: self.url.clone() }
     }
 
+    /// Stops the hub and hands back its data directory (for offline commands).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        self.halt().await;
+        self.data
+    }
+
     /// Stops the hub and waits until the store is flushed.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -191,3 +191,50 @@ pub fn negotiate(headers: &axum::http::HeaderMap, openmetrics: String) -> Respon
             .into_response()
     }
 }
+
+/// Query of the SLA report.
+#[derive(Deserialize)]
+pub struct SlaQuery {
+    month: Option<String>,
+    format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/ops/reports/sla", tag = "operations",
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    responses((status = 200, description = "The signed SLA report (ops, vendor)")))]
+/// `GET /v1/ops/reports/sla?month=YYYY-MM` (ops, vendor).
+pub async fn sla(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<SlaQuery>,
+) -> Result<Response, ApiError> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor], "the SLA report").await?;
+    let month = q.month.ok_or_else(|| ApiError::BadRequest("month=YYYY-MM is required".into()))?;
+    let signed = crate::report::sla(
+        state.store.as_ref(),
+        &state.keys,
+        state.config.hub.name.get_ref(),
+        state.config.timezone(),
+        &month,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::report::ReportError::BadMonth => ApiError::BadRequest(e.to_string()),
+        crate::report::ReportError::Store(s) => s.into(),
+    })?;
+    let wants_html = q.format.as_deref() == Some("html")
+        || headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/html"));
+    if wants_html {
+        return Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+            ],
+            crate::report::html(&signed),
+        )
+            .into_response());
+    }
+    Ok(json_response(StatusCode::OK, &signed))
+}

@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/ops/checks", get(health::checks))
         .route("/v1/ops/alerts", get(health::alerts))
+        .route("/v1/ops/reports/sla", get(health::sla))
         .route("/v1/ops/checks/{name}/history", get(health::history))
         .route("/v1/ops/checks/{name}/run", post(health::run))
         .route("/openapi.json", get(meta::openapi))

@@ -111,6 +111,17 @@ impl HubKeys {
         }
     }
 
+    /// Signs arbitrary bytes (reports) with the hub's key; base64.
+    pub fn sign(&self, bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.signing.sign(bytes).to_bytes())
+    }
+
+    /// The public key in PEM, for whoever verifies a signed report.
+    pub fn public_pem(&self) -> String {
+        self.signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap_or_default()
+    }
+
     /// The public half of the checkpoint key.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing.verifying_key()

@@ -370,6 +370,9 @@ pub trait Store: Send + Sync {
     /// The alert log, newest first.
     async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError>;
 
+    /// Audit entries per action with a time in [from, to) (RFC 3339).
+    async fn audit_action_counts(&self, from: &str, to: &str) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Group-commit counters.
     fn writer_stats(&self) -> WriterStats;
     /// True while the ledger writer runs.

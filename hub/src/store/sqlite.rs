@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     to_status TEXT NOT NULL, summary TEXT NOT NULL, time TEXT NOT NULL, flapping INTEGER NOT NULL,
     delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
 );
-PRAGMA user_version = 4;
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time);
+PRAGMA user_version = 5;
 "#;
 
 const RECORD_COLUMNS: &str =
@@ -242,6 +243,11 @@ impl SqliteStore {
                 .spawn(move || writer_loop(conn, rx, head, &keys, opts, &stats))?
         };
         Ok(Self { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), readers, stats, keys })
+    }
+
+    /// Stops the writer (for short-lived command-line use of the store).
+    pub async fn close_now(&self) {
+        Store::close(self).await;
     }
 
     /// Verifies the audit chain of a data directory without starting the hub.
@@ -1177,6 +1183,20 @@ impl Store for SqliteStore {
                         last_error: r.get(9)?,
                     })
                 })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn audit_action_counts(&self, from: &str, to: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.readers
+            .with(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT action, COUNT(*) FROM audit WHERE time >= ?1 AND time < ?2 GROUP BY action ORDER BY action",
+                )?;
+                let rows =
+                    stmt.query_map(params![from, to], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
