@@ -263,3 +263,69 @@ fn promtool_accepts(text: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// Every `hub_*` metric the alert rules and the Grafana dashboard query is one the hub exports,
+/// and promtool accepts the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_rules_and_dashboard_query_real_metrics() -> Result<()> {
+    let hub = TestHub::start().await?;
+    let civil = hub.client("civil-affairs");
+    civil
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000555", &resident_id("19900315", 5), &resident_id("19920708", 5)),
+        )
+        .await?;
+    hub.client("ops-duty").post("/v1/ops/checks/storage/run", &json!({})).await?;
+    hub.client("family-planning")
+        .get("/v1/records/marriage-registration/J440184-2026-000555?purpose=birth-service-registration")
+        .await?;
+    // Families appear once they have a sample: wait for the first delivery attempt (the
+    // configured receivers are absent, so it is a retry).
+    let ops = hub.client("ops-duty");
+    e2e::eventually(Duration::from_secs(20), "a delivery attempt in the metrics", || {
+        let ops = ops.clone();
+        async move { Ok(ops.get("/metrics").await?.text.contains("hub_delivery_attempts_total{")) }
+    })
+    .await?;
+    let metrics = ops.get("/metrics").await?.text;
+    let exported: std::collections::HashSet<String> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|n| [n.to_owned(), format!("{n}_bucket"), format!("{n}_sum"), format!("{n}_count")])
+        .collect();
+    let mut used = Vec::new();
+    let rules = std::fs::read_to_string(e2e::root().join("ops/alerts/hub.rules.yml"))?;
+    let dashboard = std::fs::read_to_string(e2e::root().join("ops/dashboards/hub.json"))?;
+    let dash: Value = serde_json::from_str(&dashboard)?;
+    assert!(dash["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    for text in [&rules, &dashboard] {
+        for (i, _) in text.match_indices("hub_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            used.push(name);
+        }
+    }
+    assert!(used.len() > 10);
+    for name in &used {
+        assert!(exported.contains(name), "{name} is queried but not exported");
+    }
+    hub.stop().await;
+    match std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(e2e::root().join("ops/alerts/hub.rules.yml"))
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) if std::env::var_os("HUB_TEST_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("promtool is not installed: `promtool check rules` skipped")
+        }
+        Err(e) => anyhow::bail!("promtool is required here: {e}"),
+    }
+    Ok(())
+}
