@@ -23,6 +23,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         .receiver(9102, &ps.url)
         .receiver(9106, &lh.url)
         .replace("http://127.0.0.1:9190/hub/alerts", &alerts.url)
+        .replace("keep = 7", "keep = 1")
         .replace("[ops]\n", &format!("[ops]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"))
         .fast_retries()
         .write();
@@ -40,7 +41,10 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     assert_eq!(list.status, 200, "{}", list.text);
     let names: Vec<&str> =
         list.json["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["receivers", "backlog", "dead-letters", "audit-chain", "storage", "certificates"]);
+    assert_eq!(
+        names,
+        ["receivers", "backlog", "dead-letters", "audit-chain", "storage", "certificates", "nightly-backup"]
+    );
 
     // Receivers: all answer, then one stops, then it is back.
     let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
@@ -90,6 +94,36 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         summary.contains("client justice expires in 5 days") || summary.contains("client justice expires in 4 days"),
         "{summary}"
     );
+
+    // The nightly backup: keeps the newest one, names the chain head in its manifest, and
+    // restores into a hub whose chain verifies.
+    e2e::eventually(Duration::from_secs(30), "the backup taken at start", || {
+        let ops = ops.clone();
+        async move {
+            Ok(ops.get("/v1/ops/checks/nightly-backup/history").await?.json["runs"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()))
+        }
+    })
+    .await?;
+    let r = ops.post("/v1/ops/checks/nightly-backup/run", &json!({})).await?;
+    assert_eq!(run_check(&r.json).0, "ok", "{}", r.text);
+    let backups: Vec<std::path::PathBuf> =
+        std::fs::read_dir(_cfg_dir.path().join("backups"))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    assert_eq!(backups.len(), 1, "keep = 1: {backups:?}");
+    let manifest = rusqlite::Connection::open(&backups[0])?;
+    let head: String =
+        manifest.query_row("SELECT v FROM backup_meta WHERE k = 'audit_head_digest'", [], |r| r.get(0))?;
+    assert_eq!(head.len(), 64);
+    let restored = tempfile::tempdir()?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["restore", "--from"])
+        .arg(&backups[0])
+        .arg("--data")
+        .arg(restored.path().join("data"))
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&head), "the restored chain ends at the manifest's head");
 
     // Audit chain: fine, until a row is edited behind the hub's back.
     let civil = hub.client("civil-affairs");

@@ -166,12 +166,16 @@ pub struct TestHub {
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    config_dir: Option<tempfile::TempDir>,
 }
 
 impl TestHub {
-    /// Starts a hub with the Conghua config.
+    /// Starts a hub with a copy of the Conghua config (its backups land beside the copy).
     pub async fn start() -> Result<Self> {
-        Self::start_with(&conghua_config()).await
+        let (dir, config) = TestConfig::conghua().write();
+        let mut hub = Self::start_with(&config).await?;
+        hub.config_dir = Some(dir);
+        Ok(hub)
     }
 
     /// Starts a hub with a given config.
@@ -195,7 +199,7 @@ impl TestHub {
                 eprintln!("hub stopped with an error: {e}");
             }
         });
-        Ok(Self { url, data, state, stop: Some(stop), task: Some(task) })
+        Ok(Self { url, data, state, stop: Some(stop), task: Some(task), config_dir: None })
     }
 
     /// A client for a principal.
@@ -287,6 +291,7 @@ pub struct HubProcess {
     pub url: String,
     /// Its data directory.
     pub data: PathBuf,
+    config_dir: Option<tempfile::TempDir>,
 }
 
 /// A free loopback port (bound, then released for the child to take).
@@ -303,7 +308,10 @@ impl HubProcess {
 
     /// Like [`HubProcess::start`], with extra `serve` arguments and environment.
     pub async fn start_with(bin: &str, data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        Self::start_config(bin, &conghua_config(), data, port, args, env).await
+        let (dir, config) = TestConfig::conghua().write();
+        let mut p = Self::start_config(bin, &config, data, port, args, env).await?;
+        p.config_dir = Some(dir);
+        Ok(p)
     }
 
     /// Like [`HubProcess::start_with`], with another config file.
@@ -340,7 +348,8 @@ impl HubProcess {
             }
         });
         let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60))).await?;
-        let mut p = Self { child, url: format!("https://127.0.0.1:{port}"), data: data.to_path_buf() };
+        let mut p =
+            Self { child, url: format!("https://127.0.0.1:{port}"), data: data.to_path_buf(), config_dir: None };
         if ready.is_err() {
             let status = p.child.try_wait()?;
             bail!(

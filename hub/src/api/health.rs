@@ -119,7 +119,7 @@ pub async fn run(
     match state.checks.run_now(&name, ops::runner::Trigger::Manual).await {
         Ok(r) => Ok(json_response(StatusCode::OK, &r)),
         Err(ops::runner::RunError::Unknown(_)) => Err(ApiError::NotFound(format!("there is no check {name:?}"))),
-        Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(ApiError::Busy(e.to_string())),
     }
 }
 

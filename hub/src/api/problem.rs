@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 409: idempotency key reused with another body.
     #[error("{0}")]
     Conflict(String),
+    /// 409: the operation is already under way.
+    #[error("{0}")]
+    Busy(String),
     /// 413.
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -83,6 +86,7 @@ impl ApiError {
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
+            Busy(_) => (StatusCode::CONFLICT, "busy", "Already under way"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
             UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")

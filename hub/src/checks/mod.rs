@@ -307,6 +307,66 @@ impl Check for Certificates {
     }
 }
 
+struct Backup {
+    n: Named,
+    data: PathBuf,
+    dir: PathBuf,
+    keep: usize,
+}
+
+#[async_trait]
+impl Check for Backup {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "backup"
+    }
+    async fn run(&self) -> Report {
+        let (data, dir, keep) = (self.data.clone(), self.dir.clone(), self.keep);
+        let result = tokio::task::spawn_blocking(move || -> Result<(crate::store::backup::Report, usize), String> {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+            let file = dir.join(format!("hub-{stamp}.backup"));
+            let report = crate::store::backup::backup(&data, &file, &mut |_, _| {}).map_err(|e| e.to_string())?;
+            // Retention only after a good new backup: never delete the last good one first.
+            let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| e.to_string())?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("hub-") && n.ends_with(".backup"))
+                })
+                .collect();
+            old.sort();
+            let excess = old.len().saturating_sub(keep);
+            for p in &old[..excess] {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok((report, excess))
+        })
+        .await;
+        match result {
+            Ok(Ok((r, removed))) => match &r.chain {
+                Ok(head) => Report::new(
+                    Status::Ok,
+                    format!(
+                        "backup of {:.1} MiB written, audit head seq {}; {removed} old backup(s) removed",
+                        r.bytes as f64 / 1048576.0,
+                        head.head_seq
+                    ),
+                )
+                .with("bytes", r.bytes as f64)
+                .with("audit_head_seq", head.head_seq as f64),
+                Err(b) => Report::new(Status::Critical, format!("backup written, but its {b}")),
+            },
+            Ok(Err(e)) => Report::new(Status::Critical, format!("backup failed: {e}")),
+            Err(e) => Report::new(Status::Critical, format!("backup task failed: {e}")),
+        }
+    }
+}
+
 /// The certificates a `certificates` check watches: CA, server, and every client certificate.
 fn certificate_files(config: &Config, data: &Path) -> Vec<(String, PathBuf)> {
     let tls = crate::pki::TlsFiles::of(config, data);
@@ -342,6 +402,10 @@ pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, da
             "audit_chain" => Arc::new(AuditChain { n, store: store.clone() }),
             "storage" => Arc::new(Storage { n, data: data.to_path_buf() }),
             "certificates" => Arc::new(Certificates { n, files: certificate_files(config, data) }),
+            "backup" => {
+                let Some(b) = &c.backup else { continue };
+                Arc::new(Backup { n, data: data.to_path_buf(), dir: config.resolve(&b.dir), keep: b.keep as usize })
+            }
             _ => continue,
         };
         out.push(Entry { check, schedule, timeout: Duration::from_secs(c.timeout_secs) });

@@ -558,8 +558,8 @@ impl Default for OpsSection {
 }
 
 /// The check kinds the hub implements.
-pub const CHECK_KINDS: [&str; 6] =
-    ["adapter_reachability", "delivery_backlog", "dead_letters", "audit_chain", "storage", "certificates"];
+pub const CHECK_KINDS: [&str; 7] =
+    ["adapter_reachability", "delivery_backlog", "dead_letters", "audit_chain", "storage", "certificates", "backup"];
 
 /// `[[checks]]`: one scheduled health check.
 #[derive(Debug, Deserialize)]
@@ -577,6 +577,24 @@ pub struct CheckConfig {
     /// Kind-specific thresholds (`warn_*`, `critical_*`); numbers only.
     #[serde(default)]
     pub thresholds: Option<Spanned<toml::Table>>,
+    /// `backup` only: the folder backups go to (relative to this file) and how many to keep.
+    #[serde(default)]
+    pub backup: Option<BackupSettings>,
+}
+
+/// Where a `backup` check writes, and its retention.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Destination folder (relative to the config file); another disk in production.
+    pub dir: String,
+    /// Backups kept; older ones are deleted after a successful new one.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    7
 }
 
 fn default_check_timeout() -> u64 {
@@ -829,6 +847,15 @@ impl Config {
             }
             if c.timeout_secs == 0 {
                 p.at(c.name.span(), "timeout_secs must be at least 1");
+            }
+            match (c.kind.get_ref().as_str(), &c.backup) {
+                ("backup", None) => p.at(c.kind.span(), "a backup check needs backup = { dir = \"...\", keep = N }"),
+                ("backup", Some(b)) if b.keep == 0 || b.dir.is_empty() => {
+                    p.at(c.kind.span(), "backup keep must be at least 1 and dir not empty")
+                }
+                ("backup", Some(_)) => {}
+                (_, Some(_)) => p.at(c.name.span(), "only a backup check takes backup settings"),
+                (_, None) => {}
             }
             if let Some(t) = &c.thresholds {
                 for (k, v) in t.get_ref() {

@@ -139,6 +139,13 @@ pub fn backup(data: &Path, out: &Path, progress: Progress<'_>) -> Result<Report,
     let now = chrono::Utc::now().to_rfc3339();
     dst.execute("INSERT INTO backup_meta (k, v) VALUES ('format', ?1), ('created_at', ?2)", params![FORMAT, now])?;
     let chain = verify_copy(&dst, &keys::dir(data).join("audit-signing.pub"), progress)?;
+    if let Ok(head) = &chain {
+        // The manifest names the chain head, so a restore can be checked against it.
+        dst.execute(
+            "INSERT INTO backup_meta (k, v) VALUES ('audit_head_seq', ?1), ('audit_head_digest', ?2)",
+            params![head.head_seq.to_string(), head.head_digest],
+        )?;
+    }
     dst.execute_batch("PRAGMA journal_mode = DELETE")?;
     drop(dst);
     std::fs::File::open(&tmp)?.sync_all()?;
