@@ -253,7 +253,8 @@ async fn backup_of_a_running_hub_restores_into_a_working_hub() -> Result<()> {
         Command::new(BIN).args(["restore", "--from"]).arg(&junk).arg("--data").arg(dir.path().join("x")).output()?;
     assert_eq!(out.status.code(), Some(1));
 
-    let hub = TestHub::start_in(&e2e::conghua_config(), restored).await?;
+    let (_cfg_dir, cfg) = e2e::TestConfig::conghua().write();
+    let hub = TestHub::start_in(&cfg, restored).await?;
     let fp = hub.client("family-planning");
     let r = fp.get("/v1/records/marriage-registration/J440184-2026-000007?purpose=birth-service-registration").await?;
     assert_eq!(r.status, 200, "{}", r.text);

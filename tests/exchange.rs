@@ -478,7 +478,8 @@ async fn a_revoked_certificate_is_refused_at_the_handshake() -> Result<()> {
     let pki = hub::pki::DevPki::new(data.path());
     pki.ensure(hub::policy::Directory::new(&config).ids())?;
     pki.revoke("hrss")?;
-    let hub = TestHub::start_in(&e2e::conghua_config(), data).await?;
+    let (_cfg_dir, cfg) = e2e::TestConfig::conghua().write();
+    let hub = TestHub::start_in(&cfg, data).await?;
     let revoked = hub.client("hrss").get("/v1/catalog").await;
     assert!(revoked.is_err(), "a revoked certificate was accepted: {:?}", revoked.map(|r| r.status));
     assert_eq!(hub.client("state-tax").get("/v1/catalog").await?.status, 200);
