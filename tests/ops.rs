@@ -363,3 +363,87 @@ async fn the_alert_rules_and_dashboard_query_real_metrics() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_cli_talks_to_a_running_hub_with_an_operator_certificate() -> Result<()> {
+    let ps = Receiver::start().await;
+    ps.answer(Answer::Status(400, None));
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9102, &ps.url).fast_retries().write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let civil = hub.client("civil-affairs");
+    civil
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000808", &resident_id("19900315", 8), &resident_id("19920708", 8)),
+        )
+        .await?;
+    let ops = hub.client("ops-duty");
+    e2e::eventually(Duration::from_secs(20), "a dead letter", || {
+        let ops = ops.clone();
+        async move {
+            Ok(ops.get("/v1/ops/deliveries?state=dead").await?.json["entries"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()))
+        }
+    })
+    .await?;
+    let data = hub.data.path().to_path_buf();
+    let (url, cfg_path) = (hub.url.clone(), cfg.clone());
+    let cli = move |args: &[&str]| -> Result<(i32, String, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(args)
+            .arg("--url")
+            .arg(&url)
+            .arg("--data")
+            .arg(&data)
+            .arg("--config")
+            .arg(&cfg_path)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["status"])
+    })
+    .await??;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("marriage-to-public-security") && out.contains("从化区公安分局") && out.contains("audit-chain"),
+        "{out}"
+    );
+    let (code, out, _) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["checks", "run", "storage", "--format", "json"])
+    })
+    .await??;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out)?["name"], "storage");
+    let (code, out, _) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["dlq", "list"])
+    })
+    .await??;
+    assert_eq!(code, 0);
+    assert!(out.contains("J440184-2026-000808") && out.contains("HTTP 400"), "{out}");
+    // The vendor's certificate gets counts and error texts only.
+    let (code, out, _) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["dlq", "list", "--as", "vendor"])
+    })
+    .await??;
+    assert_eq!(code, 0);
+    assert!(out.contains("HTTP 400") && !out.contains("J440184-2026-000808"), "{out}");
+    let (code, _, err) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["dlq", "retry", "999999"])
+    })
+    .await??;
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    hub.stop().await;
+    Ok(())
+}

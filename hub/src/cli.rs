@@ -72,6 +72,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A running hub's health and backlog (as an operator).
+    Status {
+        #[command(flatten)]
+        to: Remote,
+    },
+    /// A running hub's checks.
+    Checks {
+        #[command(subcommand)]
+        command: ChecksCommand,
+    },
+    /// A running hub's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Reports.
     Report {
         #[command(subcommand)]
@@ -132,6 +147,68 @@ enum PkiCommand {
         /// Principal id (certificate CN).
         #[arg(long)]
         name: String,
+    },
+}
+
+/// Where the running hub is and whose certificate to use.
+#[derive(clap::Args)]
+struct Remote {
+    /// Hub URL (default: https:// and [server].listen of the config).
+    #[arg(long)]
+    url: Option<String>,
+    /// Data directory holding pki/ (default: [storage].path).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Operator whose certificate to present.
+    #[arg(long = "as", default_value = "ops-duty")]
+    principal: String,
+    /// Configuration file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// table or json.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+#[derive(Subcommand)]
+enum ChecksCommand {
+    /// Every check with its schedule and latest run.
+    List {
+        #[command(flatten)]
+        to: Remote,
+    },
+    /// Run a check now.
+    Run {
+        /// Check name.
+        name: String,
+        #[command(flatten)]
+        to: Remote,
+    },
+    /// A check's recent runs.
+    History {
+        /// Check name.
+        name: String,
+        #[command(flatten)]
+        to: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Dead letters (entries for ops; counts and errors for the vendor).
+    List {
+        /// Only this subscription.
+        #[arg(long)]
+        subscription: Option<String>,
+        #[command(flatten)]
+        to: Remote,
+    },
+    /// Queue a dead letter again.
+    Retry {
+        /// Its id.
+        id: i64,
+        #[command(flatten)]
+        to: Remote,
     },
 }
 
@@ -215,6 +292,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} and {}", pki.client_cert(&name).display(), pki.client_key(&name).display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { to } => {
+            remote(to, |c, names, json| Box::pin(async move { crate::opsctl::status(&c, &names, json).await }))
+        }
+        Command::Checks { command: ChecksCommand::List { to } } => {
+            remote(to, |c, _, json| Box::pin(async move { crate::opsctl::checks_list(&c, json).await }))
+        }
+        Command::Checks { command: ChecksCommand::Run { name, to } } => {
+            remote(to, move |c, _, json| Box::pin(async move { crate::opsctl::checks_run(&c, &name, json).await }))
+        }
+        Command::Checks { command: ChecksCommand::History { name, to } } => {
+            remote(to, move |c, _, json| Box::pin(async move { crate::opsctl::checks_history(&c, &name, json).await }))
+        }
+        Command::Dlq { command: DlqCommand::List { subscription, to } } => remote(to, move |c, _, json| {
+            Box::pin(async move { crate::opsctl::dlq_list(&c, subscription.as_deref(), json).await })
+        }),
+        Command::Dlq { command: DlqCommand::Retry { id, to } } => {
+            remote(to, move |c, _, _| Box::pin(async move { crate::opsctl::dlq_retry(&c, id).await }))
+        }
         Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
             let (config, _) = match load_or_report(&config) {
                 Ok(c) => c,
@@ -290,6 +385,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+type Names = Box<dyn Fn(&str) -> String + Send + Sync>;
+type RemoteFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>>>>;
+
+/// Runs an operator command against a running hub and prints its output.
+fn remote(
+    to: Remote,
+    f: impl FnOnce(crate::opsctl::Connection, Names, bool) -> RemoteFuture,
+) -> anyhow::Result<ExitCode> {
+    let (config, _) = match load_or_report(&to.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let data = to.data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
+    let url = to.url.unwrap_or_else(|| format!("https://{}", config.server.listen.get_ref()));
+    let names: std::collections::HashMap<String, String> =
+        config.departments.iter().map(|d| (d.id.get_ref().clone(), d.name.clone())).collect();
+    let names: Names = Box::new(move |id| names.get(id).cloned().unwrap_or_default());
+    let conn = crate::opsctl::Connection::new(url, &data, &to.principal)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let text = runtime.block_on(f(conn, names, to.format == "json"))?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A progress bar on a terminal; nothing when stderr is a pipe or a file.

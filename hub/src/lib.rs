@@ -30,6 +30,7 @@ pub mod ledger;
 pub mod mask;
 pub mod metrics;
 pub mod openapi;
+pub mod opsctl;
 pub mod pki;
 pub mod policy;
 pub mod report;
