@@ -142,6 +142,18 @@ impl Metrics {
         }
     }
 
+    /// Counts a published record version.
+    pub fn published(&self, department: &str, record_type: &str) {
+        let labels = RecordLabels { department: department.to_owned(), record_type: record_type.to_owned() };
+        self.published.get_or_create(&labels).inc();
+    }
+
+    /// Counts a record returned to a reader.
+    pub fn read(&self, department: &str, record_type: &str) {
+        let labels = RecordLabels { department: department.to_owned(), record_type: record_type.to_owned() };
+        self.reads.get_or_create(&labels).inc();
+    }
+
     /// Brings the writer's totals into their counters.
     pub fn writer_totals(&self, commits: u64, operations: u64) {
         let dc = commits.saturating_sub(self.seen.0.swap(commits, Ordering::SeqCst));

@@ -9,7 +9,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState};
+use super::{json_response, read_request, ApiError, AppState};
 use crate::catalog::{formats, Violation};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
@@ -79,7 +79,6 @@ pub async fn access_log(
     body: Body,
 ) -> Result<Response, ApiError> {
     state.require_role(&who, &[Role::Portal], "the access log").await?;
-    let bytes = read_body(&headers, body, 16 * 1024, is_json, "application/json").await?;
     let invalid = || {
         ApiError::InvalidRequest(
             "the body must be {\"subject\": resident ID or credit code}".into(),
@@ -89,7 +88,7 @@ pub async fn access_log(
             }],
         )
     };
-    let req: AccessLogRequest = serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
+    let req: AccessLogRequest = read_request(&headers, body, 16 * 1024, &invalid).await?;
     let subject = req.subject.as_str().unwrap_or_default();
     if !(formats::is_resident_id(subject) || formats::is_uscc(subject)) {
         return Err(invalid());

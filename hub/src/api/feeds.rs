@@ -14,7 +14,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use super::{json_response, read_request, ApiError, AppState, Context};
 use crate::delivery::{Delivery, Subscription};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
@@ -143,7 +143,6 @@ pub async fn ack(
     body: Body,
 ) -> Result<Response, ApiError> {
     feed_of(&state, &who, &name).await?;
-    let bytes = read_body(&headers, body, 4096, is_json, "application/json").await?;
     let invalid = || {
         ApiError::InvalidRequest(
             "the body must be {\"cursor\": CURSOR}".into(),
@@ -153,7 +152,7 @@ pub async fn ack(
             }],
         )
     };
-    let body: AckBody = serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())?;
+    let body: AckBody = read_request(&headers, body, 4096, &invalid).await?;
     let c = match &body.cursor {
         Value::String(s) => cursor(s).map_err(|_| invalid())?,
         Value::Number(n) => n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?,

@@ -330,6 +330,18 @@ async fn read_body(
     })
 }
 
+/// Reads a small JSON body of the API's own (lookup, ack, replay, access log) into `T`;
+/// `invalid` explains a body of the wrong shape.
+async fn read_request<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    invalid: impl Fn() -> ApiError,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, limit, is_json, "application/json").await?;
+    serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())
+}
+
 /// Parses JSON, naming line and column (never the content) when it is not JSON.
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {

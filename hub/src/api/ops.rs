@@ -10,7 +10,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState};
+use super::{json_response, read_request, ApiError, AppState};
 use crate::catalog::Violation;
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
@@ -107,14 +107,13 @@ pub async fn replay(
         .get(&name)
         .ok_or_else(|| ApiError::NotFound(format!("there is no subscription {name:?}")))?
         .clone();
-    let bytes = read_body(&headers, body, 4096, is_json, "application/json").await?;
     let invalid = |pointer: &str, message: &str| {
         ApiError::InvalidRequest(
             "the body must be {\"from_seq\": N} or {\"since\": RFC 3339 time}".into(),
             vec![Violation { pointer: pointer.into(), message: message.into() }],
         )
     };
-    let req: ReplayBody = serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid("", "unexpected body"))?;
+    let req: ReplayBody = read_request(&headers, body, 4096, || invalid("", "unexpected body")).await?;
     let since = match &req.since {
         Some(s) => Some(
             chrono::DateTime::parse_from_rfc3339(s)

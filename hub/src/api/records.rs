@@ -115,14 +115,7 @@ pub async fn publish(
     }
     match outcome {
         Some(Ok(Published::Created(receipt))) => {
-            state
-                .metrics
-                .published
-                .get_or_create(&crate::metrics::RecordLabels {
-                    department: who.id().to_owned(),
-                    record_type: t.id.clone(),
-                })
-                .inc();
+            state.metrics.published(who.id(), &t.id);
             tracing::info!(department = who.id(), record_type = %receipt.record_type, version = receipt.version,
                 audit_seq = receipt.audit_seq, "record published");
             let location = format!("/v1/records/{}/{}", receipt.record_type, receipt.key);
@@ -216,14 +209,7 @@ pub async fn batch(
         match outcome {
             Ok(Published::Created(receipt)) => {
                 stored += 1;
-                state
-                    .metrics
-                    .published
-                    .get_or_create(&crate::metrics::RecordLabels {
-                        department: who.id().to_owned(),
-                        record_type: t.id.clone(),
-                    })
-                    .inc();
+                state.metrics.published(who.id(), &t.id);
                 r.status = 201;
                 r.receipt = Some(receipt);
             }
@@ -322,11 +308,7 @@ pub async fn read(
     // No audit, no data: the entry is durable before anything is sent.
     state.store.audit(entry).await?;
     let v = found.ok_or_else(|| ApiError::NotFound(format!("there is no {} record with this key", t.id)))?;
-    state
-        .metrics
-        .reads
-        .get_or_create(&crate::metrics::RecordLabels { department: who.id().to_owned(), record_type: t.id.clone() })
-        .inc();
+    state.metrics.read(who.id(), &t.id);
     Ok(json_response(StatusCode::OK, &view(&v, &access)))
 }
 
@@ -452,14 +434,7 @@ pub async fn lookup(
             }
         }
         returned.push(format!("{}/{}@{}", v.record_type, v.key, v.version));
-        state
-            .metrics
-            .reads
-            .get_or_create(&crate::metrics::RecordLabels {
-                department: who.id().to_owned(),
-                record_type: v.record_type.clone(),
-            })
-            .inc();
+        state.metrics.read(who.id(), &v.record_type);
         out.push(view(&v, &access));
     }
     let entry = NewEntry {
