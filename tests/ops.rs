@@ -9,6 +9,19 @@ use anyhow::Result;
 use e2e::{marriage, resident_id, TestConfig, TestHub};
 use serde_json::{json, Value};
 
+/// Runs a check through the API, waiting while a scheduled or start-up run of it is under way
+/// (the hub refuses overlapping runs with 409).
+async fn run_now(ops: &e2e::Client, path: &str) -> Result<e2e::Reply> {
+    for _ in 0..400 {
+        let r = ops.post(path, &json!({})).await?;
+        if r.status != 409 {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{path} stayed busy")
+}
+
 fn run_check(v: &Value) -> (&str, &str) {
     (v["report"]["status"].as_str().unwrap_or("?"), v["report"]["summary"].as_str().unwrap_or("?"))
 }
@@ -47,15 +60,15 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     );
 
     // Receivers: all answer, then one stops, then it is back.
-    let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
+    let r = run_now(&ops, "/v1/ops/checks/receivers/run").await?;
     assert_eq!(run_check(&r.json).0, "ok", "{}", r.text);
     ps.answer(Answer::Status(503, None));
-    let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
+    let r = run_now(&ops, "/v1/ops/checks/receivers/run").await?;
     let (status, summary) = run_check(&r.json);
     assert_eq!(status, "critical", "{summary}");
     assert!(summary.contains("marriage-to-public-security"), "{summary}");
     ps.answer(Answer::Status(200, None));
-    assert_eq!(run_check(&ops.post("/v1/ops/checks/receivers/run", &json!({})).await?.json).0, "ok");
+    assert_eq!(run_check(&run_now(&ops, "/v1/ops/checks/receivers/run").await?.json).0, "ok");
 
     // The vendor's ticketing webhook got the change and the recovery, signed, in order.
     tokio::time::timeout(Duration::from_secs(20), alerts.wait_accepted(3)).await?;
@@ -87,7 +100,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     .await?;
 
     // Certificates: the justice bureau's expires in five days.
-    let r = ops.post("/v1/ops/checks/certificates/run", &json!({})).await?;
+    let r = run_now(&ops, "/v1/ops/checks/certificates/run").await?;
     let (status, summary) = run_check(&r.json);
     assert_eq!(status, "warn", "{summary}");
     assert!(
@@ -106,7 +119,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         }
     })
     .await?;
-    let r = ops.post("/v1/ops/checks/nightly-backup/run", &json!({})).await?;
+    let r = run_now(&ops, "/v1/ops/checks/nightly-backup/run").await?;
     assert_eq!(run_check(&r.json).0, "ok", "{}", r.text);
     let backups: Vec<std::path::PathBuf> =
         std::fs::read_dir(_cfg_dir.path().join("backups"))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -129,13 +142,13 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     let civil = hub.client("civil-affairs");
     let (a, b) = (resident_id("19900315", 77), resident_id("19920708", 77));
     civil.publish("marriage-registration", &marriage("J440184-2026-000077", &a, &b)).await?;
-    assert_eq!(run_check(&ops.post("/v1/ops/checks/audit-chain/run", &json!({})).await?.json).0, "ok");
+    assert_eq!(run_check(&run_now(&ops, "/v1/ops/checks/audit-chain/run").await?.json).0, "ok");
     {
         let db = rusqlite::Connection::open(hub.data.path().join("hub.db"))?;
         db.busy_timeout(Duration::from_secs(5))?;
         assert_eq!(db.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 1", [])?, 1);
     }
-    let r = ops.post("/v1/ops/checks/audit-chain/run", &json!({})).await?;
+    let r = run_now(&ops, "/v1/ops/checks/audit-chain/run").await?;
     let (status, summary) = run_check(&r.json);
     assert_eq!(status, "critical");
     assert!(summary.contains("seq 1"), "{summary}");
@@ -194,7 +207,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     assert_eq!(vendor.get("/v1/audit").await?.status, 403);
     assert_eq!(vendor.get("/v1/feeds/marriage-to-hrss").await?.status, 403);
     assert_eq!(civil.get("/health").await?.status, 403);
-    assert_eq!(ops.post("/v1/ops/checks/nope/run", &json!({})).await?.status, 404);
+    assert_eq!(run_now(&ops, "/v1/ops/checks/nope/run").await?.status, 404);
     hub.stop().await;
     Ok(())
 }
@@ -444,6 +457,94 @@ async fn the_ops_cli_talks_to_a_running_hub_with_an_operator_certificate() -> Re
     .await??;
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
+    hub.stop().await;
+    Ok(())
+}
+
+/// Headless Chromium, when installed (CI installs it and sets HUB_TEST_REQUIRE_CHROMIUM).
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(std::env::var_os("HUB_TEST_REQUIRE_CHROMIUM").is_none(), "chromium is required here");
+        eprintln!("chromium is not installed: the dashboard browser test is skipped");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_failing_check_in_headless_chromium() -> Result<()> {
+    let ps = Receiver::start().await;
+    let port = e2e::free_port()?;
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .receiver(9102, &ps.url)
+        .replace("[ops]\n", &format!("[ops]\nmetrics_listen = \"127.0.0.1:{port}\"\n"))
+        .write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let ops = hub.client("ops-duty");
+    ps.answer(Answer::Status(503, None));
+    let r = run_now(&ops, "/v1/ops/checks/receivers/run").await?;
+    assert_eq!(run_check(&r.json).0, "critical");
+    hub.client("civil-affairs")
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000321", &resident_id("19900315", 21), &resident_id("19920708", 21)),
+        )
+        .await?;
+
+    // Over mTLS for ops and the vendor, with a strict CSP and no personal data.
+    let vendor = hub.client("vendor");
+    let page = vendor.send(vendor.http.get(format!("{}/ops/", hub.url))).await?;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("marriage-to-public-security") && page.text.contains("critical"), "{}", page.text);
+    for secret in [resident_id("19900315", 21).as_str(), "陈志明", "J440184-2026-000321"] {
+        assert!(!page.text.contains(secret), "the dashboard shows {secret}");
+    }
+    let head = vendor.http.get(format!("{}/ops/", hub.url)).send().await?;
+    let csp = head.headers()["content-security-policy"].to_str()?.to_owned();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    assert_eq!(hub.client("civil-affairs").get("/ops/").await?.status, 403);
+
+    // In a real browser, from the loopback console.
+    let Some(browser) = chromium() else { return Ok(()) };
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let shot = out_dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir()?;
+    let url = format!("http://127.0.0.1:{port}/ops/");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ];
+    let profile_dir = profile.path().display().to_string();
+    let run = move |extra: String| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(browser)
+            .args(flags)
+            .arg(format!("--user-data-dir={profile_dir}"))
+            .arg(extra)
+            .arg(&url)
+            .output()?)
+    };
+    let dom = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run("--dump-dom".into())
+    })
+    .await??;
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(dom.contains("receivers") && dom.contains("critical") && dom.contains("从化区公安分局"), "{dom}");
+    let shot_arg = format!("--screenshot={}", shot.display());
+    tokio::task::spawn_blocking(move || run(shot_arg)).await??;
+    let png = std::fs::read(out_dir.join("dashboard.png"))?;
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot of {} bytes", png.len());
+    eprintln!("dashboard screenshot: {}", out_dir.join("dashboard.png").display());
     hub.stop().await;
     Ok(())
 }

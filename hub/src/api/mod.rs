@@ -3,6 +3,7 @@
 //! makes every error — including axum's own rejections — an RFC 9457 problem.
 
 pub(crate) mod audit;
+pub(crate) mod dashboard;
 pub(crate) mod feeds;
 pub(crate) mod health;
 pub(crate) mod meta;
@@ -151,6 +152,8 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(meta::livez))
         .route("/readyz", get(meta::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/ops/", get(dashboard::page))
+        .route("/ops/style.css", get(dashboard::style))
         .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
@@ -212,9 +215,17 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
 }
 
-/// The plain loopback listener's router: `/metrics` only, no identity (loopback only, by config).
+/// The plain loopback listener's router: `/metrics` and the dashboard, no identity (loopback
+/// only, by config; neither shows personal data).
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
+        .route(
+            "/ops/",
+            get(|State(state): State<AppState>| async move {
+                dashboard::render(&state).await.unwrap_or_else(|e| e.into_response())
+            }),
+        )
+        .route("/ops/style.css", get(dashboard::style))
         .route(
             "/metrics",
             get(|State(state): State<AppState>, headers: HeaderMap| async move {
