@@ -56,7 +56,16 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         list.json["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["receivers", "backlog", "dead-letters", "audit-chain", "storage", "certificates", "nightly-backup"]
+        [
+            "receivers",
+            "backlog",
+            "dead-letters",
+            "audit-chain",
+            "storage",
+            "certificates",
+            "synthetic-probe",
+            "nightly-backup"
+        ]
     );
 
     // Receivers: all answer, then one stops, then it is back.
@@ -98,6 +107,17 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         }
     })
     .await?;
+
+    // The synthetic probe goes through the real pipeline (durable publish, outbox, worker, signed
+    // webhook) to the hub's loopback receiver, and departments never see it.
+    let r = run_now(&ops, "/v1/ops/checks/synthetic-probe/run").await?;
+    let (status, summary) = run_check(&r.json);
+    assert_eq!(status, "ok", "{summary}");
+    let latency = r.json["report"]["measurements"]["latency_ms"].as_f64().unwrap();
+    assert!(latency > 0.0 && latency < 10_000.0, "{latency}");
+    let catalog = hub.client("civil-affairs").get("/v1/catalog").await?;
+    assert!(!catalog.text.contains("hub-probe"), "probes are not in the catalogue");
+    assert_eq!(hub.client("civil-affairs").get("/v1/records/hub-probe/x").await?.status, 404);
 
     // Certificates: the justice bureau's expires in five days.
     let r = run_now(&ops, "/v1/ops/checks/certificates/run").await?;

@@ -367,6 +367,70 @@ impl Check for Backup {
     }
 }
 
+struct Synthetic {
+    n: Named,
+    store: Arc<dyn Store>,
+    delivery: Arc<Delivery>,
+}
+
+#[async_trait]
+impl Check for Synthetic {
+    fn name(&self) -> &str {
+        &self.n.name
+    }
+    fn kind(&self) -> &'static str {
+        "synthetic"
+    }
+    async fn run(&self) -> Report {
+        use crate::delivery::{PROBE_SUBSCRIPTION, PROBE_TYPE};
+        use sha2::Digest;
+        let t = &self.n.thresholds;
+        let key = format!("probe-{}-{:08x}", chrono::Utc::now().timestamp_millis(), rand::random::<u32>());
+        let payload = serde_json::json!({ "probe": key, "sent_at": chrono::Utc::now().to_rfc3339() });
+        let canonical = serde_jcs::to_string(&payload).unwrap_or_default();
+        let waiter = self.delivery.expect_probe(&crate::store::event_id(PROBE_SUBSCRIPTION, PROBE_TYPE, &key, 1));
+        let started = std::time::Instant::now();
+        let version = crate::store::NewVersion {
+            record_type: PROBE_TYPE.into(),
+            key: key.clone(),
+            schema_version: 1,
+            digest: hex::encode(sha2::Sha256::digest(canonical.as_bytes())),
+            canonical,
+            publisher: "hub".into(),
+            subjects: Vec::new(),
+            idempotency: None,
+            routes: vec![PROBE_SUBSCRIPTION.into()],
+            audit: crate::ledger::NewEntry {
+                record_type: Some(PROBE_TYPE.into()),
+                record_key: Some(key),
+                ..crate::ledger::NewEntry::new("hub", crate::ledger::Action::Publish, "ok")
+            },
+        };
+        match self.store.publish(vec![version]).await.map(|mut v| v.pop()) {
+            Ok(Some(Ok(crate::store::Published::Created(_)))) => {}
+            Ok(Some(Err(e))) | Err(e) => {
+                return Report::new(Status::Critical, format!("the probe could not be published: {e}"))
+            }
+            _ => return Report::new(Status::Critical, "the probe could not be published"),
+        }
+        self.delivery.notify(&[PROBE_SUBSCRIPTION.to_owned()]);
+        let limit = Duration::from_millis(threshold(t, "critical_ms", Some(10_000.0)).unwrap_or(10_000.0) as u64 * 3);
+        match tokio::time::timeout(limit, waiter).await {
+            Ok(Ok(())) => {
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let status = Status::from_thresholds(
+                    ms,
+                    threshold(t, "warn_ms", Some(2000.0)),
+                    threshold(t, "critical_ms", Some(10_000.0)),
+                );
+                Report::new(status, format!("probe published and delivered end to end in {ms:.1} ms"))
+                    .with("latency_ms", ms)
+            }
+            _ => Report::new(Status::Critical, format!("the probe did not arrive within {} s", limit.as_secs())),
+        }
+    }
+}
+
 /// The certificates a `certificates` check watches: CA, server, and every client certificate.
 fn certificate_files(config: &Config, data: &Path) -> Vec<(String, PathBuf)> {
     let tls = crate::pki::TlsFiles::of(config, data);
@@ -402,6 +466,7 @@ pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, da
             "audit_chain" => Arc::new(AuditChain { n, store: store.clone() }),
             "storage" => Arc::new(Storage { n, data: data.to_path_buf() }),
             "certificates" => Arc::new(Certificates { n, files: certificate_files(config, data) }),
+            "synthetic" => Arc::new(Synthetic { n, store: store.clone(), delivery: delivery.clone() }),
             "backup" => {
                 let Some(b) = &c.backup else { continue };
                 Arc::new(Backup { n, data: data.to_path_buf(), dir: config.resolve(&b.dir), keep: b.keep as usize })

@@ -558,8 +558,16 @@ impl Default for OpsSection {
 }
 
 /// The check kinds the hub implements.
-pub const CHECK_KINDS: [&str; 7] =
-    ["adapter_reachability", "delivery_backlog", "dead_letters", "audit_chain", "storage", "certificates", "backup"];
+pub const CHECK_KINDS: [&str; 8] = [
+    "adapter_reachability",
+    "delivery_backlog",
+    "dead_letters",
+    "audit_chain",
+    "storage",
+    "certificates",
+    "backup",
+    "synthetic",
+];
 
 /// `[[checks]]`: one scheduled health check.
 #[derive(Debug, Deserialize)]

@@ -82,6 +82,15 @@ impl Subscription {
     }
 }
 
+/// The internal record type of synthetic probes: not in the catalogue, so no department can
+/// read, look up or subscribe to it.
+pub const PROBE_TYPE: &str = "hub-probe";
+/// The internal subscription that carries probes to the hub's loopback receiver.
+pub const PROBE_SUBSCRIPTION: &str = "hub-probe";
+
+/// Waiters for probe events, by event id; the loopback receiver completes them.
+type ProbeBoard = std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>;
+
 /// The engine.
 pub struct Delivery {
     subs: Vec<Arc<Subscription>>,
@@ -93,6 +102,7 @@ pub struct Delivery {
     catalog: Arc<Catalog>,
     grants: Arc<Policy>,
     metrics: Arc<crate::metrics::Metrics>,
+    probes: Arc<ProbeBoard>,
 }
 
 /// The secret behind `secret_env`: the environment variable, or, on a development hub, a random
@@ -174,6 +184,13 @@ impl Delivery {
                 disabled: AtomicBool::new(false),
             }));
         }
+        let probes: Arc<ProbeBoard> = Arc::default();
+        if config.checks.iter().any(|c| c.kind.get_ref() == "synthetic") {
+            subs.push(
+                probe_subscription(probes.clone())
+                    .map_err(|source| DeliveryError::Adapter { subscription: PROBE_SUBSCRIPTION.into(), source })?,
+            );
+        }
         let by_name = subs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         Ok(Self {
             subs,
@@ -185,6 +202,7 @@ impl Delivery {
             catalog,
             grants,
             metrics,
+            probes,
         })
     }
 
@@ -205,6 +223,13 @@ impl Delivery {
             }
         }
         out
+    }
+
+    /// Registers interest in a probe event; the receiver at the end of the pipeline completes it.
+    pub fn expect_probe(&self, event_id: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.probes.lock().unwrap_or_else(|e| e.into_inner()).insert(event_id.to_owned(), tx);
+        rx
     }
 
     /// Wakes the workers and feed readers of these subscriptions.
@@ -244,6 +269,19 @@ impl Delivery {
         let Some(rec) = self.store.version(&row.record_type, &row.key, row.version).await? else {
             return Ok(Err("the record version no longer exists".into()));
         };
+        if row.record_type == PROBE_TYPE && sub.name == PROBE_SUBSCRIPTION {
+            let envelope = Envelope::new(EnvelopeFields {
+                id: row.event_id.clone(),
+                source: format!("urn:hub:{}:probe", self.hub),
+                ty: "hub.probe.v1".into(),
+                subject: format!("{PROBE_TYPE}/{}", rec.key),
+                time: chrono::Utc::now(),
+                data: rec.payload.clone(),
+                record_version: rec.version,
+                audit_seq: rec.audit_seq,
+            });
+            return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
+        }
         let Some(t) = self.catalog.get(&row.record_type) else {
             return Ok(Err("the record type is no longer configured".into()));
         };
@@ -312,6 +350,59 @@ impl Delivery {
         }
         Ok(())
     }
+}
+
+/// The probe subscription: a webhook, signed with a fresh secret, to a receiver on a loopback port
+/// inside the hub that checks the signature and completes the waiting probe.
+fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adapters::AdapterError> {
+    use base64::Engine as _;
+    let io = |e: std::io::Error| adapters::AdapterError::Build(format!("probe receiver: {e}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    let url = format!("http://{}/probe", listener.local_addr().map_err(io)?);
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
+    let app = axum::Router::new().route(
+        "/probe",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let probes = probes.clone();
+            async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let (id, ts) = (header("webhook-id"), header("webhook-timestamp").parse::<i64>().unwrap_or(0));
+                let expected = adapters::webhook::sign(&[key.to_vec()], &id, ts, &body);
+                if !header("webhook-signature").split(' ').any(|s| s == expected) {
+                    return axum::http::StatusCode::UNAUTHORIZED;
+                }
+                if let Some(tx) = probes.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+                    let _ = tx.send(());
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let settings: toml::Table = toml::toml! { url = (url) secret_env = "HUB_PROBE_SECRET" };
+    let secret_fn = move |_: &str| Some(secret.clone());
+    let resolve = |p: &str| std::path::PathBuf::from(p);
+    let ctx = BuildContext { secret: &secret_fn, resolve: &resolve, client_identity_pem: None };
+    let config: adapters::webhook::WebhookConfig = adapters::settings(&settings)?;
+    let adapter = adapters::webhook::WebhookSink::build(&config, &ctx)?;
+    Ok(Arc::new(Subscription {
+        name: PROBE_SUBSCRIPTION.into(),
+        department: "hub".into(),
+        record_type: PROBE_TYPE.into(),
+        purpose: "synthetic-probe".into(),
+        direction: Direction::Push,
+        feed: None,
+        filter: None,
+        adapter: Some(Arc::new(adapter)),
+        notify: Notify::new(),
+        disabled: AtomicBool::new(false),
+    }))
 }
 
 /// What one attempt means for the worker's pacing.
