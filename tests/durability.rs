@@ -215,6 +215,14 @@ async fn backup_of_a_running_hub_restores_into_a_working_hub() -> Result<()> {
         .publish("marriage-registration", &marriage("J440184-2026-000007", &a, &resident_id("19920708", 8)))
         .await?;
     assert_eq!(r.status, 201);
+    // Receipts given before the backup starts: every one must be in the restored hub.
+    let mut receipts = vec![r.json];
+    for i in 0..30u32 {
+        let rec = marriage(&format!("J440184-2029-{i:06}"), &resident_id("19850101", i), &resident_id("19860101", i));
+        let r = civil.publish("marriage-registration", &rec).await?;
+        assert_eq!(r.status, 201);
+        receipts.push(r.json);
+    }
     // Keep publishing while the backup runs: the snapshot must still be one consistent state.
     let busy = {
         let civil = civil.clone();
@@ -255,6 +263,16 @@ async fn backup_of_a_running_hub_restores_into_a_working_hub() -> Result<()> {
 
     let (_cfg_dir, cfg) = e2e::TestConfig::conghua().write();
     let hub = TestHub::start_in(&cfg, restored).await?;
+    let owner = hub.client("civil-affairs");
+    for receipt in &receipts {
+        let key = receipt["key"].as_str().unwrap();
+        let got = owner.get(&format!("/v1/records/marriage-registration/{key}")).await?;
+        assert_eq!(
+            (got.status, &got.json["digest"], &got.json["version"]),
+            (200, &receipt["digest"], &receipt["version"]),
+            "{key}"
+        );
+    }
     let fp = hub.client("family-planning");
     let r = fp.get("/v1/records/marriage-registration/J440184-2026-000007?purpose=birth-service-registration").await?;
     assert_eq!(r.status, 200, "{}", r.text);
