@@ -46,6 +46,9 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     let pki = hub::pki::DevPki::new(data.path());
     pki.ensure(hub::policy::Directory::new(&config).ids())?;
     pki.issue_client("justice", 5)?;
+    // And a CRL (Education's old certificate revoked), whose age the check watches too.
+    pki.revoke("education")?;
+    pki.issue_client("education", 30)?;
     let hub = TestHub::start_in(&cfg, data).await?;
     let ops = hub.client("ops-duty");
 
@@ -123,6 +126,8 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     let r = run_now(&ops, "/v1/ops/checks/certificates/run").await?;
     let (status, summary) = run_check(&r.json);
     assert_eq!(status, "warn", "{summary}");
+    let crl_age = r.json["report"]["measurements"]["crl_age_days"].as_f64();
+    assert!(crl_age.is_some_and(|d| (0.0..1.0).contains(&d)), "a fresh CRL: {}", r.text);
     assert!(
         summary.contains("client justice expires in 5 days") || summary.contains("client justice expires in 4 days"),
         "{summary}"

@@ -242,6 +242,26 @@ impl Check for Storage {
 struct Certificates {
     n: Named,
     files: Vec<(String, PathBuf)>,
+    crl: Option<PathBuf>,
+}
+
+/// Age in days of a CRL (`this_update`) and days until its `next_update`.
+fn crl_times(path: &Path) -> Result<(f64, Option<f64>), String> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let der = if bytes.starts_with(b"-----") {
+        rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&bytes)
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            .to_vec()
+    } else {
+        bytes
+    };
+    let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp();
+    let age = (now - crl.last_update().timestamp()) as f64 / 86_400.0;
+    let left = crl.next_update().map(|t| (t.timestamp() - now) as f64 / 86_400.0);
+    Ok((age, left))
 }
 
 fn not_after(path: &Path) -> Result<i64, String> {
@@ -291,6 +311,25 @@ impl Check for Certificates {
                 soonest = Some((days, label.clone()));
             }
         }
+        let mut crl_age = None;
+        if let Some(path) = &self.crl {
+            match crl_times(path) {
+                Ok((age, left)) => {
+                    crl_age = Some(age);
+                    if left.is_some_and(|l| l < 0.0) {
+                        notes.push("the CRL is past its next update".into());
+                        worst = Status::Critical;
+                    } else if threshold(t, "warn_crl_age_days", Some(7.0)).is_some_and(|w| age > w) {
+                        notes.push(format!("the CRL is {age:.0} days old"));
+                        worst = worst.max(Status::Warn);
+                    }
+                }
+                Err(e) => {
+                    notes.push(format!("the CRL is unreadable ({e})"));
+                    worst = Status::Critical;
+                }
+            }
+        }
         let summary = if notes.is_empty() {
             match &soonest {
                 Some((d, l)) => {
@@ -301,9 +340,13 @@ impl Check for Certificates {
         } else {
             notes.join("; ")
         };
-        Report::new(worst, summary)
+        let report = Report::new(worst, summary)
             .with("certificates", self.files.len() as f64)
-            .with("min_days_left", soonest.map_or(0.0, |s| s.0))
+            .with("min_days_left", soonest.map_or(0.0, |s| s.0));
+        match crl_age {
+            Some(age) => report.with("crl_age_days", age),
+            None => report,
+        }
     }
 }
 
@@ -465,7 +508,11 @@ pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, da
             "dead_letters" => Arc::new(DeadLetters { n, store: store.clone() }),
             "audit_chain" => Arc::new(AuditChain { n, store: store.clone() }),
             "storage" => Arc::new(Storage { n, data: data.to_path_buf() }),
-            "certificates" => Arc::new(Certificates { n, files: certificate_files(config, data) }),
+            "certificates" => Arc::new(Certificates {
+                n,
+                files: certificate_files(config, data),
+                crl: crate::pki::TlsFiles::of(config, data).crl,
+            }),
             "synthetic" => Arc::new(Synthetic { n, store: store.clone(), delivery: delivery.clone() }),
             "backup" => {
                 let Some(b) = &c.backup else { continue };
