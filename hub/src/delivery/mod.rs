@@ -468,7 +468,10 @@ impl Delivery {
                     }
                 }
             }
-            let timer = self.next_wake(&sub, paused_until, in_flight.len(), capacity).await;
+            // Slots still free after this claim: with none free, a completion wakes the worker, so
+            // the store is not asked for the next due time on every delivery of a large backlog.
+            let free = if capacity == 0 { 0 } else { width.saturating_sub(in_flight.len()) };
+            let timer = self.next_wake(&sub, paused_until, in_flight.len(), free).await;
             tokio::select! {
                 () = sub.notify.notified() => {}
                 Some((id, v)) = done_rx.recv() => {

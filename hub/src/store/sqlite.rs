@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (subscription, state, id);
 CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (subscription, record_type, key, state, id);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (subscription, state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS subscription_state (
     name TEXT PRIMARY KEY, disabled INTEGER NOT NULL, reason TEXT, since TEXT NOT NULL
 ) WITHOUT ROWID;
