@@ -66,7 +66,11 @@ fn prepare(
     let canonical = serde_jcs::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
     let subjects: Vec<String> = t.subjects_of(&doc).iter().map(|s| state.keys.subject_hash(s)).collect();
-    let request_digest = hex::encode(Sha256::digest(format!("{}\n{canonical}", t.id).as_bytes()));
+    // Only an Idempotency-Key needs the request's digest; most publishes carry none.
+    let idempotency = idempotency.map(|k| {
+        let request_digest = hex::encode(Sha256::digest(format!("{}\n{canonical}", t.id).as_bytes()));
+        (k, request_digest)
+    });
     Ok(NewVersion {
         record_type: t.id.clone(),
         key: key.clone(),
@@ -75,7 +79,7 @@ fn prepare(
         digest,
         publisher: who.id().to_owned(),
         subjects: subjects.clone(),
-        idempotency: idempotency.map(|k| (k, request_digest)),
+        idempotency,
         routes: state.delivery.routes(&t.id, &doc),
         audit: NewEntry {
             record_type: Some(t.id.clone()),
