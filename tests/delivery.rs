@@ -475,3 +475,72 @@ async fn an_https_receiver_that_asks_for_a_certificate_gets_the_hubs() -> Result
     hub.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_and_max_age_send_events_to_the_dead_letters() -> Result<()> {
+    let ps = Receiver::start().await;
+    ps.answer(Answer::Status(503, None));
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .receiver(9102, &ps.url)
+        .fast_retries()
+        .without_checks()
+        .replace("max_attempts = 1000", "max_attempts = 3")
+        .write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let civil = hub.client("civil-affairs");
+    civil
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000303", &resident_id("19900315", 3), &resident_id("19920708", 3)),
+        )
+        .await?;
+    let ops = hub.client("ops-duty");
+    let dead_error = |ops: e2e::Client, sub: &'static str| async move {
+        let r = ops.get(&format!("/v1/ops/deliveries?state=dead&subscription={sub}")).await?;
+        Ok::<_, anyhow::Error>(r.json["entries"][0]["last_error"].as_str().map(str::to_owned))
+    };
+    e2e::eventually(Duration::from_secs(20), "a dead letter after three attempts", || {
+        let ops = ops.clone();
+        async move { Ok(dead_error(ops, "marriage-to-public-security").await?.is_some()) }
+    })
+    .await?;
+    let error = dead_error(ops.clone(), "marriage-to-public-security").await?.unwrap_or_default();
+    assert!(error.starts_with("gave up after 3 attempts"), "{error}");
+    assert_eq!(ps.captured().len(), 3, "exactly max_attempts requests");
+
+    hub.stop().await;
+
+    // An event older than max_age_hours goes to the dead letters without another attempt (here
+    // attempts are unlimited, so age is the only way out).
+    let (_age_dir, age_cfg) = TestConfig::conghua().receiver(9102, &ps.url).fast_retries().without_checks().write();
+    let hub = TestHub::start_with(&age_cfg).await?;
+    let r = hub
+        .client("civil-affairs")
+        .publish(
+            "marriage-registration",
+            &marriage("J440184-2026-000304", &resident_id("19900315", 4), &resident_id("19920708", 4)),
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    let data = hub.stop_keeping_data().await;
+    {
+        let db = rusqlite::Connection::open(data.path().join("hub.db"))?;
+        let four_days_ago = chrono::Utc::now().timestamp_millis() - 4 * 86_400_000;
+        let aged = db.execute(
+            "UPDATE outbox SET created_at = ?1 WHERE subscription = 'marriage-to-public-security' AND state = 'pending'",
+            [four_days_ago],
+        )?;
+        assert_eq!(aged, 1);
+    }
+    let hub = TestHub::start_in(&age_cfg, data).await?;
+    let ops = hub.client("ops-duty");
+    e2e::eventually(Duration::from_secs(20), "an expired event in the dead letters", || {
+        let ops = ops.clone();
+        async move { Ok(dead_error(ops, "marriage-to-public-security").await?.is_some()) }
+    })
+    .await?;
+    let error = dead_error(ops.clone(), "marriage-to-public-security").await?.unwrap_or_default();
+    assert_eq!(error, "not delivered within 72 hours");
+    hub.stop().await;
+    Ok(())
+}
