@@ -588,6 +588,10 @@ pub struct CheckConfig {
     /// `backup` only: the folder backups go to (relative to this file) and how many to keep.
     #[serde(default)]
     pub backup: Option<BackupSettings>,
+    /// `audit_chain` only: every Nth run re-verifies the whole chain; the runs between verify only
+    /// what follows the last signed checkpoint found intact. 1 makes every run a full pass.
+    #[serde(default)]
+    pub full_every: Option<Spanned<u32>>,
 }
 
 /// Where a `backup` check writes, and its retention.
@@ -865,6 +869,11 @@ impl Config {
                 (_, Some(_)) => p.at(c.name.span(), "only a backup check takes backup settings"),
                 (_, None) => {}
             }
+            match (c.kind.get_ref().as_str(), &c.full_every) {
+                ("audit_chain", Some(n)) if *n.get_ref() == 0 => p.at(n.span(), "full_every must be at least 1"),
+                ("audit_chain", _) | (_, None) => {}
+                (_, Some(n)) => p.at(n.span(), "only an audit_chain check takes full_every"),
+            }
             if let Some(t) = &c.thresholds {
                 for (k, v) in t.get_ref() {
                     let known = k.starts_with("warn_") || k.starts_with("critical_");
@@ -990,5 +999,30 @@ expires = "someday"
         let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
         let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![7, 11, 13, 14, 17, 18, 19, 21], "{problems:#?}");
+    }
+
+    #[test]
+    fn full_every_belongs_to_the_audit_chain_check_only() {
+        let text = r#"[hub]
+name = "t"
+[[checks]]
+name = "chain"
+kind = "audit_chain"
+schedule = "0 0 * * * *"
+full_every = 0
+[[checks]]
+name = "disk"
+kind = "storage"
+schedule = "0 * * * * *"
+full_every = 3
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [(7, "full_every must be at least 1"), (12, "only an audit_chain check takes full_every")],
+            "{problems:#?}"
+        );
     }
 }

@@ -205,6 +205,18 @@ pub struct ChainReport {
     pub head_digest: String,
     /// Signed checkpoints checked.
     pub checkpoints: u64,
+    /// The last signed checkpoint this pass found intact, where a later pass may resume.
+    #[serde(skip)]
+    pub last_checkpoint: Option<Anchor>,
+}
+
+/// A verified point of the chain: the entry at `seq` ends in `digest` and a signed checkpoint says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// Sequence number of the checkpointed entry.
+    pub seq: u64,
+    /// Its digest.
+    pub digest: String,
 }
 
 /// The first place the chain is broken.
@@ -224,6 +236,8 @@ pub struct Verifier {
     next_seq: u64,
     prev: String,
     checked_checkpoints: u64,
+    entries: u64,
+    last_checkpoint: Option<Anchor>,
 }
 
 impl Verifier {
@@ -235,6 +249,37 @@ impl Verifier {
             next_seq: 1,
             prev: GENESIS.to_owned(),
             checked_checkpoints: 0,
+            entries: 0,
+            last_checkpoint: None,
+        }
+    }
+
+    /// Continues after an anchor an earlier pass verified: the next entry must be `anchor.seq + 1`
+    /// and link to its digest. The caller re-checks the anchor entry itself (see `check_anchor`).
+    pub fn resume(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>, anchor: &Anchor) -> Self {
+        let mut v = Self::new(key, checkpoints.into_iter().filter(|c| c.seq > anchor.seq).collect());
+        v.next_seq = anchor.seq + 1;
+        v.prev = anchor.digest.clone();
+        v.last_checkpoint = Some(anchor.clone());
+        v
+    }
+
+    /// Checks that the anchor entry is still what was verified: same digest, contents that hash to
+    /// it, and a checkpoint that still signs it. Catches truncation or an edit at the resume point.
+    pub fn check_anchor(
+        &self,
+        anchor: &Anchor,
+        entry: Option<&Entry>,
+        cp: Option<&Checkpoint>,
+    ) -> Result<(), ChainBroken> {
+        let broken = |reason: &str| ChainBroken { seq: anchor.seq, reason: reason.to_owned() };
+        let e = entry.ok_or_else(|| broken("the last verified checkpointed entry is missing"))?;
+        if e.digest != anchor.digest || digest_of(e) != e.digest {
+            return Err(broken("the last verified checkpointed entry has changed"));
+        }
+        match cp {
+            Some(cp) if cp.digest == anchor.digest && self.signature_ok(cp) => Ok(()),
+            _ => Err(broken("the signed checkpoint at the resume point is missing or changed")),
         }
     }
 
@@ -258,9 +303,11 @@ impl Verifier {
                 return Err(broken(e.seq, "checkpoint signature is not valid"));
             }
             self.checked_checkpoints += 1;
+            self.last_checkpoint = Some(Anchor { seq: e.seq, digest: e.digest.clone() });
         }
         self.prev = e.digest.clone();
         self.next_seq += 1;
+        self.entries += 1;
         Ok(())
     }
 
@@ -273,7 +320,13 @@ impl Verifier {
                 reason: format!("entries up to the signed checkpoint at seq {seq} are missing"),
             });
         }
-        Ok(ChainReport { entries: head_seq, head_seq, head_digest: self.prev, checkpoints: self.checked_checkpoints })
+        Ok(ChainReport {
+            entries: self.entries,
+            head_seq,
+            head_digest: self.prev,
+            checkpoints: self.checked_checkpoints,
+            last_checkpoint: self.last_checkpoint,
+        })
     }
 
     fn signature_ok(&self, cp: &Checkpoint) -> bool {
@@ -338,5 +391,40 @@ mod tests {
 
         let truncated = &entries[..6];
         assert_eq!(verify(truncated, cps, &key).unwrap_err().seq, 7);
+    }
+
+    #[test]
+    fn a_resumed_pass_checks_only_new_entries_and_its_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path()).unwrap();
+        let (entries, cps) = chain(10, &key, 4);
+        let full = verify(&entries, cps.clone(), &key).unwrap();
+        let anchor = full.last_checkpoint.clone().unwrap();
+        assert_eq!(anchor.seq, 8);
+
+        let resumed = |entries: &[Entry]| {
+            let mut v = Verifier::resume(key.verifying_key(), cps.clone(), &anchor);
+            let at = entries.iter().find(|e| e.seq == anchor.seq);
+            v.check_anchor(&anchor, at, cps.iter().find(|c| c.seq == anchor.seq))?;
+            for e in entries.iter().filter(|e| e.seq > anchor.seq) {
+                v.push(e)?;
+            }
+            v.finish()
+        };
+        let r = resumed(&entries).unwrap();
+        assert_eq!((r.entries, r.head_seq, r.head_digest.as_str()), (2, 10, full.head_digest.as_str()));
+
+        let mut after = entries.clone();
+        after[9].outcome = "refused".into();
+        assert_eq!(resumed(&after).unwrap_err().seq, 10);
+        let mut at_anchor = entries.clone();
+        at_anchor[7].actor = "someone-else".into();
+        assert_eq!(resumed(&at_anchor).unwrap_err().seq, 8);
+        assert_eq!(resumed(&entries[..7]).unwrap_err().seq, 8);
+        // An edit before the anchor is outside an incremental pass: that is what the full pass is for.
+        let mut before = entries.clone();
+        before[2].actor = "someone-else".into();
+        assert!(resumed(&before).is_ok());
+        assert_eq!(verify(&before, cps.clone(), &key).unwrap_err().seq, 3);
     }
 }

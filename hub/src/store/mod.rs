@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ledger::{ChainBroken, ChainReport, Entry, NewEntry};
+use crate::ledger::{Anchor, ChainBroken, ChainReport, Entry, NewEntry};
 
 /// Storage failures, classified so the API can tell "try again" from "broken".
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +285,9 @@ pub trait Store: Send + Sync {
     async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// Verifies the whole chain and its checkpoints.
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError>;
+    /// Verifies only the entries after `anchor`, a signed checkpoint an earlier pass found intact,
+    /// after re-checking the anchor entry and its signature. Edits before it need the full pass.
+    async fn verify_audit_since(&self, anchor: Anchor) -> Result<Result<ChainReport, ChainBroken>, StoreError>;
     /// One version of a record.
     async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError>;
     /// Versions of a type whose publish audit entry is at or after `from_seq`, oldest first.

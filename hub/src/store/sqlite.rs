@@ -20,7 +20,7 @@ use super::{
     Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
-use crate::ledger::{seal, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
+use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records (
@@ -263,7 +263,7 @@ impl SqliteStore {
                 format!("{} does not exist", path.display()),
             )));
         }
-        verify(&open_reader(&path)?, key)
+        verify_with(&open_reader(&path)?, key, &mut |_| {})
     }
 
     async fn one(&self, op: WriteFn) -> Result<Done, StoreError> {
@@ -626,15 +626,31 @@ pub(crate) fn verify_with(
     key: ed25519_dalek::VerifyingKey,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+    verify_from(conn, key, None, progress)
+}
+
+/// Verifies the chain from the genesis, or only what follows `anchor` (a checkpoint an earlier pass
+/// verified) after re-checking the anchor entry and its signature.
+fn verify_from(
+    conn: &Connection,
+    key: ed25519_dalek::VerifyingKey,
+    anchor: Option<&Anchor>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+    let from = anchor.map_or(0, |a| a.seq) as i64;
     let checkpoints = conn
-        .prepare("SELECT seq, digest, signature, time FROM checkpoints ORDER BY seq")?
-        .query_map([], |r| {
+        .prepare("SELECT seq, digest, signature, time FROM checkpoints WHERE seq >= ?1 ORDER BY seq")?
+        .query_map([from], |r| {
             Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut verifier = Verifier::new(key, checkpoints);
-    let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a ORDER BY a.seq"))?;
-    let mut rows = stmt.query([])?;
+    let mut verifier = match anchor {
+        None => Verifier::new(key, checkpoints),
+        Some(a) => Verifier::resume(key, checkpoints, a),
+    };
+    let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq >= ?1 ORDER BY a.seq"))?;
+    let mut rows = stmt.query([from])?;
+    let mut anchor_pending = anchor;
     while let Some(row) = rows.next()? {
         let raw = match entry_from_row(row) {
             Ok(raw) => raw,
@@ -648,16 +664,36 @@ pub(crate) fn verify_with(
             Ok(e) => e,
             Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
         };
+        if let Some(a) = anchor_pending.take() {
+            let at = (entry.seq == a.seq).then_some(&entry);
+            let cp = checkpoint_at(conn, a.seq)?;
+            if let Err(b) = verifier.check_anchor(a, at, cp.as_ref()) {
+                return Ok(Err(b));
+            }
+            if at.is_some() {
+                continue;
+            }
+        }
         if let Err(b) = verifier.push(&entry) {
             return Ok(Err(b));
         }
         progress(seq);
     }
+    if let Some(a) = anchor_pending {
+        let cp = checkpoint_at(conn, a.seq)?;
+        if let Err(b) = verifier.check_anchor(a, None, cp.as_ref()) {
+            return Ok(Err(b));
+        }
+    }
     Ok(verifier.finish())
 }
 
-fn verify(conn: &Connection, key: ed25519_dalek::VerifyingKey) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
-    verify_with(conn, key, &mut |_| {})
+fn checkpoint_at(conn: &Connection, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
+    Ok(conn
+        .query_row("SELECT seq, digest, signature, time FROM checkpoints WHERE seq = ?1", [seq as i64], |r| {
+            Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
+        })
+        .optional()?)
 }
 
 #[async_trait]
@@ -747,7 +783,12 @@ impl Store for SqliteStore {
 
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
         let key = self.keys.verifying_key();
-        self.readers.with(move |c| verify(c, key)).await
+        self.readers.with(move |c| verify_with(c, key, &mut |_| {})).await
+    }
+
+    async fn verify_audit_since(&self, anchor: Anchor) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
+        let key = self.keys.verifying_key();
+        self.readers.with(move |c| verify_from(c, key, Some(&anchor), &mut |_| {})).await
     }
 
     async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError> {
