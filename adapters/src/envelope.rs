@@ -65,6 +65,14 @@ impl Envelope {
         &self.json
     }
 
+    /// The record the event carries (projected, and mapped when the subscription has a mapping).
+    pub fn data(&self) -> Option<&serde_json::Value> {
+        match self.event.data() {
+            Some(cloudevents::Data::Json(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The event.
     pub fn event(&self) -> &Event {
         &self.event

@@ -9,13 +9,20 @@
 //! - [`envelope`]: the CloudEvents envelope, fields exactly as CONTRACT.md says.
 //! - [`webhook`]: signed HTTP(S) POST (Standard Webhooks).
 //! - [`feed`]: the pull feed's settings (the hub serves the feed itself).
-//! - `testkit` (feature `testkit`): the outbound conformance suite every push adapter runs.
+//! - [`file_drop`]: the exchange folder of a front-end processor (NDJSON/CSV, UTF-8 or GB18030).
+//! - [`sql_table`]: a staging table and an exchange table in the department's PostgreSQL or MySQL.
+//! - [`amqp`]: a RabbitMQ queue in, an exchange out, with publisher confirms and manual acks.
+//! - `testkit` (feature `testkit`): the outbound and inbound conformance suites.
 //!
 //! Each adapter kind is a folder with a config struct that validates without I/O and a `build`
 //! that does the I/O; [`registry`] is the one plain list of kinds.
 
+pub mod amqp;
 pub mod envelope;
 pub mod feed;
+pub mod file_drop;
+mod fsync;
+pub mod sql_table;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod webhook;
@@ -78,26 +85,69 @@ pub trait Outbound: Send + Sync {
     }
 }
 
-/// Where an inbound adapter hands the records it takes from a department system.
+/// The hub's answer to a record an inbound adapter offered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkError {
+    /// The record will never be accepted as it is (schema, key, idempotency conflict): the adapter
+    /// reports the problem upstream and moves on. The hub has already logged the rejection.
+    Rejected {
+        /// The RFC 9457 problem, with JSON pointers to the offending fields (IDs masked).
+        problem: serde_json::Value,
+    },
+    /// The hub cannot take records now (store unavailable, shutting down): leave the record
+    /// upstream, unacknowledged, and offer it again later.
+    Unavailable(String),
+}
+
+impl SinkError {
+    /// One line for logs and result columns: the problem's title and detail.
+    pub fn summary(&self) -> String {
+        match self {
+            SinkError::Rejected { problem } => {
+                let title = problem["title"].as_str().unwrap_or("rejected");
+                match problem["detail"].as_str() {
+                    Some(d) => format!("{title}: {d}"),
+                    None => title.to_owned(),
+                }
+            }
+            SinkError::Unavailable(why) => format!("hub unavailable: {why}"),
+        }
+    }
+}
+
+/// Where an inbound adapter hands the records it takes from a department system. The hub's sink
+/// is bound to one inbound connection: its department, record type and field mapping.
 #[async_trait]
 pub trait RecordSink: Send + Sync {
-    /// Publishes one record; `Ok` only once the hub has made it durable. The idempotency key
-    /// lets an adapter that crashed between publish and upstream acknowledgement publish again
-    /// without creating a second version.
-    async fn publish(&self, record_type: &str, idempotency_key: &str, body: Vec<u8>) -> Result<String, String>;
+    /// Publishes one record in the department's own shape (JSON bytes); `Ok` carries the hub's
+    /// receipt and comes only once the record is durable. The idempotency key (unique within the
+    /// connection, e.g. file name and line) lets an adapter that crashed between publish and
+    /// upstream acknowledgement offer the record again without creating a second version.
+    async fn publish(&self, idempotency_key: &str, body: &[u8]) -> Result<serde_json::Value, SinkError>;
+
+    /// Publishes several records in one durable commit where the hub can; results in order.
+    async fn publish_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<serde_json::Value, SinkError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, body) in items {
+            out.push(self.publish(key, body).await);
+        }
+        out
+    }
 }
 
 /// An inbound adapter: takes records from a department system (a folder, a table, a queue) and
-/// acknowledges upstream only after the sink confirmed durability. Kinds arrive with the
-/// front-end exchange adapters issue (#5).
+/// acknowledges upstream only after the sink confirmed durability.
 #[async_trait]
-pub trait Inbound: Send {
-    /// Runs until `shutdown` resolves.
+pub trait Inbound: Send + Sync {
+    /// Runs until `shutdown` is cancelled, then returns after finishing (or abandoning, unacked)
+    /// the record in hand. Errors that outlive a retry (a missing folder) end the run.
     async fn run(
-        &mut self,
-        sink: &dyn RecordSink,
-        shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        &self,
+        sink: std::sync::Arc<dyn RecordSink>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), AdapterError>;
+    /// Checks the department side (folder writable, database or broker reachable).
+    async fn health(&self) -> Result<(), String>;
 }
 
 /// How an adapter kind is used.
@@ -122,6 +172,12 @@ pub struct BuildContext<'a> {
 /// Builds a running push adapter from its settings.
 pub type BuildFn = fn(&toml::Table, &BuildContext<'_>) -> Result<Box<dyn Outbound>, AdapterError>;
 
+/// Checks settings without I/O.
+pub type ValidateFn = fn(&toml::Table) -> Result<(), AdapterError>;
+
+/// Builds a running inbound adapter from its settings.
+pub type BuildInboundFn = fn(&toml::Table, &BuildContext<'_>) -> Result<Box<dyn Inbound>, AdapterError>;
+
 /// One adapter kind.
 pub struct Kind {
     /// The `adapter = "..."` name in the config.
@@ -131,19 +187,52 @@ pub struct Kind {
     /// One line for operators.
     pub description: &'static str,
     /// Checks settings without I/O.
-    pub validate: fn(&toml::Table) -> Result<(), AdapterError>,
+    pub validate: ValidateFn,
     /// Builds the running push adapter (`None` for pull kinds).
     pub build: Option<BuildFn>,
+    /// Checks inbound settings without I/O (`None`: the kind takes no records in).
+    pub validate_inbound: Option<ValidateFn>,
+    /// Builds the running inbound adapter.
+    pub build_inbound: Option<BuildInboundFn>,
 }
 
 /// Every adapter kind, in one plain list.
 pub fn registry() -> Vec<Kind> {
-    vec![webhook::kind(), feed::kind()]
+    vec![webhook::kind(), feed::kind(), file_drop::kind(), sql_table::kind(), amqp::kind()]
 }
 
 /// The kind named `name`.
 pub fn kind(name: &str) -> Result<Kind, AdapterError> {
     registry().into_iter().find(|k| k.name == name).ok_or_else(|| AdapterError::UnknownKind(name.to_owned()))
+}
+
+/// Checks that `name` is a plain SQL identifier (optionally schema-qualified), so it can be put
+/// into a statement: table and column names come from the config and from field mappings.
+pub fn is_sql_identifier(name: &str) -> bool {
+    let part = |p: &str| {
+        let mut b = p.bytes();
+        matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && p.len() <= 63
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    (1..=2).contains(&parts.len()) && parts.iter().all(|p| part(p))
+}
+
+/// A connection URL given in the settings directly (`url`, for trust-authenticated development
+/// databases) or, as production does, through an environment variable (`url_env`).
+pub fn connection_url(
+    url: &Option<String>,
+    url_env: &Option<String>,
+    ctx: &BuildContext<'_>,
+) -> Result<String, AdapterError> {
+    match (url, url_env) {
+        (Some(u), None) => Ok(u.clone()),
+        (None, Some(env)) => {
+            (ctx.secret)(env).ok_or_else(|| AdapterError::Build(format!("environment variable {env} is not set")))
+        }
+        _ => Err(AdapterError::Config("give exactly one of url and url_env".into())),
+    }
 }
 
 /// Deserializes adapter settings strictly (unknown keys are errors).

@@ -46,5 +46,7 @@ pub fn kind() -> Kind {
         description: "the department pulls events from GET /v1/feeds/{subscription} and acknowledges them",
         validate: |t| crate::settings::<FeedConfig>(t)?.validate(),
         build: None,
+        validate_inbound: None,
+        build_inbound: None,
     }
 }

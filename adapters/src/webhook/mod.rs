@@ -20,6 +20,8 @@ pub fn kind() -> Kind {
         description: "signed CloudEvents POSTed to the department's HTTPS endpoint (Standard Webhooks)",
         validate: |t| crate::settings::<WebhookConfig>(t)?.validate(),
         build: Some(build),
+        validate_inbound: None,
+        build_inbound: None,
     }
 }
 

@@ -1,5 +1,9 @@
-//! The outbound conformance suite every push adapter runs from its own tests (in the spirit of
-//! Vector's `run_and_assert_sink_compliance`): a real local HTTP receiver that answers as told,
+//! The conformance suites adapters run from their own tests (in the spirit of Vector's
+//! `run_and_assert_sink_compliance`): [`run_outbound_conformance`] for HTTP push adapters,
+//! [`run_target_conformance`] for push adapters into folders, tables and brokers, and
+//! [`run_inbound_conformance`] for inbound adapters.
+//!
+//! The HTTP suite has a real local receiver that answers as told,
 //! and the checks that 2xx is `Delivered`, 4xx `Reject`, 410 `Gone`, 408/429/5xx, timeouts and
 //! refused connections `Retry` (with `Retry-After`), and that nothing is `Delivered` before the
 //! receiver has answered.
@@ -153,7 +157,12 @@ impl Receiver {
 
 /// A sample envelope.
 pub fn envelope(n: u64) -> Envelope {
-    Envelope::new(EnvelopeFields {
+    Envelope::new(envelope_fields(n)).expect("envelope")
+}
+
+/// The fields of [`envelope`], to vary in adapter-specific tests.
+pub fn envelope_fields(n: u64) -> EnvelopeFields {
+    EnvelopeFields {
         id: format!("evt-conformance-{n}"),
         source: "urn:hub:test:department:civil-affairs".into(),
         ty: "hub.record.marriage-registration.v1".into(),
@@ -162,8 +171,7 @@ pub fn envelope(n: u64) -> Envelope {
         data: serde_json::json!({"registration_no": format!("J440184-2026-{n:06}"), "kind": "marriage"}),
         record_version: 1,
         audit_seq: n,
-    })
-    .expect("envelope")
+    }
 }
 
 /// Runs the suite. `make(url, timeout_secs)` builds the adapter under test for a receiver URL.
@@ -228,3 +236,8 @@ where
     assert!(matches!(make(&closed, 1).deliver(&[envelope(7)]).await, Outcome::Retry { .. }), "refused is Retry");
     ok
 }
+
+mod inbound;
+mod target;
+pub use inbound::{run_inbound_conformance, InboundUpstream, MemorySink, SinkMode};
+pub use target::{run_target_conformance, OutboundTarget};
