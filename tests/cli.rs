@@ -41,6 +41,7 @@ fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("config"))?;
     std::os::unix::fs::symlink(e2e::root().join("schemas"), dir.path().join("schemas"))?;
+    std::os::unix::fs::symlink(e2e::root().join("config/samples"), dir.path().join("config/samples"))?;
     let text = std::fs::read_to_string(e2e::conghua_config())?
         .replace("department = \"hrss\"\nrecord_type = \"marriage-registration\"", "department = \"hrs\"\nrecord_type = \"marriage-registration\"")
         .replace("\"/registration_no\", \"/taxpayer_id\"", "\"/registration_no\", \"/taxpayer_iq\"")
@@ -69,6 +70,42 @@ fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     }
     assert!(err.contains("problem(s) in the configuration"));
     assert!(!err.contains("panicked"));
+    Ok(())
+}
+
+#[test]
+fn every_adapter_example_checks_and_a_broken_mapping_is_located() -> Result<()> {
+    let examples = e2e::root().join("config/examples");
+    for name in ["file_drop.toml", "sql_table.toml", "amqp.toml"] {
+        let example = std::fs::read_to_string(examples.join(name))?;
+        let (_dir, cfg) = e2e::TestConfig::conghua().append(&example).write();
+        let (code, out, err) = hub(&["config", "check", "--config", cfg.to_str().unwrap()])?;
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains("1 inbound connections"), "{name}: {out}");
+    }
+    // The mapping of State Tax's staging rows, with a field the schema does not know, and an
+    // outbound mapping that fails on the schema's own example.
+    let (_dir, cfg) = e2e::TestConfig::conghua_with_exchange(&["state-tax-staging", "tax-to-civil-affairs-table"])
+        .replace(
+            "registered_on: .djrq, tax_authority: .swjg,",
+            "registered_on: .djrq, tax_authority: .swjg, djjg: .swjg,",
+        )
+        .replace("{ djxh: .registration_no,", "{ djxh: (.registration_no | tonumber),")
+        .write();
+    let text = std::fs::read_to_string(&cfg)?;
+    let (code, out, err) = hub(&["config", "check", "--config", cfg.to_str().unwrap()])?;
+    assert_eq!(code, 1, "{out}{err}");
+    let file = cfg.display().to_string();
+    for (line, message) in [
+        (line_of(&text, "name = \"state-tax-staging\"") + 5, "the mapped mapping_example does not validate: /djjg"),
+        (line_of(&text, "name = \"tax-to-civil-affairs-table\"") + 6, "mapping fails on example typical.json"),
+    ] {
+        let wanted = format!("{file}:{line}: ");
+        assert!(
+            err.lines().any(|l| l.starts_with(&wanted) && l.contains(message)),
+            "missing `{wanted}… {message}` in:\n{err}"
+        );
+    }
     Ok(())
 }
 

@@ -454,14 +454,9 @@ async fn bearer_tokens_named_by_digest_in_the_config_identify_callers() -> Resul
     use sha2::Digest;
     let token = "s3cret-token-of-the-tax-bureau";
     let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    let text = std::fs::read_to_string(e2e::conghua_config())?
-        .replace("id = \"state-tax\"\n", &format!("id = \"state-tax\"\ntoken_sha256 = \"{digest}\"\n"));
-    let dir = tempfile::tempdir()?;
-    let cfg_dir = dir.path().join("config");
-    std::fs::create_dir_all(&cfg_dir)?;
-    let cfg = cfg_dir.join("conghua.toml");
-    std::fs::write(&cfg, text)?;
-    std::os::unix::fs::symlink(e2e::root().join("schemas"), dir.path().join("schemas"))?;
+    let (_dir, cfg) = e2e::TestConfig::conghua()
+        .replace("id = \"state-tax\"\n", &format!("id = \"state-tax\"\ntoken_sha256 = \"{digest}\"\n"))
+        .write();
     let hub = TestHub::start_with(&cfg).await?;
     let anon = hub.anonymous();
     let r = anon.send(anon.http.get(format!("{}/v1/catalog", hub.url)).bearer_auth(token)).await?;

@@ -470,12 +470,14 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     println!(
-        "{}: ok — {} departments, {} operators, {} record types, {} grants",
+        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections",
         path.display(),
         config.departments.len(),
         config.operators.len(),
         catalog.iter().count(),
-        config.grants.len()
+        config.grants.len(),
+        config.subscriptions.len(),
+        config.inbound.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod inbound;
 pub mod ledger;
 pub mod mask;
 pub mod metrics;

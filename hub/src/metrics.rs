@@ -58,6 +58,15 @@ pub struct BacklogLabels {
     pub state: String,
 }
 
+/// Labels of an inbound record counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    /// Inbound connection name.
+    pub connection: String,
+    /// `published`, `replayed`, `rejected` or `unavailable`.
+    pub outcome: String,
+}
+
 /// Labels of a check gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -82,6 +91,8 @@ pub struct Metrics {
     pub backlog: Family<BacklogLabels, Gauge>,
     /// Latest status per check: 0 ok, 1 warn, 2 critical (set at scrape).
     pub checks: Family<CheckLabels, Gauge>,
+    /// Records offered through inbound connections, by outcome.
+    pub inbound: Family<InboundLabels, Counter>,
     commits: Counter,
     operations: Counter,
     seen: (AtomicU64, AtomicU64),
@@ -123,6 +134,8 @@ impl Metrics {
         registry.register("outbox_entries", "Outbox entries by subscription and state", backlog.clone());
         let checks = Family::<CheckLabels, Gauge>::default();
         registry.register("check_status", "Latest status per check (0 ok, 1 warn, 2 critical)", checks.clone());
+        let inbound = Family::<InboundLabels, Counter>::default();
+        registry.register("inbound_records", "Records offered by inbound connections, by outcome", inbound.clone());
         let commits = Counter::default();
         registry.register("store_commits", "Durable commits (one fsync each)", commits.clone());
         let operations = Counter::default();
@@ -136,6 +149,7 @@ impl Metrics {
             deliveries,
             backlog,
             checks,
+            inbound,
             commits,
             operations,
             seen: (AtomicU64::new(0), AtomicU64::new(0)),
@@ -146,6 +160,12 @@ impl Metrics {
     pub fn published(&self, department: &str, record_type: &str) {
         let labels = RecordLabels { department: department.to_owned(), record_type: record_type.to_owned() };
         self.published.get_or_create(&labels).inc();
+    }
+
+    /// Counts a record an inbound connection offered.
+    pub fn inbound(&self, connection: &str, outcome: &str) {
+        let labels = InboundLabels { connection: connection.to_owned(), outcome: outcome.to_owned() };
+        self.inbound.get_or_create(&labels).inc();
     }
 
     /// Counts a record returned to a reader.

@@ -44,6 +44,9 @@ pub enum ServeError {
     /// Subscriptions and their adapters.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// Inbound connections and their adapters.
+    #[error(transparent)]
+    Inbound(#[from] crate::inbound::InboundError),
 }
 
 /// Opens everything a running hub needs from a checked config and a data directory: development
@@ -81,10 +84,11 @@ pub fn open(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let delivery =
         Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), metrics.clone(), data)?);
+    let inbound = Arc::new(crate::inbound::Inbounds::build(&config, data)?);
     let history = Arc::new(crate::checks::StoreHistory { store: store.clone(), days: config.ops.history_days });
     let checks = Arc::new(
         ops::runner::Runner::new(
-            crate::checks::build(&config, store.clone(), delivery.clone(), data),
+            crate::checks::build(&config, store.clone(), delivery.clone(), inbound.clone(), data),
             history,
             ops::runner::Clock::system(),
         )
@@ -94,8 +98,19 @@ pub fn open(
             config.hub.name.get_ref().clone(),
         ))),
     );
-    let hub =
-        Hub { config, catalog, policy, delivery, checks, metrics, draining: false.into(), directory, store, keys };
+    let hub = Hub {
+        config,
+        catalog,
+        policy,
+        delivery,
+        inbound,
+        checks,
+        metrics,
+        draining: false.into(),
+        directory,
+        store,
+        keys,
+    };
     Ok((AppState(Arc::new(hub)), tls))
 }
 
@@ -149,6 +164,7 @@ pub async fn run(
         });
     }
     let mut workers = state.delivery.spawn(workers_stop.clone());
+    workers.extend(state.inbound.spawn(state.clone(), workers_stop.clone()));
     workers.extend(state.checks.spawn(workers_stop));
     tokio::pin!(shutdown);
     loop {

@@ -28,15 +28,56 @@ pub struct TestConfig {
 }
 
 impl TestConfig {
-    /// Starts from `config/conghua.toml`.
+    /// Starts from `config/conghua.toml`, without its front-end exchange connections (the
+    /// `sql_table`, `amqp` and `file_drop` subscriptions and every `[[inbound]]`): they reach the
+    /// machine's databases and broker, which only the exchange suites set up.
     pub fn conghua() -> Self {
-        Self { text: std::fs::read_to_string(conghua_config()).expect("config/conghua.toml") }
+        Self::conghua_with_exchange(&[])
+    }
+
+    /// Starts from `config/conghua.toml` with only the named front-end exchange connections
+    /// (inbound connections and `sql_table`/`amqp`/`file_drop` subscriptions, by name).
+    pub fn conghua_with_exchange(keep: &[&str]) -> Self {
+        Self { text: std::fs::read_to_string(conghua_config()).expect("config/conghua.toml") }.keep_exchange(keep)
+    }
+
+    fn keep_exchange(mut self, keep: &[&str]) -> Self {
+        // Tables start at a line beginning with `[`; nothing else in the file does.
+        let mut kept = String::new();
+        let mut block = String::new();
+        let flush = |block: &mut String, kept: &mut String| {
+            let exchange = ["adapter = \"sql_table\"", "adapter = \"amqp\"", "adapter = \"file_drop\""];
+            let wanted = keep.iter().any(|k| block.contains(&format!("\nname = \"{k}\"\n")));
+            let drop = !wanted
+                && (block.starts_with("[[inbound]]")
+                    || (block.starts_with("[[subscriptions]]") && exchange.iter().any(|a| block.contains(a))));
+            if !drop {
+                kept.push_str(block);
+            }
+            block.clear();
+        };
+        for line in self.text.split_inclusive('\n') {
+            if line.starts_with('[') {
+                flush(&mut block, &mut kept);
+            }
+            block.push_str(line);
+        }
+        flush(&mut block, &mut kept);
+        self.text = kept;
+        self
     }
 
     /// Replaces text (panics if it is absent, so a stale test cannot silently test nothing).
     pub fn replace(mut self, from: &str, to: &str) -> Self {
         assert!(self.text.contains(from), "{from:?} is not in the config");
         self.text = self.text.replace(from, to);
+        self
+    }
+
+    /// Adds text at the end (after the `[[checks]]`, as further top-level tables).
+    pub fn append(mut self, text: &str) -> Self {
+        self.text.push('\n');
+        self.text.push_str(text);
         self
     }
 
@@ -79,6 +120,7 @@ impl TestConfig {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("config")).expect("mkdir");
         std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).expect("symlink");
+        std::os::unix::fs::symlink(root().join("config/samples"), dir.path().join("config/samples")).expect("symlink");
         let path = dir.path().join("config/conghua.toml");
         std::fs::write(&path, self.text).expect("write config");
         (dir, path)

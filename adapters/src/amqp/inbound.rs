@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::AmqpInbound;
 use crate::{AdapterError, Inbound, RecordSink, SinkError};
 
-/// Pause after a broker failure or while the hub is unavailable.
+/// Pause while the hub is unavailable, and the first pause after a broker failure.
 const PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause between reconnections to a broker that keeps failing.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// The inbound side: a queue on the department's broker.
 pub struct AmqpSource {
@@ -120,15 +122,22 @@ impl Drop for CloseOnDrop {
 #[async_trait]
 impl Inbound for AmqpSource {
     async fn run(&self, sink: Arc<dyn RecordSink>, shutdown: CancellationToken) -> Result<(), AdapterError> {
+        let mut pause = PAUSE;
         while !shutdown.is_cancelled() {
+            let started = tokio::time::Instant::now();
             match self.consume(sink.as_ref(), &shutdown).await {
                 Err(Stop::Cancelled) | Ok(()) => break,
                 Err(Stop::Broker(why)) => {
-                    tracing::warn!(queue = %self.config.queue, %why, "queue not consumed; reconnecting");
+                    // A connection that lived a while starts the pauses afresh.
+                    if started.elapsed() > MAX_PAUSE {
+                        pause = PAUSE;
+                    }
+                    tracing::warn!(queue = %self.config.queue, %why, retry_in_s = pause.as_secs(), "queue not consumed; reconnecting");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(PAUSE) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
         }

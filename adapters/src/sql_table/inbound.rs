@@ -12,6 +12,9 @@ use super::config::SqlInbound;
 use super::db::{describe, Db};
 use crate::{AdapterError, Inbound, RecordSink, SinkError};
 
+/// Longest pause between attempts on a database that keeps failing.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+
 /// Columns the hub manages; all others are the record.
 const HUB_COLUMNS: [&str; 4] = ["id", "status", "receipt", "problem"];
 
@@ -165,15 +168,24 @@ impl Inbound for SqlSource {
     async fn run(&self, sink: Arc<dyn RecordSink>, shutdown: CancellationToken) -> Result<(), AdapterError> {
         let poll = Duration::from_millis(self.config.poll_ms);
         let table = &self.config.table;
+        // A database that is down is retried with a doubling pause, not hammered (or logged) per poll.
+        let mut failing = Duration::ZERO;
         while !shutdown.is_cancelled() {
             let wait = match self.poll(sink.as_ref(), &shutdown).await {
                 // A full batch: there is probably more, take it at once.
-                Ok(n) if n == self.config.batch => continue,
-                Ok(_) | Err(Stop::Unavailable) => poll,
+                Ok(n) if n == self.config.batch => {
+                    failing = Duration::ZERO;
+                    continue;
+                }
+                Ok(_) | Err(Stop::Unavailable) => {
+                    failing = Duration::ZERO;
+                    poll
+                }
                 Err(Stop::Cancelled) => break,
                 Err(Stop::Db(e)) => {
-                    tracing::warn!(%table, error = %describe(&e), "staging table not polled");
-                    poll.max(Duration::from_secs(1))
+                    failing = (failing * 2).clamp(poll.max(Duration::from_secs(1)), MAX_PAUSE);
+                    tracing::warn!(%table, error = %describe(&e), retry_in_s = failing.as_secs(), "staging table not polled");
+                    failing
                 }
             };
             tokio::select! {

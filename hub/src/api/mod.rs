@@ -41,6 +41,8 @@ pub struct Hub {
     pub policy: Arc<Policy>,
     /// Routing and delivery.
     pub delivery: Arc<crate::delivery::Delivery>,
+    /// Inbound connections (folders, staging tables, queues).
+    pub inbound: Arc<crate::inbound::Inbounds>,
     /// Scheduled health checks.
     pub checks: Arc<::ops::runner::Runner>,
     /// Prometheus metrics.

@@ -41,7 +41,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Validates one record and prepares its version, or explains every problem.
-fn prepare(
+pub(crate) fn prepare(
     state: &AppState,
     t: &RecordType,
     who: &Principal,

@@ -231,6 +231,7 @@ impl Catalog {
                 }
             }
         }
+        check_mappings(config, &types, &mut problems);
         problems.finish()?;
         Ok(Catalog { types })
     }
@@ -243,5 +244,85 @@ impl Catalog {
     /// Every record type, by id.
     pub fn iter(&self) -> impl Iterator<Item = &RecordType> {
         self.types.values()
+    }
+}
+
+/// The valid examples next to a schema (`vN/examples/valid/*.json`), by file name.
+fn valid_examples(schema: &Path) -> Vec<(String, Value)> {
+    let dir = schema.parent().map(|d| d.join("examples").join("valid")).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(String, Value)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let doc = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), doc))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Field mappings checked against the schema where the config gives something to check with:
+/// an outbound mapping must run on every valid example of its type, as projected to the
+/// subscriber's grant; an inbound mapping's output on its `mapping_example` must validate.
+fn check_mappings(config: &Config, types: &BTreeMap<String, RecordType>, problems: &mut Problems<'_>) {
+    use crate::routing::filter::JqFilter;
+    for s in &config.subscriptions {
+        let (Some(m), Some(t)) = (&s.mapping, types.get(s.record_type.get_ref())) else { continue };
+        let Ok(program) = JqFilter::compile(m.get_ref()) else { continue }; // reported by Config::check
+        let grant = config.grants.iter().find(|g| {
+            g.department.get_ref() == s.department.get_ref()
+                && g.record_type.get_ref() == &t.id
+                && g.purposes.iter().any(|p| p.get_ref() == s.purpose.get_ref())
+        });
+        let fields: Option<Vec<FieldPointer>> =
+            grant.map(|g| g.fields.iter().filter_map(|f| FieldPointer::parse(f.get_ref()).ok()).collect());
+        let schema =
+            config.record_types.iter().find(|r| r.id.get_ref() == &t.id).map(|r| config.resolve(r.schema.get_ref()));
+        for (file, example) in schema.map(|p| valid_examples(&p)).unwrap_or_default() {
+            let doc = match &fields {
+                Some(f) => pointer::project(&example, f),
+                None => example,
+            };
+            match program.map(&doc) {
+                Ok(out) if out.is_object() => {}
+                Ok(_) => problems.at(m.span(), format!("mapping gives no JSON object for example {file}")),
+                Err(e) => problems.at(m.span(), format!("mapping fails on example {file}: {e}")),
+            }
+        }
+    }
+    for c in &config.inbound {
+        let (Some(m), Some(ex), Some(t)) = (&c.mapping, &c.mapping_example, types.get(c.record_type.get_ref())) else {
+            continue;
+        };
+        let Ok(program) = JqFilter::compile(m.get_ref()) else { continue };
+        let path = config.resolve(ex.get_ref());
+        let sample: Value = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                problems.at(ex.span(), format!("mapping_example {} is not JSON: {e}", path.display()));
+                continue;
+            }
+            Err(e) => {
+                problems.at(ex.span(), format!("cannot read mapping_example {}: {e}", path.display()));
+                continue;
+            }
+        };
+        match program.map(&sample) {
+            Err(e) => problems.at(m.span(), format!("mapping fails on its mapping_example: {e}")),
+            Ok(out) => {
+                let mut violations = t.violations(&out);
+                if let Err(v) = t.key_of(&out) {
+                    violations.push(v);
+                }
+                for v in violations {
+                    problems.at(
+                        m.span(),
+                        format!("the mapped mapping_example does not validate: {} {}", v.pointer, v.message),
+                    );
+                }
+            }
+        }
     }
 }

@@ -36,6 +36,7 @@ struct Named {
 struct AdapterReachability {
     n: Named,
     delivery: Arc<Delivery>,
+    inbound: Arc<crate::inbound::Inbounds>,
 }
 
 #[async_trait]
@@ -52,6 +53,10 @@ impl Check for AdapterReachability {
             let s = s.clone();
             probes.spawn(async move { (s.name.clone(), s.health().await) });
         }
+        for c in self.inbound.all() {
+            let c = c.clone();
+            probes.spawn(async move { (format!("inbound {}", c.name), Some(c.health().await)) });
+        }
         let (mut ok, mut failed) = (0usize, Vec::new());
         while let Some(Ok((name, result))) = probes.join_next().await {
             match result {
@@ -64,7 +69,7 @@ impl Check for AdapterReachability {
         let stopped = self.delivery.all().iter().filter(|s| s.is_disabled()).count();
         let status = if !failed.is_empty() || stopped > 0 { Status::Critical } else { Status::Ok };
         let summary = if failed.is_empty() && stopped == 0 {
-            format!("all {ok} push receivers answer")
+            format!("all {ok} push receivers and inbound sources answer")
         } else {
             format!("{} unreachable, {stopped} stopped: {}", failed.len(), failed.join(", "))
         };
@@ -532,7 +537,13 @@ fn certificate_files(config: &Config, data: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// Builds the configured checks (the config is checked: kinds and schedules are valid).
-pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, data: &Path) -> Vec<Entry> {
+pub fn build(
+    config: &Config,
+    store: Arc<dyn Store>,
+    delivery: Arc<Delivery>,
+    inbound: Arc<crate::inbound::Inbounds>,
+    data: &Path,
+) -> Vec<Entry> {
     let mut out = Vec::new();
     for c in &config.checks {
         let Ok(schedule) = Schedule::parse(c.schedule.get_ref(), config.timezone()) else { continue };
@@ -541,7 +552,9 @@ pub fn build(config: &Config, store: Arc<dyn Store>, delivery: Arc<Delivery>, da
             thresholds: c.thresholds.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
         };
         let check: Arc<dyn Check> = match c.kind.get_ref().as_str() {
-            "adapter_reachability" => Arc::new(AdapterReachability { n, delivery: delivery.clone() }),
+            "adapter_reachability" => {
+                Arc::new(AdapterReachability { n, delivery: delivery.clone(), inbound: inbound.clone() })
+            }
             "delivery_backlog" => Arc::new(DeliveryBacklog { n, store: store.clone() }),
             "dead_letters" => Arc::new(DeadLetters { n, store: store.clone() }),
             "audit_chain" => Arc::new(AuditChain {

@@ -142,6 +142,9 @@ pub struct Config {
     /// `[[subscriptions]]`: grants in push or feed mode.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[[inbound]]`: department systems the hub takes records from through an adapter.
+    #[serde(default)]
+    pub inbound: Vec<InboundConfig>,
     /// `[ops]`: check history.
     #[serde(default)]
     pub ops: OpsSection,
@@ -527,6 +530,36 @@ pub struct SubscriptionConfig {
     /// The adapter's own settings (see its documentation).
     #[serde(default)]
     pub settings: Option<Spanned<toml::Table>>,
+    /// Optional jq program from the record (projected to the grant) to the department's own
+    /// shape, e.g. `{nsrsbh: .uscc, nsrmc: .name}` for State Tax's exchange table.
+    #[serde(default)]
+    pub mapping: Option<Spanned<String>>,
+}
+
+/// `[[inbound]]`: a department system the hub takes records from (a folder, a staging table,
+/// a queue). Records arrive as the department publishing them, and only the owner of the record
+/// type may have one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Stable name (kebab-case), used in idempotency keys, logs and metrics.
+    pub name: Spanned<String>,
+    /// The publishing department.
+    pub department: Spanned<String>,
+    /// The record type it publishes.
+    pub record_type: Spanned<String>,
+    /// Adapter kind (`file_drop`, `sql_table`, `amqp`).
+    pub adapter: Spanned<String>,
+    /// The adapter's inbound settings.
+    #[serde(default)]
+    pub settings: Option<Spanned<toml::Table>>,
+    /// Optional jq program from the department's shape to the record type's.
+    #[serde(default)]
+    pub mapping: Option<Spanned<String>>,
+    /// A sample record in the department's shape (a JSON file, relative to this config): at load
+    /// the mapping runs on it and its output must validate against the record type's schema.
+    #[serde(default)]
+    pub mapping_example: Option<Spanned<String>>,
 }
 
 /// `[ops]`.
@@ -825,6 +858,9 @@ impl Config {
         for (i, sub) in self.subscriptions.iter().enumerate() {
             self.check_subscription(&mut p, i, sub);
         }
+        for (i, c) in self.inbound.iter().enumerate() {
+            self.check_inbound(&mut p, i, c);
+        }
         if let Some(m) = &self.ops.metrics_listen {
             if !m.get_ref().parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
                 p.at(m.span(), "metrics_listen must be a loopback address such as 127.0.0.1:9464 (it has no TLS)");
@@ -928,6 +964,11 @@ impl Config {
                 p.at(f.span(), format!("filter: {e}"));
             }
         }
+        if let Some(m) = &sub.mapping {
+            if let Err(e) = crate::routing::filter::JqFilter::compile(m.get_ref()) {
+                p.at(m.span(), format!("mapping: {e}"));
+            }
+        }
         match adapters::kind(sub.adapter.get_ref()) {
             Err(e) => p.at(sub.adapter.span(), e.to_string()),
             Ok(kind) => {
@@ -937,6 +978,56 @@ impl Config {
                     None => (&empty, sub.adapter.span()),
                 };
                 if let Err(e) = (kind.validate)(settings) {
+                    p.at(span, format!("{} settings: {e}", kind.name));
+                }
+            }
+        }
+    }
+
+    fn check_inbound(&self, p: &mut Problems<'_>, i: usize, c: &InboundConfig) {
+        let name = c.name.get_ref();
+        if !is_kebab(name) {
+            p.at(c.name.span(), format!("inbound name {name:?} must be kebab-case"));
+        }
+        if self.inbound[..i].iter().any(|o| o.name.get_ref() == name) {
+            p.at(c.name.span(), format!("inbound {name:?} is defined twice"));
+        }
+        let dept = c.department.get_ref();
+        if self.department(dept).is_none() {
+            p.at(c.department.span(), format!("inbound department {dept:?} is not a department"));
+        }
+        match self.record_type(c.record_type.get_ref()) {
+            None => p.at(
+                c.record_type.span(),
+                format!("inbound record_type {:?} is not a record type", c.record_type.get_ref()),
+            ),
+            Some(t) if t.owner.get_ref() != dept => p.at(
+                c.record_type.span(),
+                format!("only {:?} may publish {:?}, not {dept:?}", t.owner.get_ref(), t.id.get_ref()),
+            ),
+            Some(_) => {}
+        }
+        if let Some(m) = &c.mapping {
+            if let Err(e) = crate::routing::filter::JqFilter::compile(m.get_ref()) {
+                p.at(m.span(), format!("mapping: {e}"));
+            }
+        }
+        if let (Some(ex), None) = (&c.mapping_example, &c.mapping) {
+            p.at(ex.span(), "mapping_example needs a mapping");
+        }
+        match adapters::kind(c.adapter.get_ref()) {
+            Err(e) => p.at(c.adapter.span(), e.to_string()),
+            Ok(kind) => {
+                let Some(validate) = kind.validate_inbound else {
+                    p.at(c.adapter.span(), format!("adapter {:?} takes no records in", kind.name));
+                    return;
+                };
+                let empty = toml::Table::new();
+                let (settings, span) = match &c.settings {
+                    Some(s) => (s.get_ref(), s.span()),
+                    None => (&empty, c.adapter.span()),
+                };
+                if let Err(e) = validate(settings) {
                     p.at(span, format!("{} settings: {e}", kind.name));
                 }
             }

@@ -57,6 +57,7 @@ pub struct Subscription {
     /// Feed settings (pull).
     pub feed: Option<adapters::feed::FeedConfig>,
     filter: Option<JqFilter>,
+    mapping: Option<JqFilter>,
     adapter: Option<Arc<dyn Outbound>>,
     notify: Notify,
     disabled: AtomicBool,
@@ -179,6 +180,7 @@ impl Delivery {
                 direction: kind.direction,
                 feed,
                 filter: s.filter.as_ref().and_then(|f| JqFilter::compile(f.get_ref()).ok()),
+                mapping: s.mapping.as_ref().and_then(|m| JqFilter::compile(m.get_ref()).ok()),
                 adapter,
                 notify: Notify::new(),
                 disabled: AtomicBool::new(false),
@@ -292,6 +294,14 @@ impl Delivery {
             Ok(Access::Fields(fields)) => project(&rec.payload, &fields),
             Err(denied) => return Ok(Err(format!("not delivered: {denied}"))),
         };
+        // The department's own shape, after the projection: a mapping never sees ungranted fields.
+        let data = match &sub.mapping {
+            None => data,
+            Some(m) => match m.map(&data) {
+                Ok(mapped) => mapped,
+                Err(e) => return Ok(Err(format!("not delivered: {e}"))),
+            },
+        };
         let time = chrono::DateTime::parse_from_rfc3339(&rec.received_at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
@@ -399,6 +409,7 @@ fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adap
         direction: Direction::Push,
         feed: None,
         filter: None,
+        mapping: None,
         adapter: Some(Arc::new(adapter)),
         notify: Notify::new(),
         disabled: AtomicBool::new(false),

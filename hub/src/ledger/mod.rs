@@ -30,6 +30,9 @@ pub enum Action {
     Deliver,
     /// A record version could not be delivered and went to the dead letters.
     DeadLetter,
+    /// A record offered through an inbound connection was rejected (schema, key, mapping): the
+    /// hub's rejected log, beside the problem the adapter reports upstream.
+    Reject,
 }
 
 impl Action {
@@ -44,6 +47,7 @@ impl Action {
             Action::AccessLog => "access_log",
             Action::Deliver => "deliver",
             Action::DeadLetter => "dead_letter",
+            Action::Reject => "reject",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Subscription filters in the jq language (jaq), compiled once when the config loads and run on
-//! each new record version: a record is routed when the filter's first output is truthy.
+//! jq programs (jaq), compiled once when the config loads: subscription filters (a record is
+//! routed when the filter's first output is truthy) and field mappings between a department's
+//! own shape and a record type's (the first output is the mapped document).
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{data, unwrap_valr, Compiler, Ctx, ValT, Vars};
@@ -37,14 +38,25 @@ impl JqFilter {
 
     /// Runs the filter on `doc`: `Ok(true)` when its first output is neither `false` nor `null`.
     pub fn matches(&self, doc: &serde_json::Value) -> Result<bool, String> {
+        Ok(self.first(doc)?.is_some_and(|v| v.as_bool()))
+    }
+
+    /// Runs a mapping on `doc`: its first output, as JSON. No output is an error too. Errors never
+    /// quote the record (jq's own messages would).
+    pub fn map(&self, doc: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let out = self.first(doc)?.ok_or("the mapping gave no output for this record")?;
+        serde_json::from_str(&out.to_string()).map_err(|_| "the mapping's output is not JSON".to_owned())
+    }
+
+    fn first(&self, doc: &serde_json::Value) -> Result<Option<Val>, String> {
         let bytes = serde_json::to_vec(doc).map_err(|e| e.to_string())?;
         let input = jaq_json::read::parse_single(&bytes).map_err(|_| "the record cannot be read by jq".to_owned())?;
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         let mut out = self.filter.id.run((ctx, input)).map(unwrap_valr);
         match out.next() {
-            None => Ok(false),
-            Some(Ok(v)) => Ok(v.as_bool()),
-            Some(Err(_)) => Err("the filter failed on this record".to_owned()),
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(_)) => Err("the jq program failed on this record".to_owned()),
         }
     }
 }
@@ -73,5 +85,18 @@ mod tests {
         assert!(JqFilter::compile(".a + 1").unwrap().matches(&json!({"a": "x"})).is_err());
         assert!(JqFilter::compile(".kind ==").is_err());
         assert!(JqFilter::compile("no_such_function").is_err());
+    }
+
+    #[test]
+    fn maps_between_shapes() {
+        let m = JqFilter::compile(r#"{nsrsbh: .uscc, nsrmc: .name, djrq: .registered_on}"#).unwrap();
+        let out =
+            m.map(&json!({"uscc": "91440101MA59XXXX0X", "name": "某某公司", "registered_on": "2026-03-01"})).unwrap();
+        assert_eq!(out, json!({"nsrsbh": "91440101MA59XXXX0X", "nsrmc": "某某公司", "djrq": "2026-03-01"}));
+        let m = JqFilter::compile(r#"{n: (.n | tonumber)}"#).unwrap();
+        assert_eq!(m.map(&json!({"n": "12"})).unwrap(), json!({"n": 12}));
+        let err = m.map(&json!({"n": ["secret"]})).unwrap_err();
+        assert!(!err.contains("secret"), "errors do not quote the record: {err}");
+        assert!(JqFilter::compile("empty").unwrap().map(&json!({})).is_err());
     }
 }

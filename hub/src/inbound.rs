@@ -1,0 +1,298 @@
+//! Inbound connections (`[[inbound]]`): the department systems the hub takes records from
+//! through an adapter (an exchange folder, a staging table, a queue). Each runs in its own task
+//! with a sink bound to its department, record type and field mapping; the sink takes the same
+//! path as `POST /v1/records` (schema, key, idempotency, one durable commit, audit, routing), so
+//! a record is the same whichever way it came in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::{BuildContext, RecordSink, SinkError};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, AppState};
+use crate::config::Config;
+use crate::ledger::{Action, NewEntry};
+use crate::policy::Principal;
+use crate::routing::filter::JqFilter;
+use crate::store::{NewVersion, Published};
+
+/// Why the inbound connections could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("inbound {connection}: {source}")]
+pub struct InboundError {
+    /// Which one.
+    pub connection: String,
+    /// Why.
+    #[source]
+    pub source: adapters::AdapterError,
+}
+
+/// One inbound connection, built.
+pub struct Connection {
+    /// Name.
+    pub name: String,
+    /// The publishing department.
+    pub department: String,
+    /// The record type.
+    pub record_type: String,
+    /// Adapter kind.
+    pub adapter_kind: String,
+    adapter: Arc<dyn adapters::Inbound>,
+    mapping: Option<JqFilter>,
+}
+
+impl Connection {
+    /// Checks the department side like the adapter would reach it.
+    pub async fn health(&self) -> Result<(), String> {
+        self.adapter.health().await
+    }
+}
+
+/// Every inbound connection.
+#[derive(Default)]
+pub struct Inbounds {
+    conns: Vec<Arc<Connection>>,
+}
+
+/// Pause before an adapter whose run ended with an error is started again.
+const RESTART: Duration = Duration::from_secs(5);
+
+impl Inbounds {
+    /// Builds every adapter (no I/O: a department system that is down does not stop the hub).
+    pub fn build(config: &Config, data: &std::path::Path) -> Result<Self, InboundError> {
+        let secret = crate::delivery::secret_resolver(data, config.tls.dev_pki);
+        let resolve = |p: &str| config.resolve(p);
+        let ctx = BuildContext { secret: &secret, resolve: &resolve, client_identity_pem: None };
+        let mut conns = Vec::new();
+        for c in &config.inbound {
+            let name = c.name.get_ref().clone();
+            let err = |source| InboundError { connection: name.clone(), source };
+            let kind = adapters::kind(c.adapter.get_ref()).map_err(err)?;
+            let build = kind
+                .build_inbound
+                .ok_or_else(|| err(adapters::AdapterError::Config(format!("{} takes no records in", kind.name))))?;
+            let settings = c.settings.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+            let adapter: Arc<dyn adapters::Inbound> = Arc::from(build(&settings, &ctx).map_err(err)?);
+            conns.push(Arc::new(Connection {
+                name: name.clone(),
+                department: c.department.get_ref().clone(),
+                record_type: c.record_type.get_ref().clone(),
+                adapter_kind: kind.name.to_owned(),
+                adapter,
+                mapping: c.mapping.as_ref().and_then(|m| JqFilter::compile(m.get_ref()).ok()),
+            }));
+        }
+        Ok(Self { conns })
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> &[Arc<Connection>] {
+        &self.conns
+    }
+
+    /// Starts one task per connection; they finish the record in hand and stop when `stop`
+    /// turns true. An adapter that fails is started again after a pause.
+    pub fn spawn(&self, state: AppState, mut stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let token = CancellationToken::new();
+        let mut tasks = Vec::new();
+        {
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                token.cancel();
+            }));
+        }
+        for conn in &self.conns {
+            let sink: Arc<dyn RecordSink> = Arc::new(HubSink { state: state.clone(), conn: conn.clone() });
+            let (conn, token) = (conn.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                tracing::info!(inbound = %conn.name, adapter = %conn.adapter_kind, "inbound connection started");
+                while !token.is_cancelled() {
+                    match conn.adapter.run(sink.clone(), token.clone()).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(inbound = %conn.name, error = %crate::mask::scrub(&e.to_string()), "inbound connection failed; restarting");
+                            tokio::select! {
+                                _ = token.cancelled() => break,
+                                _ = tokio::time::sleep(RESTART) => {}
+                            }
+                        }
+                    }
+                }
+                tracing::info!(inbound = %conn.name, "inbound connection stopped");
+            }));
+        }
+        tasks
+    }
+}
+
+/// The hub as an inbound adapter sees it.
+struct HubSink {
+    state: AppState,
+    conn: Arc<Connection>,
+}
+
+/// Idempotency keys are visible ASCII of at most 255 bytes; an adapter's key (a Chinese file
+/// name, a long message id) is hashed when it is not, and every key is scoped to its connection.
+fn scoped_key(connection: &str, key: &str) -> String {
+    let plain = format!("inbound:{connection}:{key}");
+    if plain.len() <= 255 && plain.bytes().all(|b| b.is_ascii_graphic()) {
+        plain
+    } else {
+        format!("inbound:{connection}:sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+    }
+}
+
+impl HubSink {
+    /// Maps and validates one record, as its department publishing it.
+    fn prepare(&self, key: &str, body: &[u8]) -> Result<NewVersion, ApiError> {
+        let Some(t) = self.state.catalog.get(&self.conn.record_type) else {
+            return Err(ApiError::Unavailable("the record type is no longer configured".into()));
+        };
+        let who = Principal::Department(self.conn.department.clone());
+        let idem = Some(scoped_key(&self.conn.name, key));
+        match &self.conn.mapping {
+            None => crate::api::records::prepare(&self.state, t, &who, body, idem),
+            Some(m) => {
+                let doc: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::BadRequest(format!("the record is not JSON (line {}, column {})", e.line(), e.column()))
+                })?;
+                let mapped =
+                    m.map(&doc).map_err(|e| ApiError::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
+                let bytes = serde_json::to_vec(&mapped).map_err(|e| ApiError::Internal(e.to_string()))?;
+                crate::api::records::prepare(&self.state, t, &who, &bytes, idem)
+            }
+        }
+    }
+
+    /// A refusal: counted, written to the hub's rejected log (the audit), and handed back.
+    async fn reject(&self, key: &str, e: &ApiError) -> SinkError {
+        let problem = e.body();
+        self.state.metrics.inbound(&self.conn.name, "rejected");
+        let pointers: Vec<&Value> =
+            problem["errors"].as_array().map(|a| a.iter().map(|v| &v["pointer"]).collect()).unwrap_or_default();
+        let entry = NewEntry {
+            record_type: Some(self.conn.record_type.clone()),
+            detail: Some(json!({
+                "connection": self.conn.name,
+                "source": crate::mask::scrub(key),
+                "status": problem["status"],
+                "title": problem["title"],
+                "pointers": pointers,
+            })),
+            ..NewEntry::new(self.conn.department.clone(), Action::Reject, format!("{} rejected", e.parts().0.as_u16()))
+        };
+        if let Err(err) = self.state.store.audit(entry).await {
+            tracing::warn!(inbound = %self.conn.name, error = %err, "rejection not audited");
+        }
+        SinkError::Rejected { problem }
+    }
+
+    fn unavailable(&self, why: String) -> SinkError {
+        self.state.metrics.inbound(&self.conn.name, "unavailable");
+        SinkError::Unavailable(why)
+    }
+}
+
+#[async_trait]
+impl RecordSink for HubSink {
+    async fn publish(&self, key: &str, body: &[u8]) -> Result<Value, SinkError> {
+        let items = [(key.to_owned(), body.to_vec())];
+        self.publish_many(&items).await.pop().unwrap_or_else(|| Err(SinkError::Unavailable("no answer".into())))
+    }
+
+    async fn publish_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<Value, SinkError>> {
+        if self.state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return items.iter().map(|_| Err(self.unavailable("the hub is shutting down".into()))).collect();
+        }
+        let mut results: Vec<Option<Result<Value, SinkError>>> = Vec::with_capacity(items.len());
+        let mut pending: Vec<(usize, NewVersion)> = Vec::new();
+        for (i, (key, body)) in items.iter().enumerate() {
+            match self.prepare(key, body) {
+                Ok(v) => {
+                    pending.push((i, v));
+                    results.push(None);
+                }
+                Err(e) if e.parts().0.is_client_error() => results.push(Some(Err(self.reject(key, &e).await))),
+                Err(e) => results.push(Some(Err(self.unavailable(e.to_string())))),
+            }
+        }
+        let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
+        let mut routes: Vec<String> = versions.iter().flat_map(|v| v.routes.iter().cloned()).collect();
+        routes.sort();
+        routes.dedup();
+        let outcomes = if versions.is_empty() {
+            Vec::new()
+        } else {
+            match self.state.store.publish(versions).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let why = e.to_string();
+                    return results
+                        .into_iter()
+                        .map(|r| r.unwrap_or_else(|| Err(self.unavailable(why.clone()))))
+                        .collect();
+                }
+            }
+        };
+        self.state.delivery.notify(&routes);
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            let key = &items[slot].0;
+            results[slot] = Some(match outcome {
+                Ok(Published::Created(receipt)) => {
+                    self.state.metrics.published(&self.conn.department, &self.conn.record_type);
+                    self.state.metrics.inbound(&self.conn.name, "published");
+                    Ok(receipt_json(&receipt, false))
+                }
+                Ok(Published::Replayed(receipt)) => {
+                    self.state.metrics.inbound(&self.conn.name, "replayed");
+                    Ok(receipt_json(&receipt, true))
+                }
+                Ok(Published::Conflict) => {
+                    let e = ApiError::Conflict(
+                        "this source (file and line, row or message id) was already published with other content"
+                            .into(),
+                    );
+                    Err(self.reject(key, &e).await)
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    if e.parts().0.is_client_error() {
+                        Err(self.reject(key, &e).await)
+                    } else {
+                        Err(self.unavailable(e.to_string()))
+                    }
+                }
+            });
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(SinkError::Unavailable("no answer".into())))).collect()
+    }
+}
+
+fn receipt_json(receipt: &crate::store::Receipt, replayed: bool) -> Value {
+    let mut v = serde_json::to_value(receipt).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("replayed".into(), Value::Bool(replayed));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_key;
+
+    #[test]
+    fn keys_are_scoped_and_hashed_when_not_plain_ascii() {
+        assert_eq!(scoped_key("tax-staging", "row:t:7"), "inbound:tax-staging:row:t:7");
+        let k = scoped_key("disability-csv", "file:残联-2026.csv:3");
+        assert!(k.starts_with("inbound:disability-csv:sha256:") && k.is_ascii(), "{k}");
+        assert_eq!(k, scoped_key("disability-csv", "file:残联-2026.csv:3"), "stable");
+        assert!(scoped_key("a", &"x".repeat(300)).len() <= 255);
+    }
+}
