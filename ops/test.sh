@@ -14,5 +14,6 @@ done
 cargo test --release --workspace "$@"
 
 if [ ${#skipped[@]} -gt 0 ]; then
-  echo "not set: ${skipped[*]} (no suite of this version needs them yet; server suites will skip without them)"
+  echo "skipped: the suites that need ${skipped[*]} (PostgreSQL / MariaDB / RabbitMQ adapters and the"
+  echo "front-end exchange end to end); set them to run those, as .ci/run does"
 fi
