@@ -498,7 +498,9 @@ impl Write for ScrubbingStderr {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every channel a broker closes (a passive declare of a missing queue in a health
+    // check, too) at ERROR, with the queue name; the amqp adapter logs what matters itself.
+    let filter = EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(|| ScrubbingStderr);
     match format {
