@@ -92,6 +92,24 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Load generator: start a hub on a copy of the config and measure a scenario (BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+    /// The bare TLS ceiling `hub bench --baseline` measures against (started by it).
+    #[command(hide = true)]
+    BenchBaseline {
+        /// parse, or parse + validate.
+        #[arg(long, value_enum)]
+        mode: crate::bench::BaselineMode,
+        /// Configuration file (record types and TLS).
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory with the development PKI.
+        #[arg(long)]
+        data: PathBuf,
+        /// Listen address.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Restore a backup into an empty data directory.
     Restore {
         /// Backup file.
@@ -338,6 +356,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             })?;
             println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            crate::bench::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchBaseline { mode, config, data, listen } => {
+            crate::bench::serve_baseline(mode, &config, &data, listen)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { data, out } => {

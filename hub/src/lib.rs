@@ -21,6 +21,7 @@
 //! knows about HTTP.
 
 pub mod api;
+pub mod bench;
 pub mod catalog;
 pub mod checks;
 pub mod cli;

@@ -42,28 +42,7 @@ impl TestConfig {
     }
 
     fn keep_exchange(mut self, keep: &[&str]) -> Self {
-        // Tables start at a line beginning with `[`; nothing else in the file does.
-        let mut kept = String::new();
-        let mut block = String::new();
-        let flush = |block: &mut String, kept: &mut String| {
-            let exchange = ["adapter = \"sql_table\"", "adapter = \"amqp\"", "adapter = \"file_drop\""];
-            let wanted = keep.iter().any(|k| block.contains(&format!("\nname = \"{k}\"\n")));
-            let drop = !wanted
-                && (block.starts_with("[[inbound]]")
-                    || (block.starts_with("[[subscriptions]]") && exchange.iter().any(|a| block.contains(a))));
-            if !drop {
-                kept.push_str(block);
-            }
-            block.clear();
-        };
-        for line in self.text.split_inclusive('\n') {
-            if line.starts_with('[') {
-                flush(&mut block, &mut kept);
-            }
-            block.push_str(line);
-        }
-        flush(&mut block, &mut kept);
-        self.text = kept;
+        self.text = hub::config::text::keep_exchange(&self.text, keep);
         self
     }
 
@@ -89,8 +68,8 @@ impl TestConfig {
     /// Drops `[ops]` and the `[[checks]]` (they end the file): no health pings reach the test's
     /// receivers.
     pub fn without_checks(mut self) -> Self {
-        let at = self.text.find("\n[ops]\n").expect("an [ops] section");
-        self.text.truncate(at + 1);
+        assert!(self.text.contains("\n[ops]\n"), "an [ops] section");
+        self.text = hub::config::text::without_checks(&self.text);
         self
     }
 

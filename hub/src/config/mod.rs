@@ -2,6 +2,8 @@
 //! checks that need no I/O. Schema-dependent checks live in `catalog`, which reports problems in
 //! the same `FILE:LINE: message` form so that `hub config check` lists every problem at once.
 
+pub mod text;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;

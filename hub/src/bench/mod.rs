@@ -1,0 +1,344 @@
+//! `hub bench`: the load generator. It starts the real `hub serve` as a child process on a copy
+//! of the config (front-end exchange connections and scheduled checks left out), drives it over
+//! mutual TLS with the development certificates — N connections, HTTP/1.1 keep-alive or HTTP/2,
+//! closed loop (as fast as answers come) or open loop (a fixed offered rate, latency measured
+//! from each request's intended start, so a stalled server cannot hide its queue: no coordinated
+//! omission) — and reports latency percentiles from an HDR histogram, throughput, errors, and
+//! the hub's peak RSS and CPU. `--baseline` runs the same requests against a bare TLS server that
+//! parses (and then also validates) and answers 202, and `--peer postgres` the same records
+//! inserted with four outbox rows per transaction into PostgreSQL: the report gives the hub's
+//! figure as a ratio of each. Like `cli`, this is a command-line tool: errors are `anyhow`.
+
+mod baseline;
+mod load;
+mod peer;
+mod proc_stats;
+mod receiver;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+pub use baseline::{serve_baseline, BaselineMode};
+use load::{Load, Outcome};
+
+/// What to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 1 KiB marriage registrations, unique keys, valid (201).
+    Publish,
+    /// The same with a broken check digit (422).
+    PublishInvalid,
+    /// GET of preloaded records by Family Planning, for its purpose (projected).
+    Read,
+    /// POST /v1/lookup by resident ID (audited, projected).
+    Lookup,
+    /// publish : lookup = 1 : 4.
+    Mixed,
+    /// Publishes routed to webhooks on a local receiver that verifies every signature.
+    Deliver,
+}
+
+/// Peers measured in the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// A PostgreSQL exchange table: record + 4 outbox rows per transaction.
+    Postgres,
+}
+
+/// `hub bench` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Scenario.
+    #[arg(long, value_enum, default_value = "publish")]
+    pub scenario: Scenario,
+    /// Concurrent connections (one client each).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// How long to load (e.g. 20s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many requests, warm-up included (or at the end of the duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Open loop: offered requests per second over all connections (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// HTTP/2 (one stream at a time per connection) instead of HTTP/1.1 keep-alive.
+    #[arg(long)]
+    pub http2: bool,
+    /// Also measure the bare TLS parse, and parse + validate, servers with the same requests.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Also measure a peer with the same records and connections.
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+    /// The PostgreSQL of `--peer postgres`.
+    #[arg(long, env = "HUB_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub peer_url: String,
+    /// The hub config to run (its front-end exchange connections and checks are left out).
+    #[arg(long, default_value = "config/conghua.toml")]
+    pub config: PathBuf,
+    /// Records published before `read`, `lookup` and `mixed`.
+    #[arg(long, default_value_t = 5000)]
+    pub preload: u64,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Warm-up before measuring (connections opened, caches filled).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 20s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: the unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A hub (or baseline server) started as a child process.
+struct Child_ {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Child_ {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hub ARGS` and waits for `ready` on its stderr (copied to `log`).
+fn spawn(args: &[String], port: u16, ready: &'static str, log: &Path) -> Result<Child_> {
+    use std::io::{BufRead, Write};
+    let exe = std::env::current_exe().context("the hub binary")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("HUB_LOG", "warn,hub::cli=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the hub")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut file = std::fs::File::create(log)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if line.contains(ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        bail!("the server did not become ready; see {}", log.display());
+    }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "server ready");
+    Ok(Child_ { child, url: format!("https://127.0.0.1:{port}") })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Machine facts printed with every run: the ratios are what we track, the facts say why the
+/// absolute figures differ between machines.
+fn machine(dir: &Path) -> Result<Value> {
+    use std::io::Write;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0u8; 4096];
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        f.write_all(&block)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    Ok(json!({"cores": cores, "fsyncs_per_s": rate.round(), "kernel": kernel}))
+}
+
+/// Runs `hub bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: BenchArgs) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    if args.baseline && args.scenario != Scenario::Publish {
+        bail!("--baseline compares the publish path: use it with --scenario publish");
+    }
+    let facts = machine(tmp.path())?;
+    eprintln!(
+        "machine: {} cores, {} fsync/s (4 KiB, fdatasync), kernel {}",
+        facts["cores"],
+        facts["fsyncs_per_s"],
+        facts["kernel"].as_str().unwrap_or("?")
+    );
+
+    // The config: beside the original, so its relative paths (schemas) still resolve.
+    let original = std::fs::read_to_string(&args.config).with_context(|| format!("{}", args.config.display()))?;
+    let mut text = crate::config::text::without_checks(&crate::config::text::keep_exchange(&original, &[]));
+    let receiver = if args.scenario == Scenario::Deliver {
+        let r = receiver::Receiver::start().await?;
+        text = receiver::point_webhooks_at(&text, &r.url);
+        Some(r)
+    } else {
+        None
+    };
+    let config_dir = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = config_dir.join(format!(".bench-{}.toml", std::process::id()));
+    std::fs::write(&config, &text)?;
+    let _cleanup = RemoveOnDrop(config.clone());
+
+    let port = free_port()?;
+    let hub = spawn(
+        &[
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ],
+        port,
+        "hub listening",
+        &tmp.path().join("hub.log"),
+    )?;
+    let pid = hub.child.id();
+    let idle_rss = proc_stats::rss_bytes(pid).unwrap_or(0);
+    if let Some(r) = &receiver {
+        r.load_secrets(&data.join("keys/webhooks"))?;
+    }
+
+    let gen = Arc::new(records::Generator::new(args.scenario));
+    let clients = load::Clients::new(&data, args.connections, args.http2)?;
+    if matches!(args.scenario, Scenario::Read | Scenario::Lookup | Scenario::Mixed) {
+        eprintln!("preloading {} records", args.preload);
+        load::preload(&clients, &hub.url, &gen, args.preload).await?;
+    }
+    let load = Load::new(&args);
+    let stats = proc_stats::Sampler::start(pid);
+    let hub_result = load.run(&clients, &hub.url, gen.clone()).await?;
+    let usage = stats.stop().await;
+    let mut results = json!({
+        "scenario": args.scenario, "connections": args.connections,
+        "http": if args.http2 { "2" } else { "1.1" },
+        "mode": args.rate.map_or("closed loop".to_owned(), |r| format!("open loop, {r}/s offered")),
+        "machine": facts,
+        "record_bytes": gen.sample_len(),
+        "hub": hub_result.json(),
+        "hub_rss_idle_mib": mib(idle_rss), "hub_rss_peak_mib": mib(usage.peak_rss), "hub_cpu_cores": usage.cores,
+    });
+    print_row(&format!("hub {:?}", args.scenario).to_lowercase(), &hub_result, Some(&usage));
+    if let Some(r) = &receiver {
+        // Let the last deliveries arrive before counting.
+        let d = r.wait_settled(Duration::from_secs(30)).await;
+        let deliveries = json!({
+            "events": d.events, "bad_signatures": d.bad_signatures,
+            "per_s": d.per_s, "publish_to_receipt_ms": {"p50": d.p50_ms, "p99": d.p99_ms, "max": d.max_ms},
+        });
+        eprintln!(
+            "deliveries: {} events, {:.0}/s, publish to receipt p50 {:.1} ms p99 {:.1} ms, {} bad signatures",
+            d.events, d.per_s, d.p50_ms, d.p99_ms, d.bad_signatures
+        );
+        results["deliveries"] = deliveries;
+    }
+    drop(hub);
+
+    if args.baseline {
+        for mode in [BaselineMode::Parse, BaselineMode::Validate] {
+            let port = free_port()?;
+            let server = spawn(
+                &[
+                    "bench-baseline".into(),
+                    "--mode".into(),
+                    mode.as_str().into(),
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--data".into(),
+                    data.display().to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                ],
+                port,
+                "baseline listening",
+                &tmp.path().join(format!("baseline-{}.log", mode.as_str())),
+            )?;
+            let gen = Arc::new(records::Generator::new(args.scenario));
+            let r = load.run(&clients, &server.url, gen).await?;
+            let name = format!("bare TLS {}", mode.as_str());
+            print_row(&name, &r, None);
+            let ratio = hub_result.throughput() / r.throughput().max(1e-9);
+            eprintln!("  hub / {name} = {ratio:.2}");
+            results[format!("baseline_{}", mode.as_str())] = r.json();
+            results[format!("ratio_to_{}", mode.as_str())] = json!((ratio * 100.0).round() / 100.0);
+        }
+    }
+    if args.peer == Some(Peer::Postgres) {
+        let r = peer::postgres(&args, &gen).await?;
+        print_row("postgres exchange table", &r, None);
+        let ratio = hub_result.throughput() / r.throughput().max(1e-9);
+        eprintln!("  hub / postgres exchange table = {ratio:.2}");
+        results["peer_postgres"] = r.json();
+        results["ratio_to_postgres"] = json!((ratio * 100.0).round() / 100.0);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
+    }
+    println!("{}", serde_json::to_string(&results)?);
+    if hub_result.errors > 0 {
+        bail!("{} requests failed (see the hub log)", hub_result.errors);
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+fn print_row(name: &str, r: &Outcome, usage: Option<&proc_stats::Usage>) {
+    let q = |p: f64| r.histogram.value_at_quantile(p) as f64 / 1000.0;
+    eprintln!(
+        "{name:<28} {:>9} req {:>6} err {:>9.0}/s  p50 {:>6.2} p90 {:>6.2} p99 {:>6.2} p99.9 {:>7.2} max {:>7.2} ms{}",
+        r.ok + r.errors,
+        r.errors,
+        r.throughput(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        r.histogram.max() as f64 / 1000.0,
+        usage.map_or(String::new(), |u| format!("  rss {:.0} MiB  cpu {:.2} cores", mib(u.peak_rss), u.cores)),
+    );
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

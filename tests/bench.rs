@@ -1,0 +1,62 @@
+//! `hub bench` runs every scenario end to end, briefly and at a low offered rate: a smoke test
+//! that the load generator, the baseline servers and the receiver work. It asserts completion
+//! without errors only; the figures belong in BENCHMARKS.md, never in a test.
+
+use std::process::Command;
+
+use anyhow::Result;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hub");
+
+fn bench(args: &[&str]) -> Result<Value> {
+    let out = Command::new(BIN)
+        .current_dir(e2e::root())
+        .args([
+            "bench",
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--rate",
+            "40",
+            "--preload",
+            "50",
+        ])
+        .args(args)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "hub bench {args:?} failed:\n{stderr}");
+    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
+    let v: Value = serde_json::from_str(&last)?;
+    assert_eq!(v["hub"]["errors"], 0, "{stderr}");
+    assert!(v["hub"]["requests"].as_u64() > Some(0), "{stderr}");
+    Ok(v)
+}
+
+#[test]
+fn every_scenario_runs_without_errors() -> Result<()> {
+    for scenario in ["publish", "publish-invalid", "read", "lookup", "mixed"] {
+        bench(&["--scenario", scenario])?;
+    }
+    let v = bench(&["--scenario", "publish", "--http2", "--baseline"])?;
+    assert!(v["ratio_to_parse"].as_f64().is_some() && v["ratio_to_validate"].as_f64().is_some(), "{v}");
+    let v = bench(&["--scenario", "deliver"])?;
+    assert!(v["deliveries"]["events"].as_u64() > Some(0), "{v}");
+    assert_eq!(v["deliveries"]["bad_signatures"], 0);
+    Ok(())
+}
+
+#[test]
+fn the_postgres_peer_runs_when_its_server_is_there() -> Result<()> {
+    let Ok(url) = std::env::var("HUB_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: HUB_TEST_POSTGRES_URL is not set");
+        return Ok(());
+    };
+    let v = bench(&["--scenario", "publish", "--peer", "postgres", "--peer-url", &url])?;
+    assert_eq!(v["peer_postgres"]["errors"], 0, "{v}");
+    assert!(v["ratio_to_postgres"].as_f64().is_some());
+    Ok(())
+}
