@@ -115,8 +115,8 @@ impl Load {
             let principal = gen.principal(w);
             let Some(client) = clients.get(principal, w).cloned() else { bail!("no client for {principal}") };
             let (gen, url, sent, load) = (gen.clone(), url.to_owned(), sent.clone(), self.clone());
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             tasks.push(tokio::spawn(async move {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
                 let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
                 let interval = load.rate.map(|r| Duration::from_secs_f64(load.connections as f64 / r));
                 let mut k = 0u64;

@@ -298,7 +298,7 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         }
     }
     if args.peer == Some(Peer::Postgres) {
-        let r = peer::postgres(&args, &gen).await?;
+        let r = peer::postgres(&args).await?;
         print_row("postgres exchange table", &r, None);
         let ratio = hub_result.throughput() / r.throughput().max(1e-9);
         eprintln!("  hub / postgres exchange table = {ratio:.2}");

@@ -16,7 +16,7 @@ use super::records::Generator;
 use super::{BenchArgs, Scenario};
 
 /// Runs the peer for the configured connections and duration.
-pub async fn postgres(args: &BenchArgs, _hub_gen: &Generator) -> Result<Outcome> {
+pub async fn postgres(args: &BenchArgs) -> Result<Outcome> {
     let pool = PgPoolOptions::new()
         .max_connections(args.connections as u32)
         .connect(&args.peer_url)
@@ -37,8 +37,8 @@ pub async fn postgres(args: &BenchArgs, _hub_gen: &Generator) -> Result<Outcome>
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (pool, gen, t) = (pool.clone(), gen.clone(), t.clone());
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
             let insert_record = format!("INSERT INTO {t}_records (key, body) VALUES ($1, $2::jsonb) RETURNING id");
             let insert_outbox = format!(
