@@ -68,7 +68,24 @@ pub fn open(
             tracing::info!(files = created.len(), dir = %data.join("pki").display(), "development PKI written");
         }
     }
-    let tls = Arc::new(pki::server_config(&TlsFiles::of(&config, data))?);
+    let files = TlsFiles::of(&config, data);
+    let dev = DevPki::new(data);
+    let keys_dir = crate::ledger::keys::dir(data);
+    let secrets: Vec<std::path::PathBuf> = std::fs::read_dir(keys_dir.join("webhooks"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    pki::require_private(
+        [
+            files.key.clone(),
+            dev.ca_key(),
+            dev.hub_client_key(),
+            keys_dir.join("audit-signing.key"),
+            keys_dir.join("subject-hmac.key"),
+        ]
+        .into_iter()
+        .chain(secrets),
+    )?;
+    let tls = Arc::new(pki::server_config(&files)?);
     let keys = Arc::new(HubKeys::load_or_create(data)?);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
         data,

@@ -46,6 +46,31 @@ pub enum PkiError {
     /// `pki issue` for a name the config does not know.
     #[error("{0:?} is not a department or operator in the config")]
     UnknownName(String),
+    /// A private key or secret that others than the hub's user can read.
+    #[error("{path}: readable by other users (mode {mode:o}); run chmod 600 on it")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Refuses to start on a private key or secret that the group or others may read or write: a
+/// key that leaked through file permissions is a key someone else may hold.
+pub fn require_private(paths: impl IntoIterator<Item = PathBuf>) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    for path in paths {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                return Err(PkiError::Exposed { mode: m.permissions().mode() & 0o777, path })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PkiError::Io { path, source: e }),
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
