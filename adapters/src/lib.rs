@@ -219,6 +219,11 @@ pub fn is_sql_identifier(name: &str) -> bool {
     (1..=2).contains(&parts.len()) && parts.iter().all(|p| part(p))
 }
 
+/// Whether `name` can name an environment variable in the config (`A-Z`, `0-9`, `_`).
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// A connection URL given in the settings directly (`url`, for trust-authenticated development
 /// databases) or, as production does, through an environment variable (`url_env`).
 pub fn connection_url(

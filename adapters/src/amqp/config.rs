@@ -52,11 +52,7 @@ fn check_url(url: &Option<String>, url_env: &Option<String>) -> Result<(), Adapt
     match (url, url_env) {
         (Some(u), None) if u.starts_with("amqp://") || u.starts_with("amqps://") => Ok(()),
         (Some(_), None) => Err(AdapterError::Config("url must be amqp://... or amqps://...".into())),
-        (None, Some(env))
-            if !env.is_empty() && env.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
-        {
-            Ok(())
-        }
+        (None, Some(env)) if crate::is_env_name(env) => Ok(()),
         (None, Some(_)) => Err(AdapterError::Config("url_env must name an environment variable (A-Z, 0-9, _)".into())),
         _ => Err(AdapterError::Config("give exactly one of url and url_env".into())),
     }

@@ -92,16 +92,17 @@ impl FileDropSource {
         let mut results: Vec<Value> = Vec::with_capacity(lines.len());
         let mut rejected = false;
         let mut records: Vec<(usize, String, Vec<u8>)> = Vec::new();
-        let mut order: Vec<Option<usize>> = Vec::new();
+        // Whether each line, in file order, was offered (its result is in `outcomes`) or bad.
+        let mut offered: Vec<bool> = Vec::new();
         for l in lines {
             match l {
                 Line::Record { line, body } => {
-                    order.push(Some(records.len()));
+                    offered.push(true);
                     records.push((line, format!("file:{name}:{line}"), body));
                 }
                 Line::Bad { line, problem } => {
                     rejected = true;
-                    order.push(None);
+                    offered.push(false);
                     results.push(json!({"line": line, "status": "rejected", "problem": problem}));
                 }
             }
@@ -128,8 +129,7 @@ impl FileDropSource {
         // Results in line order: bad lines and published ones interleaved as in the file.
         let mut bad = results.into_iter();
         let mut good = outcomes.into_iter();
-        let ordered: Vec<Value> =
-            order.iter().filter_map(|o| if o.is_some() { good.next() } else { bad.next() }).collect();
+        let ordered: Vec<Value> = offered.iter().filter_map(|&o| if o { good.next() } else { bad.next() }).collect();
         let filed = if rejected { Filed::Rejected } else { Filed::Processed };
         self.finish(path, &name, &ordered, filed).await?;
         Ok(filed)

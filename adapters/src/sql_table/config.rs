@@ -61,7 +61,7 @@ fn check_common(url: &Option<String>, url_env: &Option<String>, table: &str) -> 
             }
         }
         (None, Some(env)) => {
-            if env.is_empty() || !env.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+            if !crate::is_env_name(env) {
                 return Err(AdapterError::Config("url_env must name an environment variable (A-Z, 0-9, _)".into()));
             }
         }

@@ -93,22 +93,19 @@ impl SqlSource {
     async fn poll(&self, sink: &dyn RecordSink, shutdown: &CancellationToken) -> Result<usize, Stop> {
         let t = &self.config.table;
         let limit = self.config.batch as i64;
-        match &self.db {
-            Db::Pg(pool) => {
-                let mut tx = pool.begin().await?;
-                let except: String = HUB_COLUMNS.iter().map(|c| format!(" - '{c}'")).collect();
-                let sql = format!(
-                    "SELECT id::bigint, (to_jsonb(s){except})::text FROM {t} s WHERE status = 'new' \
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
-                );
+        // The two dialects differ in how a row becomes JSON and in placeholders; the transaction
+        // (lock, publish, mark, commit) is the same, but sqlx types it per database.
+        macro_rules! take {
+            ($pool:expr, $select:expr, $p1:literal, $p2:literal) => {{
+                let mut tx = $pool.begin().await?;
                 let rows: Vec<(i64, String)> =
-                    sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *tx).await?;
+                    sqlx::query_as(AssertSqlSafe($select)).bind(limit).fetch_all(&mut *tx).await?;
                 if rows.is_empty() {
                     return Ok(0);
                 }
                 let (marks, unavailable) = self.offer(&rows, sink, shutdown).await?;
                 for (id, mark) in &marks {
-                    let (sql, text) = mark.update(t, "$1", "$2");
+                    let (sql, text) = mark.update(t, $p1, $p2);
                     sqlx::query(AssertSqlSafe(sql)).bind(text).bind(id).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -116,9 +113,18 @@ impl SqlSource {
                     return Err(Stop::Unavailable);
                 }
                 Ok(marks.len())
+            }};
+        }
+        match &self.db {
+            Db::Pg(pool) => {
+                let except: String = HUB_COLUMNS.iter().map(|c| format!(" - '{c}'")).collect();
+                let select = format!(
+                    "SELECT id::bigint, (to_jsonb(s){except})::text FROM {t} s WHERE status = 'new' \
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                );
+                take!(pool, select, "$1", "$2")
             }
             Db::My(pool) => {
-                let mut tx = pool.begin().await?;
                 let (schema, name) = match t.split_once('.') {
                     Some((s, n)) => (Some(s.to_owned()), n.to_owned()),
                     None => (None, t.clone()),
@@ -129,7 +135,7 @@ impl SqlSource {
                 )
                 .bind(schema)
                 .bind(name)
-                .fetch_all(&mut *tx)
+                .fetch_all(pool)
                 .await?;
                 let pairs: Vec<String> = columns
                     .iter()
@@ -138,26 +144,12 @@ impl SqlSource {
                     .filter(|c| crate::is_sql_identifier(c))
                     .map(|c| format!("'{c}', `{c}`"))
                     .collect();
-                let sql = format!(
+                let select = format!(
                     "SELECT CAST(id AS SIGNED), CAST(JSON_OBJECT({}) AS CHAR) FROM {t} WHERE status = 'new' \
                      ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
                     pairs.join(", ")
                 );
-                let rows: Vec<(i64, String)> =
-                    sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *tx).await?;
-                if rows.is_empty() {
-                    return Ok(0);
-                }
-                let (marks, unavailable) = self.offer(&rows, sink, shutdown).await?;
-                for (id, mark) in &marks {
-                    let (sql, text) = mark.update(t, "?", "?");
-                    sqlx::query(AssertSqlSafe(sql)).bind(text).bind(id).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                if unavailable {
-                    return Err(Stop::Unavailable);
-                }
-                Ok(marks.len())
+                take!(pool, select, "?", "?")
             }
         }
     }

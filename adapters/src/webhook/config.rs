@@ -38,9 +38,7 @@ impl WebhookConfig {
         if url.host_str().is_none() {
             return Err(AdapterError::Config("url has no host".into()));
         }
-        if self.secret_env.is_empty()
-            || !self.secret_env.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        {
+        if !crate::is_env_name(&self.secret_env) {
             return Err(AdapterError::Config("secret_env must name an environment variable (A-Z, 0-9, _)".into()));
         }
         if !(1..=300).contains(&self.timeout_secs) {
