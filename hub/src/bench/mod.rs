@@ -109,24 +109,31 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A hub (or baseline server) started as a child process.
-struct Child_ {
+struct Server {
     child: Child,
     url: String,
 }
 
-impl Drop for Child_ {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Starts `hub ARGS` and waits for `ready` on its stderr (copied to `log`).
-fn spawn(args: &[String], port: u16, ready: &'static str, log: &Path) -> Result<Child_> {
+/// Starts `hub COMMAND --config CONFIG --data DATA --listen 127.0.0.1:PORT` on a free port and
+/// waits for `ready` on its stderr (copied to `log`).
+fn spawn(command: &[&str], config: &Path, data: &Path, ready: &'static str, log: &Path) -> Result<Server> {
     use std::io::{BufRead, Write};
+    let port = free_port()?;
     let exe = std::env::current_exe().context("the hub binary")?;
     let mut child = Command::new(exe)
-        .args(args)
+        .args(command)
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("HUB_LOG", "warn,hub::cli=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -143,13 +150,11 @@ fn spawn(args: &[String], port: u16, ready: &'static str, log: &Path) -> Result<
             }
         }
     });
-    let started = std::time::Instant::now();
     if rx.recv_timeout(Duration::from_secs(30)).is_err() {
         let _ = child.kill();
         bail!("the server did not become ready; see {}", log.display());
     }
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "server ready");
-    Ok(Child_ { child, url: format!("https://127.0.0.1:{port}") })
+    Ok(Server { child, url: format!("https://127.0.0.1:{port}") })
 }
 
 fn free_port() -> Result<u16> {
@@ -212,21 +217,7 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     std::fs::write(&config, &text)?;
     let _cleanup = RemoveOnDrop(config.clone());
 
-    let port = free_port()?;
-    let hub = spawn(
-        &[
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--data".into(),
-            data.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-        port,
-        "hub listening",
-        &tmp.path().join("hub.log"),
-    )?;
+    let hub = spawn(&["serve"], &config, &data, "hub listening", &tmp.path().join("hub.log"))?;
     let pid = hub.child.id();
     let idle_rss = proc_stats::rss_bytes(pid).unwrap_or(0);
     if let Some(r) = &receiver {
@@ -270,40 +261,17 @@ async fn run_async(args: BenchArgs) -> Result<()> {
 
     if args.baseline {
         for mode in [BaselineMode::Parse, BaselineMode::Validate] {
-            let port = free_port()?;
-            let server = spawn(
-                &[
-                    "bench-baseline".into(),
-                    "--mode".into(),
-                    mode.as_str().into(),
-                    "--config".into(),
-                    config.display().to_string(),
-                    "--data".into(),
-                    data.display().to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                ],
-                port,
-                "baseline listening",
-                &tmp.path().join(format!("baseline-{}.log", mode.as_str())),
-            )?;
+            let log = tmp.path().join(format!("baseline-{}.log", mode.as_str()));
+            let server =
+                spawn(&["bench-baseline", "--mode", mode.as_str()], &config, &data, "baseline listening", &log)?;
             let gen = Arc::new(records::Generator::new(args.scenario));
             let r = load.run(&clients, &server.url, gen).await?;
-            let name = format!("bare TLS {}", mode.as_str());
-            print_row(&name, &r, None);
-            let ratio = hub_result.throughput() / r.throughput().max(1e-9);
-            eprintln!("  hub / {name} = {ratio:.2}");
-            results[format!("baseline_{}", mode.as_str())] = r.json();
-            results[format!("ratio_to_{}", mode.as_str())] = json!((ratio * 100.0).round() / 100.0);
+            compare(&mut results, &hub_result, &format!("bare TLS {}", mode.as_str()), &r, mode.as_str(), "baseline");
         }
     }
     if args.peer == Some(Peer::Postgres) {
         let r = peer::postgres(&args).await?;
-        print_row("postgres exchange table", &r, None);
-        let ratio = hub_result.throughput() / r.throughput().max(1e-9);
-        eprintln!("  hub / postgres exchange table = {ratio:.2}");
-        results["peer_postgres"] = r.json();
-        results["ratio_to_postgres"] = json!((ratio * 100.0).round() / 100.0);
+        compare(&mut results, &hub_result, "postgres exchange table", &r, "postgres", "peer");
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
@@ -313,6 +281,16 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         bail!("{} requests failed (see the hub log)", hub_result.errors);
     }
     Ok(())
+}
+
+/// Prints a ceiling's or peer's row and records it with the hub's ratio to it
+/// (`{kind}_{key}` and `ratio_to_{key}`).
+fn compare(results: &mut Value, hub: &Outcome, name: &str, other: &Outcome, key: &str, kind: &str) {
+    print_row(name, other, None);
+    let ratio = hub.throughput() / other.throughput().max(1e-9);
+    eprintln!("  hub / {name} = {ratio:.2}");
+    results[format!("{kind}_{key}")] = other.json();
+    results[format!("ratio_to_{key}")] = json!((ratio * 100.0).round() / 100.0);
 }
 
 fn mib(bytes: u64) -> f64 {
