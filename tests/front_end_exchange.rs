@@ -423,3 +423,32 @@ async fn a_queue_consumed_across_a_sigkill_loses_and_doubles_nothing() -> Result
     let _ = conn.close(200, "done".into()).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_folder_that_cannot_be_written_turns_adapter_reachability_critical() -> Result<()> {
+    let (dir, cfg) = TestConfig::conghua_with_exchange(&["disabled-federation-csv"]).write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let ops = hub.client("ops-duty");
+    let run = || async {
+        // The check may be running from its schedule or the start: 409 means busy, ask again.
+        for _ in 0..400 {
+            let r = ops.post("/v1/ops/checks/receivers/run", &json!({})).await?;
+            if r.status != 409 {
+                return anyhow::Ok(r.json["report"]["summary"].as_str().unwrap_or_default().to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the receivers check stayed busy")
+    };
+    let before = run().await?;
+    assert!(!before.contains("inbound disabled-federation-csv"), "{before}");
+    // The exchange folder's inbox replaced by a file: nothing can be dropped or taken there.
+    let inbox = dir.path().join("exchange/disabled-federation/inbox");
+    eventually(Duration::from_secs(10), "the inbox to exist", || async { Ok(inbox.is_dir()) }).await?;
+    std::fs::remove_dir_all(&inbox)?;
+    std::fs::write(&inbox, b"not a folder")?;
+    let after = run().await?;
+    assert!(after.contains("inbound disabled-federation-csv"), "{after}");
+    hub.stop().await;
+    Ok(())
+}
