@@ -160,9 +160,8 @@ impl HubSink {
         match &self.conn.mapping {
             None => crate::api::records::prepare(&self.state, t, &who, body, idem),
             Some(m) => {
-                let doc: Value = serde_json::from_slice(body).map_err(|e| {
-                    ApiError::BadRequest(format!("the record is not JSON (line {}, column {})", e.line(), e.column()))
-                })?;
+                let doc: Value = crate::catalog::strict::parse(body)
+                    .map_err(|e| ApiError::BadRequest(format!("the record is not strict JSON: {e}")))?;
                 let mapped =
                     m.map(&doc).map_err(|e| ApiError::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
                 let bytes = serde_json::to_vec(&mapped).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -49,6 +49,13 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+/// Labels of a request refused by admission control.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `overloaded` (503) or `rate_limited` (429).
+    pub reason: String,
+}
+
 /// Labels of a backlog gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BacklogLabels {
@@ -93,6 +100,8 @@ pub struct Metrics {
     pub checks: Family<CheckLabels, Gauge>,
     /// Records offered through inbound connections, by outcome.
     pub inbound: Family<InboundLabels, Counter>,
+    /// Requests refused by admission control, by reason.
+    pub shed: Family<ShedLabels, Counter>,
     commits: Counter,
     operations: Counter,
     seen: (AtomicU64, AtomicU64),
@@ -136,6 +145,8 @@ impl Metrics {
         registry.register("check_status", "Latest status per check (0 ok, 1 warn, 2 critical)", checks.clone());
         let inbound = Family::<InboundLabels, Counter>::default();
         registry.register("inbound_records", "Records offered by inbound connections, by outcome", inbound.clone());
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register("requests_shed", "Requests and connections refused before any handler ran, by reason (overloaded, rate_limited, connections, tls_refused)", shed.clone());
         let commits = Counter::default();
         registry.register("store_commits", "Durable commits (one fsync each)", commits.clone());
         let operations = Counter::default();
@@ -150,6 +161,7 @@ impl Metrics {
             backlog,
             checks,
             inbound,
+            shed,
             commits,
             operations,
             seen: (AtomicU64::new(0), AtomicU64::new(0)),

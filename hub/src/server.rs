@@ -115,7 +115,9 @@ pub fn open(
             config.hub.name.get_ref().clone(),
         ))),
     );
+    let rate_limits = crate::api::admission::RateLimits::new(&config);
     let hub = Hub {
+        rate_limits,
         config,
         catalog,
         policy,
@@ -150,7 +152,7 @@ fn alert_sink(config: &Config, data: &Path) -> Result<Option<adapters::webhook::
 }
 
 /// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-/// requests finish (up to 30 s) and flushes the store.
+/// requests finish and workers stop (within `[server] shutdown_grace_secs`) and flushes the store.
 pub async fn run(
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
@@ -163,7 +165,8 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Slow or idle clients must not hold connections open indefinitely.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(15));
+    let header_timeout = Duration::from_secs(state.config.server.header_timeout_secs.max(1));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     state.delivery.load_states().await?;
@@ -183,6 +186,14 @@ pub async fn run(
     let mut workers = state.delivery.spawn(workers_stop.clone());
     workers.extend(state.inbound.spawn(state.clone(), workers_stop.clone()));
     workers.extend(state.checks.spawn(workers_stop));
+    // Each connection holds a permit; past the limit a new connection is closed on accept, before
+    // a TLS handshake is spent on it.
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.config.server.max_connections.max(1)));
+    // Refused certificates are audited, within a budget: anyone can make a self-signed certificate,
+    // and the audit chain must not become the cheapest thing to flood. Every refusal is counted.
+    let refusal_budget = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),
+    )));
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote): (_, SocketAddr) = tokio::select! {
@@ -197,12 +208,23 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "connection limit reached; closing");
+            state.metrics.shed.get_or_create(&crate::metrics::ShedLabels { reason: "connections".into() }).inc();
+            drop(tcp);
+            continue;
+        };
         let (acceptor, app, builder, watcher) = (acceptor.clone(), app.clone(), builder.clone(), graceful.watcher());
+        let (state, refusal_budget) = (state.clone(), refusal_budget.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "tls handshake failed");
+                    if let Some(reason) = certificate_refusal(&e) {
+                        audit_tls_refusal(&state, &refusal_budget, remote, reason).await;
+                    }
                     return;
                 }
                 Err(_) => {
@@ -230,15 +252,56 @@ pub async fn run(
     }
     drop(listener);
     state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-    tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after 30 s; closing them");
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining connections");
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open at the end of the grace period; closing them");
     }
+    // Deliveries and inbound loops stop between records; whatever is cut off at the deadline is
+    // still in the outbox (or upstream, unacknowledged) and goes out after the next start.
     let _ = stop_workers.send(true);
     for w in workers {
-        let _ = w.await;
+        let abort = w.abort_handle();
+        if tokio::time::timeout_at(deadline, w).await.is_err() {
+            tracing::warn!("a worker was still busy at the end of the grace period; stopping it");
+            abort.abort();
+        }
     }
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Why a client's certificate was refused during the handshake, when that is what failed; other
+/// handshake failures (scanners, plaintext HTTP, old protocol versions) are not refusals of an identity.
+fn certificate_refusal(e: &std::io::Error) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e.get_ref()?.downcast_ref::<rustls::Error>()? else { return None };
+    Some(match c {
+        C::Expired | C::ExpiredContext { .. } => "client certificate expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "client certificate not yet valid",
+        C::Revoked => "client certificate revoked",
+        C::UnknownIssuer => "client certificate not issued by the hub's CA",
+        _ => "client certificate invalid",
+    })
+}
+
+async fn audit_tls_refusal(
+    state: &AppState,
+    budget: &governor::DefaultDirectRateLimiter,
+    remote: SocketAddr,
+    reason: &str,
+) {
+    state.metrics.shed.get_or_create(&crate::metrics::ShedLabels { reason: "tls_refused".into() }).inc();
+    if budget.check().is_err() {
+        return;
+    }
+    let entry = crate::ledger::NewEntry {
+        detail: Some(serde_json::json!({ "stage": "tls handshake", "remote": remote.ip().to_string() })),
+        ..crate::ledger::NewEntry::new("tls-peer", crate::ledger::Action::Deny, reason)
+    };
+    if let Err(e) = state.store.audit(entry).await {
+        tracing::warn!(error = %e, "a refused certificate could not be audited");
+    }
 }

@@ -2,6 +2,7 @@
 //! turns the connection's certificate (or a bearer token) into a `Principal`, and a last layer that
 //! makes every error — including axum's own rejections — an RFC 9457 problem.
 
+pub(crate) mod admission;
 pub(crate) mod audit;
 pub(crate) mod dashboard;
 pub(crate) mod feeds;
@@ -55,6 +56,8 @@ pub struct Hub {
     pub store: Arc<dyn Store>,
     /// Subject-hash and checkpoint keys.
     pub keys: Arc<HubKeys>,
+    /// Per-department request budgets.
+    pub rate_limits: admission::RateLimits,
 }
 
 /// The router's state.
@@ -125,7 +128,7 @@ impl AppState {
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
-    Router::new()
+    let router = Router::new()
         .route("/v1/records/{type}", post(records::publish))
         .route("/v1/batch/{type}", post(records::batch))
         .route("/v1/records/{type}/{key}", get(records::read))
@@ -151,7 +154,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/checks/{name}/history", get(health::history))
         .route("/v1/ops/checks/{name}/run", post(health::run))
         .route("/openapi.json", get(meta::openapi))
-        .route("/livez", get(meta::livez))
         .route("/readyz", get(meta::readyz))
         .route("/metrics", get(health::metrics))
         .route("/ops/", get(dashboard::page))
@@ -159,10 +161,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
-        .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)))
+        .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)));
+    // Liveness is added past the shedding so that an overloaded hub is not reported dead.
+    admission::shed(router, state.config.server.max_in_flight, state.metrics.clone())
+        .route("/livez", get(meta::livez))
         .layer(from_fn(problemize))
         .with_state(state)
 }
+
+/// Largest header section read (bytes): certificates carry identity, so no caller needs more.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 const PUBLIC: [&str; 2] = ["/livez", "/readyz"];
 
@@ -183,6 +191,10 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .or_else(|| bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned()));
     match principal {
         Some(p) => {
+            if let Err(wait) = state.rate_limits.check(p.id()) {
+                state.metrics.shed.get_or_create(&crate::metrics::ShedLabels { reason: "rate_limited".into() }).inc();
+                return ApiError::RateLimited(wait).into_response();
+            }
             let (method, path, started) =
                 (req.method().clone(), req.uri().path().to_owned(), std::time::Instant::now());
             req.extensions_mut().insert(p.clone());
@@ -275,6 +287,12 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
 /// Rewrites any error response that is not yet problem+json (axum's extractor rejections, 405)
 /// into one, keeping its status.
 async fn problemize(req: Request, next: Next) -> Response {
+    // hyper refuses far larger header sections itself (with a bare 431); below that, the hub's own
+    // limit answers with a problem like every other refusal.
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
     let resp = next.run(req).await;
     let status = resp.status();
     let is_problem = resp
@@ -355,15 +373,19 @@ async fn read_request<T: serde::de::DeserializeOwned>(
     serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())
 }
 
-/// Parses JSON, naming line and column (never the content) when it is not JSON.
+/// Parses JSON strictly, naming line and column (never the content) when it is not JSON and the
+/// pointer when a member name is repeated.
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Eof => "the body ends before the JSON value does",
-            serde_json::error::Category::Syntax => "the body is not valid JSON",
-            serde_json::error::Category::Data | serde_json::error::Category::Io => "the body cannot be read as JSON",
-        };
-        ApiError::BadRequest(format!("{what} (line {}, column {})", e.line(), e.column()))
+    use crate::catalog::strict::{self, JsonError};
+    strict::parse(bytes).map_err(|e| match e {
+        JsonError::Malformed { .. } => ApiError::BadRequest(e.to_string()),
+        JsonError::Duplicate { ref pointer, .. } => ApiError::InvalidRequest(
+            e.to_string(),
+            vec![crate::catalog::Violation {
+                pointer: pointer.clone(),
+                message: "this member appears more than once in its object".into(),
+            }],
+        ),
     })
 }
 

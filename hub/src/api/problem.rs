@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 413.
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// 431: the request's header section is larger than the hub reads.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -47,6 +50,12 @@ pub enum ApiError {
     /// 503: try again shortly.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: more requests in flight than `[server] max_in_flight`; shed before any work.
+    #[error("the hub is at its limit of requests in flight; retry shortly")]
+    Overloaded,
+    /// 429: the department is over its `rate_limit`; the wait is sent as `Retry-After`.
+    #[error("this department is over its request rate limit")]
+    RateLimited(std::time::Duration),
     /// 507: the disk is full; nothing was stored.
     #[error("storage is full; nothing was stored")]
     StorageFull,
@@ -88,12 +97,17 @@ impl ApiError {
             Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
             Busy(_) => (StatusCode::CONFLICT, "busy", "Already under way"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
+            HeadersTooLarge(_) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large")
+            }
             UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
             Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", "Schema violation"),
             InvalidRequest(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage-full", "Storage full"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
@@ -130,8 +144,17 @@ impl IntoResponse for ApiError {
         let mut resp = (status, self.body().to_string()).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if matches!(self, ApiError::Unavailable(_) | ApiError::StorageFull) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match &self {
+            ApiError::Unavailable(_) | ApiError::StorageFull => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(super::admission::retry_after_secs(*wait)));
+            }
+            _ => {}
         }
         if matches!(self, ApiError::Unauthenticated) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"conghua-hub\""));

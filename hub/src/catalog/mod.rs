@@ -5,6 +5,7 @@
 
 pub mod formats;
 pub mod pointer;
+pub mod strict;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -201,6 +201,19 @@ pub struct ServerSection {
     /// Deadline for a TLS handshake, in seconds: idle sockets must not hold a slot.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// Deadline for a request's headers, in seconds: a byte-at-a-time client is cut off.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Requests handled at once; the rest are shed at once with 503 and `Retry-After`, so the
+    /// admitted ones keep their latency instead of everyone queueing behind the writer.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Open connections at once; past it new connections are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a SIGTERM waits for in-flight requests and deliveries before the hub exits.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -221,6 +234,18 @@ fn default_request_timeout() -> u64 {
 fn default_handshake_timeout() -> u64 {
     10
 }
+fn default_header_timeout() -> u64 {
+    15
+}
+fn default_max_in_flight() -> usize {
+    1024
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -231,6 +256,10 @@ impl Default for ServerSection {
             max_batch_lines: default_max_batch_lines(),
             request_timeout_secs: default_request_timeout(),
             handshake_timeout_secs: default_handshake_timeout(),
+            header_timeout_secs: default_header_timeout(),
+            max_in_flight: default_max_in_flight(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace(),
         }
     }
 }
@@ -347,6 +376,21 @@ pub struct Department {
     /// SHA-256 (hex) of a bearer token this department may use instead of a certificate.
     #[serde(default)]
     pub token_sha256: Option<Spanned<String>>,
+    /// Requests per second this department may make (sustained); over it the hub answers 429
+    /// with `Retry-After`, so one runaway system cannot starve the others.
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RateLimit>>,
+}
+
+/// A department's request budget (GCRA: `per_second` sustained, `burst` at once).
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once after a quiet spell; defaults to `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// Operator roles (CONTRACT.md: identity).
@@ -738,6 +782,22 @@ impl Config {
         }
         if self.audit.checkpoint_every == 0 {
             p.at(0..0, "audit checkpoint_every must be at least 1");
+        }
+        let sv = &self.server;
+        if sv.max_in_flight == 0
+            || sv.max_connections == 0
+            || sv.header_timeout_secs == 0
+            || sv.handshake_timeout_secs == 0
+            || sv.request_timeout_secs == 0
+        {
+            p.at(0..0, "server max_in_flight, max_connections and every timeout must be at least 1");
+        }
+        for d in &self.departments {
+            if let Some(r) = &d.rate_limit {
+                if r.get_ref().per_second == 0 || r.get_ref().burst == Some(0) {
+                    p.at(r.span(), "rate_limit per_second and burst must be at least 1");
+                }
+            }
         }
         if !self.tls.dev_pki {
             for (name, v) in [("ca", &self.tls.ca), ("cert", &self.tls.cert), ("key", &self.tls.key)] {
