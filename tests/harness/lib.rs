@@ -265,6 +265,8 @@ pub struct Reply {
     pub text: String,
     /// Body as JSON (Null if it is not JSON).
     pub json: Value,
+    /// Every header of the answer.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// An HTTPS client bound to one principal.
@@ -281,11 +283,12 @@ impl Client {
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply> {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let content_type =
             resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let text = resp.text().await?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Reply { status, content_type, text, json })
+        Ok(Reply { status, content_type, text, json, headers })
     }
 
     /// GET a path.
