@@ -29,6 +29,7 @@ async fn only_tls_1_2_and_1_3_are_spoken_and_plaintext_gets_no_http() -> Result<
     let p = port;
     let probe = tokio::task::spawn_blocking(move || {
         (
+            s_client(p, &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]),
             s_client(p, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
             s_client(p, &["-tls1_2"]),
             s_client(p, &["-tls1_3"]),
@@ -36,7 +37,8 @@ async fn only_tls_1_2_and_1_3_are_spoken_and_plaintext_gets_no_http() -> Result<
     })
     .await?;
     match probe {
-        (Some(v11), Some(v12), Some(v13)) => {
+        (Some(v10), Some(v11), Some(v12), Some(v13)) => {
+            assert!(!v10.contains("New, TLSv1,") && v10.contains("alert"), "TLS 1.0 must be refused:\n{v10}");
             assert!(!v11.contains("New, TLSv1.1") && v11.contains("alert"), "TLS 1.1 must be refused:\n{v11}");
             assert!(v12.contains("New, TLSv1.2"), "TLS 1.2 is spoken:\n{v12}");
             assert!(v13.contains("New, TLSv1.3"), "TLS 1.3 is spoken:\n{v13}");

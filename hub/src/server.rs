@@ -282,7 +282,8 @@ fn certificate_refusal(e: &std::io::Error) -> Option<&'static str> {
         C::Expired | C::ExpiredContext { .. } => "client certificate expired",
         C::NotValidYet | C::NotValidYetContext { .. } => "client certificate not yet valid",
         C::Revoked => "client certificate revoked",
-        C::UnknownIssuer => "client certificate not issued by the hub's CA",
+        // A foreign CA with the same name as ours shows up as a bad signature, not an unknown issuer.
+        C::UnknownIssuer | C::BadSignature => "client certificate not issued by the hub's CA",
         _ => "client certificate invalid",
     })
 }
