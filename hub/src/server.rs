@@ -167,7 +167,13 @@ pub async fn run(
     // Slow or idle clients must not hold connections open indefinitely.
     let header_timeout = Duration::from_secs(state.config.server.header_timeout_secs.max(1));
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    // h2's own 16 KiB header-list limit answers a bare 431 and, past it, drops the whole connection
+    // with every other stream on it; 64 KiB lets the API's 32 KiB limit answer with a problem.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
     state.delivery.load_states().await?;
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
