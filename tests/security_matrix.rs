@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use e2e::{marriage, resident_id, TestConfig, TestHub};
 use serde_json::{json, Value};
 
@@ -28,8 +28,11 @@ const CALLERS: [&str; 12] = [
 
 const KEY: &str = "J440184-2026-000777";
 
+/// Method, what the endpoint is, path, JSON body, and the expected status per caller.
+type Row = (&'static str, &'static str, String, Option<Value>, [u16; 12]);
+
 #[rustfmt::skip]
-fn table() -> Vec<(&'static str, &'static str, String, Option<Value>, [u16; 12])> {
+fn table() -> Vec<Row> {
     let rec = marriage(KEY, &resident_id("19900315", 7), &resident_id("19920708", 7));
     let subject = json!({ "subject": resident_id("19900315", 7), "purpose": "social-insurance-dependants" });
     let t = "marriage-registration";

@@ -172,11 +172,7 @@ pub async fn batch(
     let base_key = idempotency_key(&headers)?;
     let mut results: Vec<LineResult> = Vec::new();
     let mut pending: Vec<(usize, NewVersion)> = Vec::new();
-    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-    let lines = match lines.last() {
-        Some(last) if last.iter().all(u8::is_ascii_whitespace) => &lines[..lines.len() - 1],
-        _ => &lines[..],
-    };
+    let lines = crate::catalog::strict::ndjson_lines(&bytes);
     if lines.len() > limits.max_batch_lines {
         return Err(ApiError::BadRequest(format!("a batch holds at most {} lines", limits.max_batch_lines)));
     }

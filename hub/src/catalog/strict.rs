@@ -62,6 +62,16 @@ pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
     })
 }
 
+/// The lines of an NDJSON body: split on `\n`, without the empty tail after a final newline
+/// (line numbers are positions in this list, from 1).
+pub fn ndjson_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    if lines.last().is_some_and(|last| last.iter().all(u8::is_ascii_whitespace)) {
+        lines.pop();
+    }
+    lines
+}
+
 /// Builds a `Value` like serde_json's own visitor, keeping the pointer of the current member.
 struct Strict<'p> {
     path: &'p mut String,
