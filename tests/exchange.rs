@@ -445,6 +445,11 @@ async fn identity_is_the_certificate_from_the_hubs_ca_or_a_known_token() -> Resu
     let api = hub.client("vendor").get("/openapi.json").await?;
     assert_eq!(api.json["openapi"], "3.1.0");
     assert!(api.json["paths"]["/v1/records/{type}"]["post"].is_object());
+    // Admission control's answers are documented on every operation but liveness.
+    for status in ["429", "431", "503"] {
+        assert!(api.json["paths"]["/v1/records/{type}"]["post"]["responses"][status].is_object(), "{status}");
+    }
+    assert!(api.json["paths"]["/livez"]["get"]["responses"]["503"].is_null());
     hub.stop().await;
     Ok(())
 }

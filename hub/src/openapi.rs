@@ -35,7 +35,7 @@ pub struct Problem {
         crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions,
         crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Admission),
     tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"))
 )]
 struct ApiDoc;
@@ -57,6 +57,40 @@ impl utoipa::Modify for Security {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Answers any operation may give before its handler runs (admission control and the header
+/// limit): added to every operation except `/livez`, which is exempt from shedding.
+struct Admission;
+
+impl utoipa::Modify for Admission {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path == "/livez" {
+                continue;
+            }
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                r.entry("429".into()).or_insert_with(|| {
+                    problem("The department is over its rate limit; `Retry-After` says when to retry").into()
+                });
+                r.entry("431".into()).or_insert_with(|| problem("The request headers are larger than 32 KiB").into());
+                r.entry("503".into()).or_insert_with(|| {
+                    problem("Overloaded (shed at once) or shutting down; `Retry-After` says when to retry").into()
+                });
+            }
+        }
     }
 }
 
