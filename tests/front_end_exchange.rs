@@ -452,3 +452,133 @@ async fn an_inbound_folder_that_cannot_be_written_turns_adapter_reachability_cri
     hub.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_subscription_is_delivered_in_batches_keeping_each_records_order() -> Result<()> {
+    let (dir, cfg) =
+        TestConfig::conghua_with_exchange(&["household-to-disabled-federation-folder"]).without_checks().write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let police = hub.client("public-security");
+    let example = e2e::root().join("schemas/household-registration/v1/examples/valid/typical.json");
+    let base: Value = serde_json::from_slice(&std::fs::read(example)?)?;
+    // 200 households, then four more versions of the first, each with another address.
+    let mut lines = String::new();
+    for n in 0..200u32 {
+        let mut h = base.clone();
+        h["household_no"] = json!(format!("4401840001{n:05}"));
+        lines.push_str(&format!("{h}\n"));
+    }
+    let batch = |body: String| {
+        police
+            .http
+            .post(format!("{}/v1/batch/household-registration", police.url))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+    };
+    let r = police.send(batch(lines)).await?;
+    assert_eq!(r.json["stored"], 200, "{}", r.text);
+    for v in 2..=5u32 {
+        let mut h = base.clone();
+        h["household_no"] = json!("440184000100000");
+        h["address"] = json!(format!("广东省广州市从化区街口街道新村路{v}号"));
+        assert_eq!(police.publish("household-registration", &h).await?.status, 201);
+    }
+
+    let outbox = dir.path().join("exchange/disabled-federation/outbox");
+    let manifests = || -> Vec<Value> {
+        std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(30), "204 events in the folder", || {
+        let n: u64 = manifests().iter().filter_map(|m| m["count"].as_u64()).sum();
+        async move { Ok(n >= 204) }
+    })
+    .await?;
+    let files = manifests();
+    let events: u64 = files.iter().filter_map(|m| m["count"].as_u64()).sum();
+    assert_eq!(events, 204);
+    assert!(files.len() < 100, "204 events went out in {} files: the adapter's batches were not used", files.len());
+    for m in &files {
+        let data = std::fs::read(outbox.join(m["file"].as_str().context("file")?))?;
+        assert_eq!(
+            data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64,
+            m["count"].as_u64().unwrap_or(0)
+        );
+    }
+
+    // Each delivery is audited, and the five versions of one household went out in order.
+    let entries = hub.state.store.audit_after(0, 100_000).await?;
+    let delivered: Vec<_> = entries.iter().filter(|e| e.action == "deliver").collect();
+    assert_eq!(delivered.len(), 204);
+    let versions: Vec<u64> = delivered
+        .iter()
+        .filter(|e| e.record_key.as_deref() == Some("440184000100000"))
+        .filter_map(|e| e.record_version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    hub.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_table_rejects_is_tried_entry_by_entry_so_only_the_bad_record_is_dead() -> Result<()> {
+    let Some(pg_url) = server("HUB_TEST_POSTGRES_URL") else { return Ok(()) };
+    let sfx = suffix();
+    let table = format!("qydj_exchange_{sfx}");
+    let pg = sqlx::PgPool::connect(&pg_url).await?;
+    let ddl = std::fs::read_to_string(e2e::root().join("config/examples/sql/state-tax-postgres.sql"))?
+        .replace("qydj_exchange", &table)
+        .replace("swdj_staging", &format!("swdj_staging_{sfx}"));
+    run_sql_pg(&pg, &ddl).await?;
+    // The tax bureau's table refuses one taxpayer name: SQLSTATE 23514, a rejection.
+    run_sql_pg(&pg, &format!("ALTER TABLE {table} ADD CONSTRAINT refuse_one CHECK (nsrmc <> '拒收有限公司');")).await?;
+    let (_dir, cfg) = TestConfig::conghua_with_exchange(&["enterprise-to-state-tax-table"])
+        .without_checks()
+        .fast_retries()
+        .replace("postgres://postgres@127.0.0.1:5432/test", &pg_url)
+        .replace("table = \"qydj_exchange\" }", &format!("table = \"{table}\" }}"))
+        .write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let example = e2e::root().join("schemas/enterprise-registration/v1/examples/valid/typical.json");
+    let base: Value = serde_json::from_slice(&std::fs::read(example)?)?;
+    let mut lines = String::new();
+    for n in 0..30u32 {
+        let mut e = base.clone();
+        e["uscc"] = json!(uscc(&format!("91440184MA5{n:06}")));
+        e["name"] = json!(if n == 17 { "拒收有限公司".to_owned() } else { format!("从化第{n}有限公司") });
+        lines.push_str(&format!("{e}\n"));
+    }
+    let ic = hub.client("industry-commerce");
+    let req = ic
+        .http
+        .post(format!("{}/v1/batch/enterprise-registration", ic.url))
+        .header("content-type", "application/x-ndjson")
+        .body(lines);
+    let r = ic.send(req).await?;
+    assert_eq!(r.json["stored"], 30, "{}", r.text);
+
+    let count = || async {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&pg).await?;
+        Ok::<i64, anyhow::Error>(n)
+    };
+    let dead = || async {
+        let entries = hub.state.store.audit_after(0, 100_000).await?;
+        Ok::<usize, anyhow::Error>(entries.iter().filter(|e| e.action == "dead_letter").count())
+    };
+    eventually(Duration::from_secs(30), "29 rows and one dead letter", || async {
+        Ok(count().await? == 29 && dead().await? == 1)
+    })
+    .await?;
+    let names: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT nsrmc FROM {table}"))).fetch_all(&pg).await?;
+    assert!(!names.iter().any(|n| n == "拒收有限公司"));
+    hub.stop().await;
+    Ok(())
+}

@@ -436,7 +436,10 @@ pub fn backoff(policy: &DeliverySection, failures: u32, retry_after: Option<Dura
 impl Delivery {
     async fn run(self: Arc<Self>, sub: Arc<Subscription>, mut shutdown: watch::Receiver<bool>) {
         let concurrency = self.policy.concurrency.max(1);
-        let (done_tx, mut done_rx) = mpsc::channel::<(i64, Verdict)>(concurrency * 2);
+        // Adapters that take several envelopes per call (folders, tables, queues) get batches of
+        // that size: one call and one group of settlements for the lot.
+        let per_call = sub.adapter.as_ref().map_or(1, |a| a.max_batch().max(1));
+        let (done_tx, mut done_rx) = mpsc::channel::<(Vec<i64>, Verdict)>(concurrency * 2);
         let mut in_flight: HashSet<i64> = HashSet::new();
         let mut failures: u32 = 0;
         let mut paused_until: Option<Instant> = None;
@@ -446,15 +449,18 @@ impl Delivery {
             if *shutdown.borrow() {
                 break;
             }
-            while let Ok((id, v)) = done_rx.try_recv() {
-                in_flight.remove(&id);
+            while let Ok((ids, v)) = done_rx.try_recv() {
+                for id in ids {
+                    in_flight.remove(&id);
+                }
                 self.pace(&v, &mut failures, &mut paused_until);
             }
             let now = Instant::now();
             let paused = paused_until.is_some_and(|t| t > now);
             // While the receiver fails, only one entry probes it; the rest wait on disk.
             let width = if failures > 0 { 1 } else { concurrency };
-            let capacity = if sub.is_disabled() || paused { 0 } else { width.saturating_sub(in_flight.len()) };
+            let slots = width * per_call;
+            let capacity = if sub.is_disabled() || paused { 0 } else { slots.saturating_sub(in_flight.len()) };
             if capacity > 0 {
                 if last_expiry.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                     last_expiry = Some(now);
@@ -463,13 +469,17 @@ impl Delivery {
                 let now_ms = chrono::Utc::now().timestamp_millis();
                 match self.store.claim(&sub.name, now_ms, capacity as u32, in_flight.iter().copied().collect()).await {
                     Ok(rows) => {
-                        for row in rows {
-                            in_flight.insert(row.id);
+                        // A claim holds at most one entry per record, so batches never reorder
+                        // the versions of one record.
+                        let mut rows = rows.into_iter().peekable();
+                        while rows.peek().is_some() {
+                            let batch: Vec<OutboxRow> = rows.by_ref().take(per_call).collect();
+                            let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+                            in_flight.extend(ids.iter().copied());
                             let (engine, sub, tx) = (self.clone(), sub.clone(), done_tx.clone());
                             tokio::spawn(async move {
-                                let id = row.id;
-                                let verdict = engine.attempt(&sub, row).await;
-                                let _ = tx.send((id, verdict)).await;
+                                let verdict = engine.attempt_batch(&sub, batch).await;
+                                let _ = tx.send((ids, verdict)).await;
                             });
                         }
                     }
@@ -481,12 +491,14 @@ impl Delivery {
             }
             // Slots still free after this claim: with none free, a completion wakes the worker, so
             // the store is not asked for the next due time on every delivery of a large backlog.
-            let free = if capacity == 0 { 0 } else { width.saturating_sub(in_flight.len()) };
+            let free = if capacity == 0 { 0 } else { slots.saturating_sub(in_flight.len()) };
             let timer = self.next_wake(&sub, paused_until, in_flight.len(), free).await;
             tokio::select! {
                 () = sub.notify.notified() => {}
-                Some((id, v)) = done_rx.recv() => {
-                    in_flight.remove(&id);
+                Some((ids, v)) = done_rx.recv() => {
+                    for id in ids {
+                        in_flight.remove(&id);
+                    }
                     self.pace(&v, &mut failures, &mut paused_until);
                 }
                 () = sleep_until(timer) => {}
@@ -497,8 +509,10 @@ impl Delivery {
         let grace = Duration::from_secs(self.policy.attempt_timeout_secs + 5);
         while !in_flight.is_empty() {
             match tokio::time::timeout(grace, done_rx.recv()).await {
-                Ok(Some((id, _))) => {
-                    in_flight.remove(&id);
+                Ok(Some((ids, _))) => {
+                    for id in ids {
+                        in_flight.remove(&id);
+                    }
                 }
                 _ => break,
             }
@@ -614,18 +628,120 @@ impl Delivery {
             Outcome::Reject { reason } => self.dead(sub, Some(&rec), &row, &reason).await,
             Outcome::Gone { reason } => {
                 let verdict = self.dead(sub, Some(&rec), &row, &reason).await;
-                let entry = NewEntry {
-                    detail: Some(json!({ "subscription": sub.name, "disabled": true, "reason": reason })),
-                    ..NewEntry::new("hub", Action::Admin, "subscription-disabled")
-                };
-                match self.store.set_subscription(&sub.name, true, Some(reason.clone()), entry).await {
-                    Ok(()) => self.set_disabled(&sub.name, true),
-                    Err(e) => {
-                        tracing::error!(subscription = %sub.name, error = %e, "cannot record the stopped subscription")
+                self.stop_subscription(sub, reason).await;
+                verdict
+            }
+        }
+    }
+
+    /// The receiver said it is gone for good: the subscription stops until an operator restarts it.
+    async fn stop_subscription(&self, sub: &Subscription, reason: String) {
+        let entry = NewEntry {
+            detail: Some(json!({ "subscription": sub.name, "disabled": true, "reason": reason })),
+            ..NewEntry::new("hub", Action::Admin, "subscription-disabled")
+        };
+        match self.store.set_subscription(&sub.name, true, Some(reason.clone()), entry).await {
+            Ok(()) => self.set_disabled(&sub.name, true),
+            Err(e) => tracing::error!(subscription = %sub.name, error = %e, "cannot record the stopped subscription"),
+        }
+        tracing::error!(subscription = %sub.name, reason = %reason, "receiver is gone; subscription stopped");
+    }
+
+    /// One call for several entries (in claim order): settled together when the receiver confirms
+    /// or defers the lot; when it rejects the batch, each entry is tried alone so that only the
+    /// bad one goes to the dead letters.
+    async fn attempt_batch(&self, sub: &Subscription, rows: Vec<OutboxRow>) -> Verdict {
+        if rows.len() == 1 {
+            let Some(row) = rows.into_iter().next() else { return Verdict::Settled };
+            return self.attempt(sub, row).await;
+        }
+        let Some(adapter) = &sub.adapter else { return Verdict::Settled };
+        let (mut ready, mut envelopes) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for row in rows {
+            match self.envelope(sub, &row).await {
+                Ok(Ok((envelope, rec))) => {
+                    envelopes.push(envelope);
+                    ready.push((row, rec));
+                }
+                Ok(Err(reason)) => {
+                    self.dead(sub, None, &row, &reason).await;
+                }
+                Err(e) => {
+                    // The rest stay pending and are claimed again.
+                    tracing::error!(subscription = %sub.name, error = %e, "cannot load a record to deliver");
+                    return Verdict::Retry(Duration::from_secs(1));
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Verdict::Settled;
+        }
+        let limit = Duration::from_secs(self.policy.attempt_timeout_secs);
+        let outcome = match tokio::time::timeout(limit, adapter.deliver(&envelopes)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Retry { reason: "the attempt timed out".into(), retry_after: None },
+        };
+        match outcome {
+            Outcome::Delivered => {
+                let settlements = ready
+                    .iter()
+                    .map(|(row, rec)| {
+                        let entry = Self::receipt_entry(sub, Some(rec), row, Action::Deliver, "ok", None);
+                        (row.id, Settlement::Delivered, Some(entry))
+                    })
+                    .collect();
+                if let Err(e) = self.store.settle_many(settlements).await {
+                    tracing::error!(subscription = %sub.name, error = %e, "delivered but not recorded");
+                    return Verdict::Retry(Duration::from_secs(1));
+                }
+                tracing::debug!(subscription = %sub.name, events = ready.len(), "batch delivered");
+                for _ in &ready {
+                    self.count(sub, "delivered");
+                }
+                Verdict::Delivered
+            }
+            Outcome::Retry { reason, retry_after } => {
+                let (mut settlements, mut delay) = (Vec::with_capacity(ready.len()), Duration::ZERO);
+                for (row, rec) in &ready {
+                    let attempts = row.attempts + 1;
+                    if attempts >= self.policy.max_attempts {
+                        self.dead(sub, Some(rec), row, &format!("gave up after {attempts} attempts: {reason}")).await;
+                        continue;
+                    }
+                    let wait = backoff(&self.policy, attempts, retry_after);
+                    delay = delay.max(wait);
+                    let at_ms = chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64;
+                    settlements.push((row.id, Settlement::Retry { at_ms, error: reason.clone() }, None));
+                    self.count(sub, "retry");
+                }
+                tracing::info!(subscription = %sub.name, events = settlements.len(), delay_ms = delay.as_millis() as u64, reason = %reason, "batch will be retried");
+                if let Err(e) = self.store.settle_many(settlements).await {
+                    tracing::error!(subscription = %sub.name, error = %e, "cannot record the retry");
+                }
+                if delay.is_zero() {
+                    Verdict::Settled
+                } else {
+                    Verdict::Retry(delay)
+                }
+            }
+            Outcome::Reject { reason } => {
+                tracing::warn!(subscription = %sub.name, events = ready.len(), reason = %crate::mask::scrub(&reason), "batch rejected; trying its entries one by one");
+                let mut verdict = Verdict::Settled;
+                for (row, _) in ready {
+                    verdict = self.attempt(sub, row).await;
+                    if matches!(verdict, Verdict::Retry(_)) {
+                        // The rest stay pending and are claimed again after the pause.
+                        break;
                     }
                 }
-                tracing::error!(subscription = %sub.name, reason = %reason, "receiver is gone; subscription stopped");
                 verdict
+            }
+            Outcome::Gone { reason } => {
+                for (row, rec) in &ready {
+                    self.dead(sub, Some(rec), row, &reason).await;
+                }
+                self.stop_subscription(sub, reason).await;
+                Verdict::Settled
             }
         }
     }

@@ -311,6 +311,14 @@ pub trait Store: Send + Sync {
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError>;
     /// Records the end of an attempt, with its audit entry, in one transaction.
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError>;
+    /// Records the end of a batch's attempt: every settlement with its audit entry. The default
+    /// settles one by one; a store that can commits them together.
+    async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
+        for (id, settlement, audit) in settlements {
+            self.settle(id, settlement, audit).await?;
+        }
+        Ok(())
+    }
     /// Dead-letters pending entries created before `cutoff_ms`. Each gets an audit entry made
     /// from `template` with the record's type, key, version and subjects filled in.
     async fn expire(

@@ -414,6 +414,41 @@ fn writer_loop(
     stats.running.store(false, Ordering::SeqCst);
 }
 
+/// Ends one attempt: the outbox row's new state and, when it changed, its audit entry.
+fn settle_op(id: i64, settlement: Settlement, audit: Option<NewEntry>) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let changed = match &settlement {
+            Settlement::Delivered => tx
+                .conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL
+                     WHERE id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, tx.now_ms])?,
+            Settlement::Retry { at_ms, error } => tx
+                .conn
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, at_ms, error])?,
+            Settlement::Dead { error } => tx
+                .conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, tx.now_ms, error])?,
+        };
+        if changed > 0 {
+            if let Some(entry) = audit {
+                tx.audit(entry)?;
+            }
+        }
+        Ok(Done::Count(changed as u64))
+    })
+}
+
 fn publish_op(v: NewVersion) -> WriteFn {
     Box::new(move |tx: &mut Tx<'_>| {
         let conn = tx.conn;
@@ -908,38 +943,16 @@ impl Store for SqliteStore {
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
-        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
-            let changed = match &settlement {
-                Settlement::Delivered => tx
-                    .conn
-                    .prepare_cached(
-                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL
-                         WHERE id = ?1 AND state = 'pending'",
-                    )?
-                    .execute(params![id, tx.now_ms])?,
-                Settlement::Retry { at_ms, error } => tx
-                    .conn
-                    .prepare_cached(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
-                         WHERE id = ?1 AND state = 'pending'",
-                    )?
-                    .execute(params![id, at_ms, error])?,
-                Settlement::Dead { error } => tx
-                    .conn
-                    .prepare_cached(
-                        "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3
-                         WHERE id = ?1 AND state = 'pending'",
-                    )?
-                    .execute(params![id, tx.now_ms, error])?,
-            };
-            if changed > 0 {
-                if let Some(entry) = audit {
-                    tx.audit(entry)?;
-                }
-            }
-            Ok(Done::Count(changed as u64))
-        });
-        self.count(op).await.map(|_| ())
+        self.count(settle_op(id, settlement, audit)).await.map(|_| ())
+    }
+
+    async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
+        // One job: the writer commits the batch's settlements together, each in its savepoint.
+        let ops = settlements.into_iter().map(|(id, s, audit)| settle_op(id, s, audit)).collect();
+        for done in self.submit(ops).await? {
+            done?;
+        }
+        Ok(())
     }
 
     async fn expire(
