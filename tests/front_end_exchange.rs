@@ -512,7 +512,14 @@ async fn a_folder_subscription_is_delivered_in_batches_keeping_each_records_orde
         );
     }
 
-    // Each delivery is audited, and the five versions of one household went out in order.
+    // Each delivery is audited (its settlement commits just after the files are written), and the
+    // five versions of one household went out in order.
+    let delivered_count = || async {
+        let entries = hub.state.store.audit_after(0, 100_000).await?;
+        Ok::<usize, anyhow::Error>(entries.iter().filter(|e| e.action == "deliver").count())
+    };
+    eventually(Duration::from_secs(10), "204 audited deliveries", || async { Ok(delivered_count().await? >= 204) })
+        .await?;
     let entries = hub.state.store.audit_after(0, 100_000).await?;
     let delivered: Vec<_> = entries.iter().filter(|e| e.action == "deliver").collect();
     assert_eq!(delivered.len(), 204);
