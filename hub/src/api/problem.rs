@@ -69,6 +69,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Full => ApiError::StorageFull,
             StoreError::WriterGone => ApiError::Unavailable("the hub is shutting down".into()),
+            StoreError::Aborted => ApiError::Unavailable("nothing was stored; send the request again".into()),
             other => ApiError::Internal(other.to_string()),
         }
     }

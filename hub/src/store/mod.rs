@@ -21,6 +21,10 @@ pub enum StoreError {
     /// The ledger writer is not running (shutting down, or it failed).
     #[error("the ledger writer is not running")]
     WriterGone,
+    /// Another write of the same group commit failed, so the group was rolled back: nothing of
+    /// this one was stored; it may be sent again at once.
+    #[error("another write of the same commit failed; nothing was stored")]
+    Aborted,
     /// The database reported an error.
     #[error("database error: {0}")]
     Sqlite(#[source] rusqlite::Error),
