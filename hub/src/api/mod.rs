@@ -381,10 +381,10 @@ fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
         JsonError::Malformed { .. } => ApiError::BadRequest(e.to_string()),
         JsonError::Duplicate { ref pointer, .. } => ApiError::InvalidRequest(
             e.to_string(),
-            vec![crate::catalog::Violation {
-                pointer: pointer.clone(),
-                message: "this member appears more than once in its object".into(),
-            }],
+            vec![crate::catalog::violation(
+                pointer.clone(),
+                "this member appears more than once in its object".into(),
+            )],
         ),
     })
 }
@@ -394,5 +394,19 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_member_named_by_a_resident_id_is_reported_masked() {
+        let body = br#"{"members":{"440184199003151230":1,"440184199003151230":2}}"#;
+        let Err(ApiError::InvalidRequest(detail, violations)) = parse_json(body) else { panic!("accepted") };
+        assert_eq!(violations[0].pointer, "/members/4401**********1230");
+        let problem = ApiError::InvalidRequest(detail, violations).body().to_string();
+        assert!(!problem.contains("440184199003151230"), "{problem}");
     }
 }

@@ -125,11 +125,14 @@ impl RecordType {
     }
 }
 
-fn violation(pointer: String, message: String) -> Violation {
+/// A violation with personal data masked in both its pointer (member names can be identifiers)
+/// and its message.
+pub(crate) fn violation(pointer: String, message: String) -> Violation {
     Violation { pointer: mask::scrub(&pointer), message: mask::scrub(&message) }
 }
 
-fn escape(name: &str) -> String {
+/// A member name as a JSON pointer step (RFC 6901).
+pub(crate) fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 

@@ -136,7 +136,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
         while let Some(key) = map.next_key::<String>()? {
             self.path.push('/');
             if key.contains(['~', '/']) {
-                self.path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                self.path.push_str(&super::escape(&key));
             } else {
                 self.path.push_str(&key);
             }
