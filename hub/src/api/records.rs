@@ -49,19 +49,7 @@ pub(crate) fn prepare(
     idempotency: Option<String>,
 ) -> Result<NewVersion, ApiError> {
     let doc = parse_json(bytes)?;
-    let mut violations = t.violations(&doc);
-    let key = match t.key_of(&doc) {
-        Ok(k) => Some(k),
-        Err(v) => {
-            if !violations.iter().any(|x| x.pointer == v.pointer) {
-                violations.push(v);
-            }
-            None
-        }
-    };
-    let (Some(key), true) = (key, violations.is_empty()) else {
-        return Err(ApiError::Invalid(violations));
-    };
+    let key = t.check(&doc).map_err(ApiError::Invalid)?;
     // Canonical JSON (RFC 8785): the same record always has the same digest, however it was spaced.
     let canonical = serde_jcs::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
     let digest = hex::encode(Sha256::digest(canonical.as_bytes()));

@@ -90,6 +90,22 @@ impl RecordType {
         out
     }
 
+    /// What a publish requires of a record: its key when it is valid, otherwise every violation
+    /// (the key's own problem once, even when the schema names the same pointer).
+    pub fn check(&self, doc: &Value) -> Result<String, Vec<Violation>> {
+        let mut violations = self.violations(doc);
+        match self.key_of(doc) {
+            Ok(key) if violations.is_empty() => Ok(key),
+            Ok(_) => Err(violations),
+            Err(v) => {
+                if !violations.iter().any(|x| x.pointer == v.pointer) {
+                    violations.push(v);
+                }
+                Err(violations)
+            }
+        }
+    }
+
     /// The record's key, or a violation at the key pointer. Keys are printable ASCII without `/`,
     /// so they can travel in URLs and file names.
     pub fn key_of(&self, doc: &Value) -> Result<String, Violation> {
