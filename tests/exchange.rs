@@ -414,14 +414,7 @@ async fn identity_is_the_certificate_from_the_hubs_ca_or_a_known_token() -> Resu
     // A certificate issued by another CA (a second hub's development PKI) fails the handshake.
     let other = tempfile::tempdir()?;
     hub::pki::DevPki::new(other.path()).ensure(["civil-affairs"])?;
-    let mut pem = std::fs::read(other.path().join("pki/clients/civil-affairs.crt"))?;
-    pem.extend(std::fs::read(other.path().join("pki/clients/civil-affairs.key"))?);
-    let foreign = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(hub.data.path().join("pki/ca.crt"))?)?)
-        .identity(reqwest::Identity::from_pem(&pem)?)
-        .build()?;
+    let foreign = e2e::client_presenting(hub.data.path(), Some(e2e::identity_pem(other.path(), "civil-affairs")?))?;
     let result = foreign.get(format!("{}/v1/catalog", hub.url)).send().await;
     match result {
         Err(_) => {}

@@ -24,7 +24,7 @@ impl Drop for Mount {
 }
 
 fn mount_small_tmpfs(at: &Path) -> Option<Mount> {
-    if rustix_is_root() {
+    if is_root() {
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"])
             .arg(at)
@@ -37,7 +37,7 @@ fn mount_small_tmpfs(at: &Path) -> Option<Mount> {
     None
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0"))))

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::{marriage, resident_id, TestConfig, TestHub};
+use e2e::{client_presenting, identity_pem, marriage, resident_id, TestConfig, TestHub};
 use serde_json::{json, Value};
 
 /// Callers, in the order of the table's columns.
@@ -101,26 +101,6 @@ fn table() -> Vec<Row> {
     ]
 }
 
-/// A reqwest client trusting the hub's CA and presenting `cert` + `key` (PEM), if given.
-fn client_with(data: &std::path::Path, identity: Option<Vec<u8>>) -> Result<reqwest::Client> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(data.join("pki/ca.crt"))?)?;
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .timeout(Duration::from_secs(30));
-    if let Some(pem) = identity {
-        b = b.identity(reqwest::Identity::from_pem(&pem)?);
-    }
-    Ok(b.build()?)
-}
-
-fn identity(dir: &std::path::Path, name: &str) -> Result<Vec<u8>> {
-    let mut pem = std::fs::read(dir.join(format!("pki/clients/{name}.crt")))?;
-    pem.extend(std::fs::read(dir.join(format!("pki/clients/{name}.key")))?);
-    Ok(pem)
-}
-
 /// A certificate for `cn` from the hub's own CA that expired at the end of 2025.
 fn expired_identity(data: &std::path::Path, cn: &str) -> Result<Vec<u8>> {
     use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
@@ -161,18 +141,18 @@ async fn every_endpoint_answers_every_kind_of_caller_as_the_table_says_and_audit
     let hub = TestHub::start_in(&cfg, data).await?;
     let d = hub.data.path();
     let clients = [
-        client_with(d, Some(identity(d, "civil-affairs")?))?,
-        client_with(d, Some(identity(d, "hrss")?))?,
-        client_with(d, Some(identity(d, "education")?))?,
-        client_with(d, Some(identity(d, "ops-duty")?))?,
-        client_with(d, Some(identity(d, "vendor")?))?,
-        client_with(d, Some(identity(d, "supervision")?))?,
-        client_with(d, Some(identity(d, "citizen-portal")?))?,
-        client_with(d, None)?,
-        client_with(d, None)?,
-        client_with(d, Some(expired))?,
-        client_with(d, Some(identity(d, "justice")?))?,
-        client_with(d, Some(identity(foreign.path(), "civil-affairs")?))?,
+        client_presenting(d, Some(identity_pem(d, "civil-affairs")?))?,
+        client_presenting(d, Some(identity_pem(d, "hrss")?))?,
+        client_presenting(d, Some(identity_pem(d, "education")?))?,
+        client_presenting(d, Some(identity_pem(d, "ops-duty")?))?,
+        client_presenting(d, Some(identity_pem(d, "vendor")?))?,
+        client_presenting(d, Some(identity_pem(d, "supervision")?))?,
+        client_presenting(d, Some(identity_pem(d, "citizen-portal")?))?,
+        client_presenting(d, None)?,
+        client_presenting(d, None)?,
+        client_presenting(d, Some(expired))?,
+        client_presenting(d, Some(identity_pem(d, "justice")?))?,
+        client_presenting(d, Some(identity_pem(foreign.path(), "civil-affairs")?))?,
     ];
     let actors = [
         "civil-affairs",

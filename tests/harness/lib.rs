@@ -162,19 +162,30 @@ pub fn marriage(no: &str, a: &str, b: &str) -> Value {
 
 /// mTLS client for `name` (a department or operator), trusting the hub's CA.
 pub fn client_for(data: &Path, name: Option<&str>) -> Result<reqwest::Client> {
-    let pki = data.join("pki");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.crt"))?)?;
+    client_presenting(data, name.map(|n| identity_pem(data, n)).transpose()?)
+}
+
+/// A client trusting the hub's CA in `data` and presenting `identity` (certificate + key, PEM),
+/// whoever issued it: for certificates the hub must refuse.
+pub fn client_presenting(data: &Path, identity: Option<Vec<u8>>) -> Result<reqwest::Client> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(data.join("pki/ca.crt"))?)?;
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .timeout(Duration::from_secs(30));
-    if let Some(name) = name {
-        let mut pem = std::fs::read(pki.join("clients").join(format!("{name}.crt")))?;
-        pem.extend(std::fs::read(pki.join("clients").join(format!("{name}.key")))?);
+    if let Some(pem) = identity {
         b = b.identity(reqwest::Identity::from_pem(&pem)?);
     }
     Ok(b.build()?)
+}
+
+/// The development client certificate and key of `name` under `data` (PEM, concatenated).
+pub fn identity_pem(data: &Path, name: &str) -> Result<Vec<u8>> {
+    let clients = data.join("pki/clients");
+    let mut pem = std::fs::read(clients.join(format!("{name}.crt")))?;
+    pem.extend(std::fs::read(clients.join(format!("{name}.key")))?);
+    Ok(pem)
 }
 
 /// A hub running inside the test process, on 127.0.0.1:0, with its own data directory.

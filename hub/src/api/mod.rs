@@ -381,10 +381,7 @@ fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
         JsonError::Malformed { .. } => ApiError::BadRequest(e.to_string()),
         JsonError::Duplicate { ref pointer, .. } => ApiError::InvalidRequest(
             e.to_string(),
-            vec![crate::catalog::violation(
-                pointer.clone(),
-                "this member appears more than once in its object".into(),
-            )],
+            vec![crate::catalog::violation(pointer.clone(), "this member appears more than once in its object".into())],
         ),
     })
 }
