@@ -1155,6 +1155,21 @@ expires = "someday"
     }
 
     #[test]
+    fn a_zero_rate_limit_is_refused_with_its_line() {
+        let text = r#"[hub]
+name = "t"
+[[departments]]
+id = "civil-affairs"
+name = "民政局"
+rate_limit = { per_second = 0 }
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(found, [(6, "rate_limit per_second and burst must be at least 1")]);
+    }
+
+    #[test]
     fn full_every_belongs_to_the_audit_chain_check_only() {
         let text = r#"[hub]
 name = "t"
