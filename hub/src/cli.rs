@@ -110,6 +110,22 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Copy a stopped hub's SQLite database into an empty PostgreSQL database (URL in the
+    /// environment variable `[storage] url_env` names), then verify row counts and the audit chain.
+    Migrate {
+        /// Source engine.
+        #[arg(long, value_enum)]
+        from: MigrateFrom,
+        /// Target engine.
+        #[arg(long, value_enum)]
+        to: MigrateTo,
+        /// Data directory of the source (database and keys).
+        #[arg(long)]
+        data: PathBuf,
+        /// Configuration file (`[storage] url_env`, `[audit] checkpoint_every`).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Restore a backup into an empty data directory.
     Restore {
         /// Backup file.
@@ -119,6 +135,16 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateFrom {
+    Sqlite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateTo {
+    Postgres,
 }
 
 #[derive(Subcommand)]
@@ -251,7 +277,8 @@ enum ReportCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the whole audit chain offline (hub stopped).
+    /// Verify the whole audit chain: offline in DATA (hub stopped), or, with a config whose
+    /// `[storage] engine` is postgres, in that database (nodes may keep running).
     Verify {
         /// Data directory.
         #[arg(long)]
@@ -259,6 +286,9 @@ enum AuditCommand {
         /// Checkpoint public key (default: DATA/keys/audit-signing.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Configuration file naming the store (default: the SQLite database in DATA).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -334,21 +364,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
-            if !crate::store::sqlite::db_path(&data).exists() {
+            if config.storage.engine() == crate::config::Engine::Sqlite
+                && !crate::store::sqlite::db_path(&data).exists()
+            {
                 bail!("{} holds no hub database", data.display());
             }
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let text = runtime.block_on(async {
                 let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
-                let opts = crate::store::sqlite::SqliteOptions {
-                    group_commit_max: 1,
-                    read_connections: 1,
-                    checkpoint_every: config.audit.checkpoint_every,
-                };
-                let store = SqliteStore::open(&data, keys.clone(), opts)?;
+                let store = crate::store::open(&config, &data, keys.clone()).await?;
                 let signed =
-                    crate::report::sla(&store, &keys, config.hub.name.get_ref(), config.timezone(), &month).await?;
-                store.close_now().await;
+                    crate::report::sla(&*store, &keys, config.hub.name.get_ref(), config.timezone(), &month).await?;
+                store.close().await;
                 Ok::<_, anyhow::Error>(if format == "html" {
                     crate::report::html(&signed)
                 } else {
@@ -393,10 +420,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("revoked {name}; {} re-signed (restart the hub to apply it)", pki.crl().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command: AuditCommand::Verify { data, public_key } } => {
+        Command::Audit { command: AuditCommand::Verify { data, public_key, config } } => {
             let key_path = public_key.unwrap_or_else(|| keys::dir(&data).join("audit-signing.pub"));
             let key = keys::load_verifying_key(&key_path)?;
-            match SqliteStore::verify_offline(&data, key)? {
+            let shared = match config {
+                Some(path) => match load_or_report(&path) {
+                    Ok((c, _)) => (c.storage.engine() == crate::config::Engine::Postgres).then_some(c),
+                    Err(code) => return Ok(code),
+                },
+                None => None,
+            };
+            let verdict = match shared {
+                Some(config) => verify_postgres(&config, &data, key)?,
+                None => SqliteStore::verify_offline(&data, key)?,
+            };
+            match verdict {
                 Ok(r) => {
                     println!(
                         "audit chain ok: {} entries checked, {} signed checkpoints, head seq {} digest {}",
@@ -410,7 +448,80 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Migrate { from: MigrateFrom::Sqlite, to: MigrateTo::Postgres, data, config } => {
+            let (config, _) = match load_or_report(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            migrate(&config, &data)
+        }
     }
+}
+
+/// The PostgreSQL store a config names, with the keys of `data` (its writer is closed by the caller).
+async fn connect_postgres(
+    config: &crate::config::Config,
+    data: &Path,
+) -> anyhow::Result<crate::store::postgres::PostgresStore> {
+    let var = &config.storage.url_env;
+    let url =
+        std::env::var(var).with_context(|| format!("the environment variable {var} ([storage] url_env) is not set"))?;
+    let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(data)?);
+    let opts = crate::store::postgres::PgOptions {
+        url: url.clone(),
+        max_connections: 4,
+        group_commit_max: config.storage.group_commit_max,
+        checkpoint_every: config.audit.checkpoint_every,
+    };
+    crate::store::postgres::PostgresStore::open(keys, opts)
+        .await
+        .with_context(|| format!("cannot open {}", crate::store::postgres::redact(&url)))
+}
+
+fn verify_postgres(
+    config: &crate::config::Config,
+    data: &Path,
+    key: ed25519_dalek::VerifyingKey,
+) -> anyhow::Result<Result<crate::ledger::ChainReport, crate::ledger::ChainBroken>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let store = connect_postgres(config, data).await?;
+        let bar = progress_bar("verifying the audit chain");
+        let verdict = store.verify_with(key, None, &mut |seq| bar.set_position(seq)).await?;
+        bar.finish_and_clear();
+        crate::store::Store::close(&store).await;
+        Ok(verdict)
+    })
+}
+
+fn migrate(config: &crate::config::Config, data: &Path) -> anyhow::Result<ExitCode> {
+    let key = keys::load_verifying_key(&keys::dir(data).join("audit-signing.pub"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let migrated = runtime.block_on(async {
+        let target = connect_postgres(config, data).await?;
+        let bar = progress_bar("copying");
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let result = crate::store::migrate::sqlite_to_postgres(data, &target, key, &mut |table, done, total| {
+            bar.set_message(format!("copying {table}"));
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+        bar.finish_and_clear();
+        crate::store::Store::close(&target).await;
+        anyhow::Ok(result?)
+    })?;
+    for (table, n) in &migrated.tables {
+        println!("{table:>20}: {n} rows");
+    }
+    println!(
+        "migrate ok: every row count matches; audit chain verified on PostgreSQL: {} entries, {} signed checkpoints, head seq {} digest {}",
+        migrated.chain.entries, migrated.chain.checkpoints, migrated.chain.head_seq, migrated.chain.head_digest
+    );
+    println!("set [storage] engine = \"postgres\" in the config and start the hub nodes");
+    Ok(ExitCode::SUCCESS)
 }
 
 type Names = Box<dyn Fn(&str) -> String + Send + Sync>;
@@ -554,6 +665,7 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (state, tls) = crate::server::open(config, catalog, &data)
+            .await
             .with_context(|| format!("cannot open data directory {}", data.display()))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "hub listening (https)");

@@ -23,8 +23,7 @@ use crate::delivery::Delivery;
 use crate::ledger::keys::{HubKeys, KeyError};
 use crate::pki::{self, DevPki, PkiError, TlsFiles};
 use crate::policy::{Directory, Policy};
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Why the hub could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +50,7 @@ pub enum ServeError {
 
 /// Opens everything a running hub needs from a checked config and a data directory: development
 /// certificates if enabled, keys, the store, and the TLS configuration.
-pub fn open(
+pub async fn open(
     config: Config,
     catalog: Catalog,
     data: &Path,
@@ -87,15 +86,7 @@ pub fn open(
     )?;
     let tls = Arc::new(pki::server_config(&files)?);
     let keys = Arc::new(HubKeys::load_or_create(data)?);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-        data,
-        keys.clone(),
-        SqliteOptions {
-            group_commit_max: config.storage.group_commit_max,
-            read_connections: config.storage.read_connections,
-            checkpoint_every: config.audit.checkpoint_every,
-        },
-    )?);
+    let store = crate::store::open(&config, data, keys.clone()).await?;
     let policy = Arc::new(Policy::new(&config));
     let catalog = Arc::new(catalog);
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -274,6 +265,7 @@ pub async fn run(
             abort.abort();
         }
     }
+    state.delivery.release_leases().await;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -93,6 +93,12 @@ pub trait History: Send + Sync {
     async fn record(&self, run: &Run) -> Result<(), String>;
     /// When the check last started, if ever.
     async fn last_started(&self, name: &str) -> Result<Option<DateTime<Utc>>, String>;
+    /// Takes the run of one scheduled instant (`None`: the first run of a check that never ran).
+    /// A history shared by several hub nodes says yes to the first node that asks and no to the
+    /// rest, so a cluster runs each instant once. One node alone is always the first.
+    async fn claim(&self, _name: &str, _slot: Option<DateTime<Utc>>) -> Result<bool, String> {
+        Ok(true)
+    }
 }
 
 /// Hears of every recorded run (alerting).
@@ -201,17 +207,35 @@ impl Runner {
             .collect()
     }
 
+    /// Whether this node runs the scheduled instant `slot`. When the history cannot say, it runs:
+    /// a check run twice does less harm than one never run.
+    async fn take(&self, name: &str, slot: Option<DateTime<Utc>>) -> bool {
+        match self.history.claim(name, slot).await {
+            Ok(mine) => {
+                if !mine {
+                    tracing::debug!(check = name, "another node runs this scheduled instant");
+                }
+                mine
+            }
+            Err(e) => {
+                tracing::warn!(check = name, error = %e, "cannot claim the scheduled run; running it here");
+                true
+            }
+        }
+    }
+
     async fn drive(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
         let entry = &self.slots[index].entry;
         let name = entry.check.name().to_owned();
         // A firing that passed while the hub was down runs once, now; so does a check that never
         // ran, so that health is known from the start rather than from the first firing.
+        let due = entry.schedule.last_at_or_before(self.clock.now());
         let missed = match self.history.last_started(&name).await {
-            Ok(Some(last)) => entry.schedule.last_at_or_before(self.clock.now()).is_some_and(|due| due > last),
+            Ok(Some(last)) => due.is_some_and(|due| due > last),
             Ok(None) => true,
             Err(_) => false,
         };
-        if missed {
+        if missed && self.take(&name, due).await {
             let _ = self.run_now(&name, Trigger::Missed).await;
         }
         while let Some(next) = entry.schedule.next_after(self.clock.now()) {
@@ -221,6 +245,9 @@ impl Runner {
             }
             if *shutdown.borrow() {
                 break;
+            }
+            if !self.take(&name, Some(next)).await {
+                continue;
             }
             if let Err(e) = self.run_now(&name, Trigger::Schedule).await {
                 tracing::warn!(check = %name, error = %e, "scheduled run skipped");

@@ -78,13 +78,19 @@ pub async fn read(
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(settings.max_wait_secs).min(deadline));
     let mut rows = state.store.feed(&name, after, limit).await?;
     if rows.is_empty() && !wait.is_zero() {
-        let notified = sub.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        rows = state.store.feed(&name, after, limit).await?;
-        if rows.is_empty() {
-            let _ = tokio::time::timeout(wait, notified).await;
+        let until = tokio::time::Instant::now() + wait;
+        // Entries routed by other nodes of a cluster wake nothing here: look every `poll_ms`.
+        let nap = if state.store.is_shared() { Duration::from_millis(state.config.delivery.poll_ms) } else { wait };
+        loop {
+            let notified = sub.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             rows = state.store.feed(&name, after, limit).await?;
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if !rows.is_empty() || left.is_zero() {
+                break;
+            }
+            let _ = tokio::time::timeout(left.min(nap), notified).await;
         }
     }
     let mut events: Vec<Value> = Vec::new();

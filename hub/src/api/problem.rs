@@ -70,6 +70,9 @@ impl From<StoreError> for ApiError {
             StoreError::Full => ApiError::StorageFull,
             StoreError::WriterGone => ApiError::Unavailable("the hub is shutting down".into()),
             StoreError::Aborted => ApiError::Unavailable("nothing was stored; send the request again".into()),
+            StoreError::Unavailable(_) => ApiError::Unavailable(
+                "the database cannot be reached; send the request again with the same Idempotency-Key".into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -233,6 +233,7 @@ impl Check for AuditChain {
 struct Storage {
     n: Named,
     data: PathBuf,
+    store: Arc<dyn Store>,
 }
 
 #[async_trait]
@@ -245,8 +246,15 @@ impl Check for Storage {
     }
     async fn run(&self) -> Report {
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64;
-        let db = crate::store::sqlite::db_path(&self.data);
-        let (db_bytes, wal_bytes) = (size(db.clone()), size(db.with_extension("db-wal")));
+        // A database server reports its own size; its WAL and disk are the server's to watch.
+        let (db_bytes, wal_bytes) = match self.store.database_bytes().await {
+            Ok(Some(n)) => (n as f64, 0.0),
+            Ok(None) => {
+                let db = crate::store::sqlite::db_path(&self.data);
+                (size(db.clone()), size(db.with_extension("db-wal")))
+            }
+            Err(e) => return Report::new(Status::Critical, format!("cannot read the database size: {e}")),
+        };
         let fs = match rustix::fs::statvfs(&self.data) {
             Ok(s) => s,
             Err(e) => return Report::new(Status::Critical, format!("cannot read the filesystem: {e}")),
@@ -563,7 +571,7 @@ pub fn build(
                 full_every: c.full_every.as_ref().map_or(DEFAULT_FULL_EVERY, |n| *n.get_ref()),
                 state: Default::default(),
             }),
-            "storage" => Arc::new(Storage { n, data: data.to_path_buf() }),
+            "storage" => Arc::new(Storage { n, data: data.to_path_buf(), store: store.clone() }),
             "certificates" => Arc::new(Certificates {
                 n,
                 files: certificate_files(config, data),
@@ -611,6 +619,12 @@ impl History for StoreHistory {
         let last = self.store.last_check_started(name).await.map_err(|e| e.to_string())?;
         Ok(last.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&chrono::Utc)))
     }
+
+    async fn claim(&self, name: &str, slot: Option<chrono::DateTime<chrono::Utc>>) -> Result<bool, String> {
+        let slot =
+            slot.map_or_else(|| "first-run".to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        self.store.claim_slot(name, &slot).await.map_err(|e| e.to_string())
+    }
 }
 
 /// Raises alerts on status changes (flap-suppressed): into the log, the alert log in the store,
@@ -630,6 +644,8 @@ const ALERT_RETRY: crate::config::DeliverySection = crate::config::DeliverySecti
     backoff_max_ms: 300_000,
     concurrency: 1,
     attempt_timeout_secs: 30,
+    lease_secs: None,
+    poll_ms: 1000,
 };
 
 impl Alerting {

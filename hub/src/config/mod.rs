@@ -302,15 +302,24 @@ pub enum Engine {
     /// Embedded SQLite (WAL, synchronous=FULL): the default.
     #[default]
     Sqlite,
+    /// A PostgreSQL database that several hub nodes may share (ops/deploy/cluster.md).
+    Postgres,
 }
 
 /// `[storage]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
-    /// Engine.
+    /// Engine (default `sqlite`).
     #[serde(default)]
-    pub engine: Engine,
+    pub engine: Option<Spanned<Engine>>,
+    /// PostgreSQL: the environment variable holding the connection URL (credentials stay out of
+    /// the config file).
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// PostgreSQL: connections this node keeps to the database.
+    #[serde(default = "default_pg_connections")]
+    pub max_connections: u32,
     /// Data directory (database, keys, development PKI); `--data` overrides it.
     #[serde(default = "default_data")]
     pub path: String,
@@ -325,6 +334,19 @@ pub struct StorageSection {
 fn default_data() -> String {
     "data".to_owned()
 }
+fn default_url_env() -> String {
+    "HUB_DATABASE_URL".to_owned()
+}
+fn default_pg_connections() -> u32 {
+    16
+}
+
+impl StorageSection {
+    /// The engine in use.
+    pub fn engine(&self) -> Engine {
+        self.engine.as_ref().map_or(Engine::Sqlite, |e| *e.get_ref())
+    }
+}
 fn default_readers() -> usize {
     4
 }
@@ -335,7 +357,9 @@ fn default_group() -> usize {
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
-            engine: Engine::Sqlite,
+            engine: None,
+            url_env: default_url_env(),
+            max_connections: default_pg_connections(),
             path: default_data(),
             read_connections: default_readers(),
             group_commit_max: default_group(),
@@ -521,6 +545,26 @@ pub struct DeliverySection {
     /// Deadline of one attempt (s), on top of the adapter's own timeout.
     #[serde(default = "default_attempt_timeout")]
     pub attempt_timeout_secs: u64,
+    /// How long a claimed entry stays this node's (s); longer than an attempt. Another node takes
+    /// over the entries of a node that died once their lease runs out. Default: the attempt
+    /// deadline plus 30 s.
+    #[serde(default)]
+    pub lease_secs: Option<u64>,
+    /// On a shared (PostgreSQL) store, how often an idle worker looks for entries other nodes
+    /// routed or left behind (ms).
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+}
+
+impl DeliverySection {
+    /// The lease of a claim.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs.unwrap_or(self.attempt_timeout_secs + 30))
+    }
+}
+
+fn default_poll() -> u64 {
+    1000
 }
 
 fn default_attempts() -> u32 {
@@ -551,6 +595,8 @@ impl Default for DeliverySection {
             backoff_max_ms: default_backoff_max(),
             concurrency: default_concurrency(),
             attempt_timeout_secs: default_attempt_timeout(),
+            lease_secs: None,
+            poll_ms: default_poll(),
         }
     }
 }
@@ -780,6 +826,20 @@ impl Config {
         if self.storage.read_connections == 0 || self.storage.group_commit_max == 0 {
             p.at(0..0, "storage read_connections and group_commit_max must be at least 1");
         }
+        if let Some(e) = &self.storage.engine {
+            if *e.get_ref() == Engine::Postgres && (self.storage.url_env.is_empty() || self.storage.max_connections < 2)
+            {
+                p.at(
+                    e.span(),
+                    "postgres needs url_env (the variable holding its URL) and max_connections of at least 2",
+                );
+            }
+        }
+        if self.delivery.lease_secs.is_some_and(|l| l <= self.delivery.attempt_timeout_secs)
+            || self.delivery.poll_ms == 0
+        {
+            p.at(0..0, "delivery lease_secs must be longer than attempt_timeout_secs, and poll_ms at least 1");
+        }
         if self.audit.checkpoint_every == 0 {
             p.at(0..0, "audit checkpoint_every must be at least 1");
         }
@@ -963,6 +1023,11 @@ impl Config {
                 ("backup", Some(b)) if b.keep == 0 || b.dir.is_empty() => {
                     p.at(c.kind.span(), "backup keep must be at least 1 and dir not empty")
                 }
+                ("backup", Some(_)) if self.storage.engine() == Engine::Postgres => p.at(
+                    c.kind.span(),
+                    "a backup check copies the SQLite database; on postgres, back up the database cluster \
+                     (ops/deploy/cluster.md)",
+                ),
                 ("backup", Some(_)) => {}
                 (_, Some(_)) => p.at(c.name.span(), "only a backup check takes backup settings"),
                 (_, None) => {}

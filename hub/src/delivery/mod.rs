@@ -23,7 +23,7 @@ use crate::config::{Config, DeliverySection};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Policy, Principal};
 use crate::routing::filter::JqFilter;
-use crate::store::{OutboxRow, RecordVersion, Settlement, Store, StoreError};
+use crate::store::{Lease, OutboxRow, RecordVersion, Settlement, Store, StoreError};
 
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,17 @@ pub struct Delivery {
     grants: Arc<Policy>,
     metrics: Arc<crate::metrics::Metrics>,
     probes: Arc<ProbeBoard>,
+    /// This process, as the owner of its leases: host, pid and a random part (a restarted node
+    /// must not think it still holds its predecessor's leases).
+    node: String,
+}
+
+/// A name for this process that no other node of a cluster shares.
+pub fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let tag: u32 = rand::Rng::gen(&mut rand::thread_rng());
+    format!("{}-{}-{tag:08x}", if host.is_empty() { "hub" } else { host }, std::process::id())
 }
 
 /// The secret behind `secret_env`: the environment variable, or, on a development hub, a random
@@ -205,6 +216,7 @@ impl Delivery {
             grants,
             metrics,
             probes,
+            node: node_id(),
         })
     }
 
@@ -353,6 +365,16 @@ impl Delivery {
             .collect()
     }
 
+    /// Gives back this node's leases once its workers have stopped, so that what they left
+    /// unfinished goes out at once from the next start or another node.
+    pub async fn release_leases(&self) {
+        match self.store.release_leases(&self.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "leases of unfinished deliveries given back"),
+            Err(e) => tracing::warn!(error = %e, "cannot give back the delivery leases; they run out on their own"),
+        }
+    }
+
     /// Marks stopped subscriptions from the store (after a restart).
     pub async fn load_states(&self) -> Result<(), StoreError> {
         for st in self.store.subscription_states().await? {
@@ -467,7 +489,9 @@ impl Delivery {
                     self.expire(&sub, max_age).await;
                 }
                 let now_ms = chrono::Utc::now().timestamp_millis();
-                match self.store.claim(&sub.name, now_ms, capacity as u32, in_flight.iter().copied().collect()).await {
+                let lease =
+                    Lease { owner: self.node.clone(), until_ms: now_ms + self.policy.lease().as_millis() as i64 };
+                match self.store.claim(&sub.name, now_ms, capacity as u32, lease).await {
                     Ok(rows) => {
                         // A claim holds at most one entry per record, so batches never reorder
                         // the versions of one record.
@@ -540,6 +564,23 @@ impl Delivery {
 
     /// When the worker must look again without being woken.
     async fn next_wake(
+        &self,
+        sub: &Subscription,
+        paused_until: Option<Instant>,
+        in_flight: usize,
+        capacity: usize,
+    ) -> Option<Instant> {
+        let wake = self.own_wake(sub, paused_until, in_flight, capacity).await;
+        if !self.store.is_shared() {
+            return wake;
+        }
+        // Other nodes route entries here and leave entries behind when they die; nothing here is
+        // woken by either, so an idle worker looks again every `poll_ms`.
+        let poll = Instant::now() + Duration::from_millis(self.policy.poll_ms);
+        Some(wake.map_or(poll, |t| t.min(poll)))
+    }
+
+    async fn own_wake(
         &self,
         sub: &Subscription,
         paused_until: Option<Instant>,

@@ -4,6 +4,8 @@
 //! transaction, and a caller hears back only once that transaction is on disk.
 
 pub mod backup;
+pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -28,6 +30,16 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// PostgreSQL reported an error, or cannot be reached.
+    #[error("database error: {0}")]
+    Postgres(#[source] sqlx::Error),
+    /// The database server cannot be reached (a failover, say): the outcome of a write in flight
+    /// is unknown, so it is safe to send again only with its idempotency key.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
+    /// The database is not this hub's: another cluster's keys, or a newer schema.
+    #[error("{0}")]
+    Mismatch(String),
     /// Files of the data directory.
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
@@ -43,6 +55,73 @@ impl From<rusqlite::Error> for StoreError {
             _ => StoreError::Sqlite(e),
         }
     }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+        match code.as_deref() {
+            // disk_full, and insufficient_resources in general: nothing was written.
+            Some("53100") => StoreError::Full,
+            // serialization_failure, deadlock_detected: the transaction was rolled back whole.
+            Some("40001" | "40P01") => StoreError::Aborted,
+            // admin_shutdown, crash_shutdown, cannot_connect_now, read_only_sql_transaction (a
+            // demoted primary during failover).
+            Some("57P01" | "57P02" | "57P03" | "25006") => StoreError::Unavailable(e.to_string()),
+            _ => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                    StoreError::Unavailable(e.to_string())
+                }
+                other => StoreError::Postgres(other),
+            },
+        }
+    }
+}
+
+/// A claim's lease: the entries are this node's until `until_ms`, or until it settles them. A
+/// node that dies holding a lease only delays those entries until the lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The claiming node.
+    pub owner: String,
+    /// Leased until (ms since the epoch).
+    pub until_ms: i64,
+}
+
+/// Opens the store `[storage]` names: the SQLite database in `data`, or the PostgreSQL database
+/// whose URL is in the environment variable `url_env`.
+pub async fn open(
+    config: &crate::config::Config,
+    data: &std::path::Path,
+    keys: std::sync::Arc<crate::ledger::keys::HubKeys>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let s = &config.storage;
+    Ok(match s.engine() {
+        crate::config::Engine::Sqlite => std::sync::Arc::new(sqlite::SqliteStore::open(
+            data,
+            keys,
+            sqlite::SqliteOptions {
+                group_commit_max: s.group_commit_max,
+                read_connections: s.read_connections,
+                checkpoint_every: config.audit.checkpoint_every,
+            },
+        )?),
+        crate::config::Engine::Postgres => {
+            let url = std::env::var(&s.url_env).map_err(|_| {
+                StoreError::Mismatch(format!(
+                    "[storage] engine is postgres but the environment variable {} (url_env) is not set",
+                    s.url_env
+                ))
+            })?;
+            let opts = postgres::PgOptions {
+                url,
+                max_connections: s.max_connections,
+                group_commit_max: s.group_commit_max,
+                checkpoint_every: config.audit.checkpoint_every,
+            };
+            std::sync::Arc::new(postgres::PostgresStore::open(keys, opts).await?)
+        }
+    })
 }
 
 /// A record version to store.
@@ -302,16 +381,21 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RecordVersion>, StoreError>;
 
-    /// Due pending entries of a subscription that may go now: at most one per record, and never a
-    /// later version while an earlier one is still pending. `skip` are entries already in flight.
+    /// Leases due pending entries of a subscription that may go now: at most one per record, never
+    /// a later version while an earlier one is still pending, and none leased to anyone (this node
+    /// included) whose lease has not run out. Oldest first.
     async fn claim(
         &self,
         subscription: &str,
         now_ms: i64,
         limit: u32,
-        skip: Vec<i64>,
+        lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError>;
-    /// When the next pending entry of a subscription falls due.
+    /// Gives back the leases of `owner` (a node stopping): its unfinished entries may go from
+    /// another node at once instead of when the leases run out. Returns how many.
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;
+    /// When the next entry of a subscription that is not held back by an earlier version falls due
+    /// (or its lease runs out).
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError>;
     /// Records the end of an attempt, with its audit entry, in one transaction.
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError>;
@@ -385,9 +469,22 @@ pub trait Store: Send + Sync {
     /// The alert log, newest first.
     async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError>;
 
+    /// Takes the run of a check's scheduled instant `slot` for this node: true for the first node to
+    /// ask, false for every other, so that a cluster runs each scheduled instant once.
+    async fn claim_slot(&self, check: &str, slot: &str) -> Result<bool, StoreError>;
+
     /// Audit entries per action with a time in [from, to) (RFC 3339).
     async fn audit_action_counts(&self, from: &str, to: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
+    /// Bytes the database takes, where the store can tell (the storage check).
+    async fn database_bytes(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// True when other hub nodes may write to the same database: their new entries wake no worker
+    /// here, so workers must look on their own from time to time.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Group-commit counters.
     fn writer_stats(&self) -> WriterStats;
     /// True while the ledger writer runs.

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
-    AlertRecord, Audited, CheckRun, DeliveryCounts, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
+    AlertRecord, Audited, CheckRun, DeliveryCounts, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
     Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     subscription TEXT NOT NULL, record_type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
     event_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER
+    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER,
+    lease_owner TEXT, lease_until INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (subscription, state, id);
 CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (subscription, record_type, key, state, id);
@@ -85,7 +86,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time);
-PRAGMA user_version = 5;
+CREATE TABLE IF NOT EXISTS schedule_claims (
+    check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
+    PRIMARY KEY (check_name, slot)
+) WITHOUT ROWID;
+PRAGMA user_version = 6;
 "#;
 
 const RECORD_COLUMNS: &str =
@@ -118,6 +123,7 @@ enum Done {
     Audited(Audited),
     Count(u64),
     Subscription(Option<String>),
+    Rows(Vec<OutboxRow>),
 }
 
 /// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
@@ -233,6 +239,10 @@ impl SqliteStore {
         // (see `checkpointer`): inline, the auto-checkpoint took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
+        upgrade(&conn)?;
+        // One process has the database at a time: leases found at open are a stopped or killed
+        // predecessor's, and its entries may go at once.
+        conn.execute("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL", [])?;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -301,6 +311,21 @@ impl SqliteStore {
         tx.send(Job { ops, reply, isolated }).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// Brings a database made by an older hub up to this schema (`CREATE TABLE IF NOT EXISTS` does
+/// not add columns to a table that exists).
+fn upgrade(conn: &Connection) -> Result<(), StoreError> {
+    let leases: i64 =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'lease_until'", [], |r| {
+            r.get(0)
+        })?;
+    if leases == 0 {
+        conn.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN lease_owner TEXT; ALTER TABLE outbox ADD COLUMN lease_until INTEGER;",
+        )?;
+    }
+    Ok(())
 }
 
 /// The thread that keeps the WAL short while the writer writes.
@@ -459,22 +484,22 @@ fn settle_op(id: i64, settlement: Settlement, audit: Option<NewEntry>) -> WriteF
             Settlement::Delivered => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL
-                     WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL,
+                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, tx.now_ms])?,
             Settlement::Retry { at_ms, error } => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
-                     WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, at_ms, error])?,
             Settlement::Dead { error } => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3
-                     WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3,
+                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, tx.now_ms, error])?,
         };
@@ -590,6 +615,13 @@ fn insert_outbox(
             tx.now_ms
         ])?;
     Ok(())
+}
+
+/// RFC 3339 time a week before `now_ms`: how long schedule claims are kept.
+pub(crate) fn week_before(now_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(now_ms - 7 * 86_400_000)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn check_runs(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<CheckRun>, StoreError> {
@@ -947,25 +979,32 @@ impl Store for SqliteStore {
         subscription: &str,
         now_ms: i64,
         limit: u32,
-        skip: Vec<i64>,
+        lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sub = subscription.to_owned();
-        self.readers
-            .with(move |c| {
-                // An entry may go when it is due and no earlier version of the same record is still
-                // pending: versions of one record arrive in order.
-                let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o
-                     WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
-                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
-                     ORDER BY o.id LIMIT ?3"
-                );
-                let fetch = limit + skip.len() as u32;
-                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
-                Ok(rows.into_iter().filter(|r| !skip.contains(&r.id)).take(limit as usize).collect())
-            })
-            .await
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            // An entry may go when it is due, not leased, and no earlier version of the same record
+            // is still pending: versions of one record arrive in order.
+            let sql = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o
+                 WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+                   AND (o.lease_until IS NULL OR o.lease_until <= ?2)
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                       AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                 ORDER BY o.id LIMIT ?3"
+            );
+            let rows = outbox_rows(tx.conn, &sql, &[&sub, &now_ms, &limit])?;
+            for r in &rows {
+                tx.conn
+                    .prepare_cached("UPDATE outbox SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?
+                    .execute(params![r.id, lease.owner, lease.until_ms])?;
+            }
+            Ok(Done::Rows(rows))
+        });
+        match self.one(op).await? {
+            Done::Rows(rows) => Ok(rows),
+            _ => Err(StoreError::Corrupt("writer gave no outbox rows".into())),
+        }
     }
 
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
@@ -973,7 +1012,10 @@ impl Store for SqliteStore {
         self.readers
             .with(move |c| {
                 Ok(c.prepare_cached(
-                    "SELECT MIN(next_attempt_at) FROM outbox WHERE subscription = ?1 AND state = 'pending'",
+                    "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.lease_until, 0))) FROM outbox o
+                     WHERE o.subscription = ?1 AND o.state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)",
                 )?
                 .query_row(params![sub], |r| r.get::<_, Option<i64>>(0))?)
             })
@@ -982,6 +1024,20 @@ impl Store for SqliteStore {
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
         self.count(settle_op(id, settlement, audit)).await.map(|_| ())
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.count(Box::new(move |tx: &mut Tx<'_>| {
+            let n = tx
+                .conn
+                .prepare_cached(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1 AND state = 'pending'",
+                )?
+                .execute(params![owner])?;
+            Ok(Done::Count(n as u64))
+        }))
+        .await
     }
 
     async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
@@ -1009,7 +1065,10 @@ impl Store for SqliteStore {
             let rows = outbox_rows(tx.conn, &sql, &[&sub, &cutoff_ms])?;
             for row in &rows {
                 tx.conn
-                    .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3, lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?1",
+                    )?
                     .execute(params![row.id, tx.now_ms, error])?;
                 let subjects: Option<String> = tx
                     .conn
@@ -1160,7 +1219,7 @@ impl Store for SqliteStore {
                 tx.conn
                     .prepare_cached(
                         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
-                         settled_at = NULL WHERE id = ?1",
+                         settled_at = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
                     )?
                     .execute(params![id, tx.now_ms])?;
                 tx.audit(audit)?;
@@ -1328,6 +1387,24 @@ impl Store for SqliteStore {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
+    }
+
+    async fn claim_slot(&self, check: &str, slot: &str) -> Result<bool, StoreError> {
+        let (check, slot) = (check.to_owned(), slot.to_owned());
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let n = tx
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO schedule_claims (check_name, slot, claimed_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![check, slot, tx.time])?;
+            // Claims older than a week mark nothing a node could still ask about.
+            tx.conn
+                .prepare_cached("DELETE FROM schedule_claims WHERE claimed_at < ?1")?
+                .execute(params![week_before(tx.now_ms)])?;
+            Ok(Done::Count(n as u64))
+        });
+        self.count(op).await.map(|n| n > 0)
     }
 
     async fn audit_action_counts(&self, from: &str, to: &str) -> Result<Vec<(String, u64)>, StoreError> {
