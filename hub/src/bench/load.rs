@@ -104,8 +104,8 @@ impl Load {
         }
     }
 
-    /// Runs the scenario against `url`.
-    pub async fn run(&self, clients: &Clients, url: &str, gen: Arc<Generator>) -> Result<Outcome> {
+    /// Runs the scenario against `urls`, connection `w` on `urls[w % urls.len()]`.
+    pub async fn run(&self, clients: &Clients, urls: &[String], gen: Arc<Generator>) -> Result<Outcome> {
         let start = Instant::now();
         let measure_from = start + self.warmup;
         let deadline = measure_from + self.duration;
@@ -114,7 +114,8 @@ impl Load {
         for w in 0..self.connections {
             let principal = gen.principal(w);
             let Some(client) = clients.get(principal, w).cloned() else { bail!("no client for {principal}") };
-            let (gen, url, sent, load) = (gen.clone(), url.to_owned(), sent.clone(), self.clone());
+            let url = urls.get(w % urls.len().max(1)).cloned().unwrap_or_default();
+            let (gen, sent, load) = (gen.clone(), sent.clone(), self.clone());
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());

@@ -45,6 +45,15 @@ pub enum Scenario {
     Deliver,
 }
 
+/// The store a benchmarked hub runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchEngine {
+    /// The embedded default.
+    Sqlite,
+    /// A fresh PostgreSQL database on `--peer-url`'s server.
+    Postgres,
+}
+
 /// Peers measured in the same run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
@@ -79,9 +88,17 @@ pub struct BenchArgs {
     /// Also measure a peer with the same records and connections.
     #[arg(long, value_enum)]
     pub peer: Option<Peer>,
-    /// The PostgreSQL of `--peer postgres`.
+    /// The PostgreSQL of `--peer postgres` and of `--engine postgres` (which makes a database of
+    /// its own there for the run and drops it after).
     #[arg(long, env = "HUB_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub peer_url: String,
+    /// The hub's store.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub engine: BenchEngine,
+    /// Hub nodes on the one PostgreSQL database, the connections spread over them (resource
+    /// figures are the first node's).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// The hub config to run (its front-end exchange connections and checks are left out).
     #[arg(long, default_value = "config/conghua.toml")]
     pub config: PathBuf,
@@ -123,7 +140,14 @@ impl Drop for Server {
 
 /// Starts `hub COMMAND --config CONFIG --data DATA --listen 127.0.0.1:PORT` on a free port and
 /// waits for `ready` on its stderr (copied to `log`).
-fn spawn(command: &[&str], config: &Path, data: &Path, ready: &'static str, log: &Path) -> Result<Server> {
+fn spawn(
+    command: &[&str],
+    config: &Path,
+    data: &Path,
+    ready: &'static str,
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<Server> {
     use std::io::{BufRead, Write};
     let port = free_port()?;
     let exe = std::env::current_exe().context("the hub binary")?;
@@ -135,6 +159,7 @@ fn spawn(command: &[&str], config: &Path, data: &Path, ready: &'static str, log:
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("HUB_LOG", "warn,hub::cli=info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,7 +242,30 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     std::fs::write(&config, &text)?;
     let _cleanup = RemoveOnDrop(config.clone());
 
-    let hub = spawn(&["serve"], &config, &data, "hub listening", &tmp.path().join("hub.log"))?;
+    let database = match args.engine {
+        BenchEngine::Sqlite => None,
+        BenchEngine::Postgres => {
+            text = with_postgres_engine(&text);
+            std::fs::write(&config, &text)?;
+            Some(peer::Database::create(&args.peer_url).await?)
+        }
+    };
+    if args.nodes > 1 && database.is_none() {
+        bail!("--nodes shares one database between hub nodes: use it with --engine postgres");
+    }
+    let env: Vec<(&str, String)> = database.iter().map(|d| ("HUB_DATABASE_URL", d.url.clone())).collect();
+    let hub = spawn(&["serve"], &config, &data, "hub listening", &tmp.path().join("hub.log"), &env)?;
+    let mut peers = Vec::new();
+    for n in 1..args.nodes.max(1) {
+        // Every node of a cluster holds the same keys and certificates.
+        let node_data = tmp.path().join(format!("data-{n}"));
+        for sub in ["keys", "pki"] {
+            copy_dir(&data.join(sub), &node_data.join(sub))?;
+        }
+        let log = tmp.path().join(format!("hub-{n}.log"));
+        peers.push(spawn(&["serve"], &config, &node_data, "hub listening", &log, &env)?);
+    }
+    let urls: Vec<String> = std::iter::once(&hub).chain(&peers).map(|s| s.url.clone()).collect();
     let pid = hub.child.id();
     let idle_rss = proc_stats::rss_bytes(pid).unwrap_or(0);
     if let Some(r) = &receiver {
@@ -228,14 +276,15 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     let clients = load::Clients::new(&data, args.connections, args.http2)?;
     if matches!(args.scenario, Scenario::Read | Scenario::Lookup | Scenario::Mixed) {
         eprintln!("preloading {} records", args.preload);
-        load::preload(&clients, &hub.url, &gen, args.preload).await?;
+        load::preload(&clients, &urls[0], &gen, args.preload).await?;
     }
     let load = Load::new(&args);
     let stats = proc_stats::Sampler::start(pid);
-    let hub_result = load.run(&clients, &hub.url, gen.clone()).await?;
+    let hub_result = load.run(&clients, &urls, gen.clone()).await?;
     let usage = stats.stop().await;
     let mut results = json!({
         "scenario": args.scenario, "connections": args.connections,
+        "engine": format!("{:?}", args.engine).to_lowercase(), "nodes": args.nodes.max(1),
         "http": if args.http2 { "2" } else { "1.1" },
         "mode": args.rate.map_or("closed loop".to_owned(), |r| format!("open loop, {r}/s offered")),
         "machine": facts,
@@ -243,7 +292,11 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         "hub": hub_result.json(),
         "hub_rss_idle_mib": mib(idle_rss), "hub_rss_peak_mib": mib(usage.peak_rss), "hub_cpu_cores": usage.cores,
     });
-    print_row(&format!("hub {:?}", args.scenario).to_lowercase(), &hub_result, Some(&usage));
+    let name = match (args.engine, args.nodes.max(1)) {
+        (BenchEngine::Sqlite, _) => format!("hub {:?}", args.scenario),
+        (BenchEngine::Postgres, n) => format!("hub {:?} pg x{n}", args.scenario),
+    };
+    print_row(&name.to_lowercase(), &hub_result, Some(&usage));
     if let Some(r) = &receiver {
         // Let the last deliveries arrive before counting.
         let d = r.wait_settled(Duration::from_secs(30)).await;
@@ -257,15 +310,19 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         );
         results["deliveries"] = deliveries;
     }
+    drop(peers);
     drop(hub);
+    if let Some(db) = database {
+        db.drop_now().await;
+    }
 
     if args.baseline {
         for mode in [BaselineMode::Parse, BaselineMode::Validate] {
             let log = tmp.path().join(format!("baseline-{}.log", mode.as_str()));
             let server =
-                spawn(&["bench-baseline", "--mode", mode.as_str()], &config, &data, "baseline listening", &log)?;
+                spawn(&["bench-baseline", "--mode", mode.as_str()], &config, &data, "baseline listening", &log, &[])?;
             let gen = Arc::new(records::Generator::new(args.scenario));
-            let r = load.run(&clients, &server.url, gen).await?;
+            let r = load.run(&clients, std::slice::from_ref(&server.url), gen).await?;
             compare(&mut results, &hub_result, &format!("bare TLS {}", mode.as_str()), &r, mode.as_str(), "baseline");
         }
     }
@@ -311,6 +368,29 @@ fn print_row(name: &str, r: &Outcome, usage: Option<&proc_stats::Usage>) {
         r.histogram.max() as f64 / 1000.0,
         usage.map_or(String::new(), |u| format!("  rss {:.0} MiB  cpu {:.2} cores", mib(u.peak_rss), u.cores)),
     );
+}
+
+/// The config text with `[storage] engine = "postgres"` (URL from `HUB_DATABASE_URL`).
+fn with_postgres_engine(text: &str) -> String {
+    if text.contains("engine = \"sqlite\"") {
+        text.replacen("engine = \"sqlite\"", "engine = \"postgres\"", 1)
+    } else {
+        text.replacen("[storage]\n", "[storage]\nengine = \"postgres\"\n", 1)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 struct RemoveOnDrop(PathBuf);

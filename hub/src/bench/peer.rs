@@ -99,3 +99,40 @@ pub async fn postgres(args: &BenchArgs) -> Result<Outcome> {
     }
     Ok(out)
 }
+
+/// A database of its own for a `--engine postgres` run, on the `--peer-url` server.
+pub struct Database {
+    /// Its URL (given to the hub nodes as `HUB_DATABASE_URL`).
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    /// Creates `hub_bench_db_PID` on the server of `admin`.
+    pub async fn create(admin: &str) -> Result<Self> {
+        use sqlx::Connection as _;
+        let name = format!("hub_bench_db_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(admin).await.context("connecting to the --peer-url PostgreSQL")?;
+        sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').context("--peer-url names no database")?;
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        Ok(Self { url, admin: admin.to_owned(), name })
+    }
+
+    /// Drops it (the hub nodes have stopped).
+    pub async fn drop_now(self) {
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await {
+                eprintln!("could not drop the benchmark database {}: {e}", self.name);
+            }
+        }
+    }
+}
