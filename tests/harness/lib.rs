@@ -218,7 +218,7 @@ impl TestHub {
     /// Starts a hub with a given config on a prepared data directory.
     pub async fn start_in(config: &Path, data: tempfile::TempDir) -> Result<Self> {
         let (config, catalog) = hub::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (state, tls) = hub::server::open(config, catalog, data.path())?;
+        let (state, tls) = hub::server::open(config, catalog, data.path()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -433,5 +433,64 @@ impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL database of its own for one test, made on the server `HUB_TEST_POSTGRES_URL`
+/// names and dropped when the value is dropped, so suites never see each other's rows.
+pub struct PgDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl PgDatabase {
+    /// A new, empty database; `None` (after saying so on stderr) when `HUB_TEST_POSTGRES_URL` is
+    /// not set.
+    pub async fn create(what: &str) -> Result<Option<Self>> {
+        let Ok(admin) = std::env::var("HUB_TEST_POSTGRES_URL") else {
+            eprintln!("skipped ({what}): HUB_TEST_POSTGRES_URL is not set");
+            return Ok(None);
+        };
+        let tag: u64 = rand_tag();
+        let name = format!("hub_t_{tag:016x}");
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&admin).await.context("HUB_TEST_POSTGRES_URL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        conn.close().await?;
+        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').context("HUB_TEST_POSTGRES_URL has no database name")?;
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        Ok(Some(Self { url, name, admin }))
+    }
+}
+
+fn rand_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside any runtime (or inside one that must not block): a thread of its own.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
     }
 }

@@ -1,0 +1,457 @@
+//! One store conformance suite that both backends pass: the embedded SQLite store and the shared
+//! PostgreSQL store (a fresh database per test, when `HUB_TEST_POSTGRES_URL` is set). It holds the
+//! promises the exchange relies on: a version, its index rows, its audit entry and its outbox
+//! entries commit together or not at all; idempotency; versions and audit sequence in order;
+//! leases; feeds; schedule claims; and everything intact after a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use e2e::PgDatabase;
+use hub::ledger::keys::HubKeys;
+use hub::ledger::{Action, NewEntry};
+use hub::store::postgres::{PgOptions, PostgresStore};
+use hub::store::sqlite::{db_path, SqliteOptions, SqliteStore};
+use hub::store::{Lease, NewVersion, Published, Receipt, Settlement, Store};
+
+/// A backend under test: how to open its store (again, for restarts) and how to make its database
+/// refuse one key after the record row is written, as a failing disk would.
+enum Backend {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { db: PgDatabase, dir: tempfile::TempDir },
+}
+
+impl Backend {
+    async fn sqlite() -> Result<Option<Self>> {
+        Ok(Some(Backend::Sqlite { dir: tempfile::tempdir()? }))
+    }
+
+    async fn postgres() -> Result<Option<Self>> {
+        Ok(PgDatabase::create("store conformance on PostgreSQL")
+            .await?
+            .map(|db| Backend::Postgres { db, dir: tempfile::tempdir().expect("a temporary directory") }))
+    }
+
+    fn dir(&self) -> &Path {
+        match self {
+            Backend::Sqlite { dir } | Backend::Postgres { dir, .. } => dir.path(),
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<dyn Store>> {
+        let keys = Arc::new(HubKeys::load_or_create(self.dir())?);
+        Ok(match self {
+            Backend::Sqlite { dir } => {
+                let opts = SqliteOptions { group_commit_max: 64, read_connections: 2, checkpoint_every: 4 };
+                Arc::new(SqliteStore::open(dir.path(), keys, opts)?)
+            }
+            Backend::Postgres { db, .. } => {
+                let opts =
+                    PgOptions { url: db.url.clone(), max_connections: 4, group_commit_max: 64, checkpoint_every: 4 };
+                Arc::new(PostgresStore::open(keys, opts).await?)
+            }
+        })
+    }
+
+    /// Makes the database refuse to index key `boom` (after the record row is in).
+    async fn sabotage(&self) -> Result<()> {
+        match self {
+            Backend::Sqlite { dir } => {
+                rusqlite::Connection::open(db_path(dir.path()))?.execute_batch(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON latest WHEN NEW.key = 'boom'
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                )?;
+            }
+            Backend::Postgres { db, .. } => {
+                use sqlx::Connection as _;
+                let mut c = sqlx::PgConnection::connect(&db.url).await?;
+                sqlx::raw_sql(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN IF NEW.key = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+                     CREATE TRIGGER refuse BEFORE INSERT ON latest FOR EACH ROW EXECUTE FUNCTION refuse();",
+                )
+                .execute(&mut c)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn version(key: &str, body: &str) -> NewVersion {
+    NewVersion {
+        record_type: "marriage".into(),
+        key: key.into(),
+        schema_version: 1,
+        canonical: format!("{{\"v\":\"{body}\"}}"),
+        digest: format!("digest-{body}"),
+        publisher: "civil-affairs".into(),
+        subjects: vec![format!("subject-{key}")],
+        idempotency: None,
+        routes: vec!["tax".into(), "police".into()],
+        audit: NewEntry {
+            record_type: Some("marriage".into()),
+            record_key: Some(key.into()),
+            subjects: vec![format!("subject-{key}")],
+            ..NewEntry::new("civil-affairs", Action::Publish, "ok")
+        },
+    }
+}
+
+async fn publish_one(store: &dyn Store, v: NewVersion) -> Result<Published> {
+    let mut out = store.publish(vec![v]).await?;
+    Ok(out.pop().expect("one result")?)
+}
+
+fn created(p: Published) -> Result<Receipt> {
+    match p {
+        Published::Created(r) => Ok(r),
+        other => bail!("expected a new version, got {other:?}"),
+    }
+}
+
+fn lease(owner: &str, until_ms: i64) -> Lease {
+    Lease { owner: owner.into(), until_ms }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Version, subject index, audit entry and outbox entries are there together.
+async fn publish_is_atomic_and_complete(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let r = created(publish_one(&*store, version("m1", "a")).await?)?;
+    assert_eq!((r.version, r.routed), (1, 2));
+    let latest = store.latest("marriage", "m1").await?.expect("latest");
+    assert_eq!((latest.version, latest.audit_seq, latest.payload["v"].as_str()), (1, r.audit_seq, Some("a")));
+    assert_eq!(store.by_subject("subject-m1").await?.len(), 1);
+    let audit = store.audit_after(0, 10).await?;
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].seq, audit[0].record_version), (r.audit_seq, Some(1)));
+    assert_eq!(store.audit_by_subject("subject-m1", 10).await?.len(), 1);
+    let pending = store.deliveries("pending", None, 10).await?;
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|o| o.version == 1 && o.key == "m1"));
+    store.close().await;
+    Ok(())
+}
+
+/// A write that fails after its first rows rolls back its whole group: no version, no index row,
+/// no audit entry, no outbox entry, and the chain goes on from where it was.
+async fn a_failed_write_leaves_nothing(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    created(publish_one(&*store, version("before", "x")).await?)?;
+    b.sabotage().await?;
+    let failed = store.publish(vec![version("a", "1"), version("boom", "2"), version("b", "3")]).await;
+    let stored_any = match failed {
+        Err(_) => false,
+        Ok(results) => results.iter().any(|r| r.is_ok()),
+    };
+    assert!(!stored_any, "a group with a failed write reported success");
+    for key in ["a", "boom", "b"] {
+        assert!(store.latest("marriage", key).await?.is_none(), "{key} was stored from a failed group");
+        assert!(store.by_subject(&format!("subject-{key}")).await?.is_empty());
+    }
+    assert_eq!(store.audit_after(0, 100).await?.len(), 1);
+    assert_eq!(store.deliveries("pending", None, 100).await?.len(), 2);
+    let next = created(publish_one(&*store, version("after", "y")).await?)?;
+    assert_eq!(next.audit_seq, 2);
+    assert_eq!(store.verify_audit().await?.map_err(anyhow::Error::from)?.entries, 2);
+    store.close().await;
+    Ok(())
+}
+
+/// The same key and body give the first receipt back; another body is a conflict; neither adds
+/// a version or an audit entry.
+async fn idempotency(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let with_key = |body: &str, digest: &str| NewVersion {
+        idempotency: Some(("key-1".into(), digest.into())),
+        ..version("m1", body)
+    };
+    let first = created(publish_one(&*store, with_key("a", "req-a")).await?)?;
+    match publish_one(&*store, with_key("a", "req-a")).await? {
+        Published::Replayed(r) => assert_eq!(r, first),
+        other => bail!("expected the first receipt, got {other:?}"),
+    }
+    assert_eq!(publish_one(&*store, with_key("b", "req-b")).await?, Published::Conflict);
+    // Idempotency keys are the publisher's own: another department may use the same one.
+    let other = NewVersion { publisher: "police".into(), ..with_key("c", "req-c") };
+    assert_eq!(created(publish_one(&*store, other).await?)?.version, 2);
+    assert_eq!(store.history("marriage", "m1").await?.len(), 2);
+    assert_eq!(store.audit_after(0, 10).await?.len(), 2);
+    store.close().await;
+    Ok(())
+}
+
+/// Versions count up per record, audit sequence numbers have no gap, checkpoints are signed, and
+/// a subscriber gets a record's versions one at a time, in order.
+async fn ordering(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let mut seqs = Vec::new();
+    for (i, body) in ["a", "b", "c"].iter().enumerate() {
+        let r = created(publish_one(&*store, version("m1", body)).await?)?;
+        assert_eq!(r.version, i as u64 + 1);
+        seqs.push(r.audit_seq);
+    }
+    let r = created(publish_one(&*store, version("m2", "z")).await?)?;
+    seqs.push(r.audit_seq);
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    let history: Vec<u64> = store.history("marriage", "m1").await?.iter().map(|v| v.version).collect();
+    assert_eq!(history, vec![1, 2, 3]);
+    let report = store.verify_audit().await?.map_err(anyhow::Error::from)?;
+    assert_eq!((report.entries, report.checkpoints), (4, 1));
+    assert_eq!(store.versions_since("marriage", 3, 10).await?.len(), 2);
+
+    // m1 v1 and m2 v1 may go; m1 v2 waits for v1.
+    let claimed = store.claim("tax", now_ms(), 10, lease("node-a", now_ms() + 60_000)).await?;
+    let got: Vec<(String, u64)> = claimed.iter().map(|o| (o.key.clone(), o.version)).collect();
+    assert_eq!(got, vec![("m1".to_owned(), 1), ("m2".to_owned(), 1)]);
+    store.settle(claimed[0].id, Settlement::Delivered, None).await?;
+    let next = store.claim("tax", now_ms(), 10, lease("node-a", now_ms() + 60_000)).await?;
+    assert_eq!(next.iter().map(|o| o.version).collect::<Vec<_>>(), vec![2]);
+    store.close().await;
+    Ok(())
+}
+
+/// A claimed entry is the claimer's until its lease runs out or it settles; then another node
+/// takes it. A retry gives it back with its new due time.
+async fn leases(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    created(publish_one(&*store, version("m1", "a")).await?)?;
+    created(publish_one(&*store, version("m2", "b")).await?)?;
+    let t0 = now_ms();
+    let a = store.claim("tax", t0, 10, lease("node-a", t0 + 30_000)).await?;
+    assert_eq!(a.len(), 2);
+    assert!(store.claim("tax", t0, 10, lease("node-b", t0 + 30_000)).await?.is_empty(), "a leased entry went twice");
+    // The subscription's next look is when the lease runs out.
+    assert_eq!(store.next_due("tax").await?, Some(t0 + 30_000));
+    // Other subscriptions are not held up.
+    assert_eq!(store.claim("police", t0, 10, lease("node-b", t0 + 30_000)).await?.len(), 2);
+    // Node A dies: once its lease has run out, node B takes over.
+    let b_rows = store.claim("tax", t0 + 30_001, 10, lease("node-b", t0 + 60_000)).await?;
+    assert_eq!(b_rows.iter().map(|o| o.id).collect::<Vec<_>>(), a.iter().map(|o| o.id).collect::<Vec<_>>());
+    // A retry ends the lease and sets the due time.
+    let at = t0 + 5_000;
+    store.settle(b_rows[0].id, Settlement::Retry { at_ms: at, error: "503".into() }, None).await?;
+    assert!(store.claim("tax", at - 1, 10, lease("node-c", at + 30_000)).await?.is_empty());
+    let again = store.claim("tax", at, 10, lease("node-c", at + 30_000)).await?;
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    // Settled entries are never claimed again.
+    let entry = NewEntry::new("tax", Action::Deliver, "ok");
+    store
+        .settle_many(vec![
+            (again[0].id, Settlement::Delivered, Some(entry.clone())),
+            (b_rows[1].id, Settlement::Dead { error: "410".into() }, Some(entry)),
+        ])
+        .await?;
+    assert!(store.claim("tax", t0 + 120_000, 10, lease("node-d", t0 + 150_000)).await?.is_empty());
+    assert_eq!(store.next_due("tax").await?, None);
+    // A node that stops gives its leases back: its entries go at once, not when the leases end.
+    let police = store.claim("police", t0 + 40_000, 10, lease("node-e", t0 + 90_000)).await?;
+    assert_eq!(police.len(), 2);
+    assert_eq!(store.release_leases("node-x").await?, 0);
+    assert_eq!(store.release_leases("node-e").await?, 2);
+    assert_eq!(store.claim("police", t0 + 40_001, 10, lease("node-f", t0 + 90_000)).await?.len(), 2);
+    store.close().await;
+    Ok(())
+}
+
+/// Dead letters are counted, listed and queued again with an audit entry; age expiry
+/// dead-letters with one audit entry each.
+async fn dead_letters_and_expiry(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    created(publish_one(&*store, version("m1", "a")).await?)?;
+    let rows = store.claim("tax", now_ms(), 10, lease("n", now_ms() + 10_000)).await?;
+    let dead = NewEntry::new("tax", Action::DeadLetter, "dead");
+    store.settle(rows[0].id, Settlement::Dead { error: "rejected".into() }, Some(dead.clone())).await?;
+    let counts = store.delivery_counts().await?;
+    let tax = counts.iter().find(|c| c.subscription == "tax").expect("tax counts");
+    assert_eq!((tax.pending, tax.dead), (0, 1));
+    assert_eq!(store.retry_dead(rows[0].id, NewEntry::new("ops", Action::Admin, "ok")).await?.as_deref(), Some("tax"));
+    assert_eq!(store.retry_dead(rows[0].id, NewEntry::new("ops", Action::Admin, "ok")).await?, None);
+    let expired = store.expire("tax", now_ms() + 1, "too old".into(), dead).await?;
+    assert_eq!(expired, 1);
+    assert_eq!(store.deliveries("dead", Some("tax".into()), 10).await?.len(), 1);
+    // publish, dead letter, retry, expiry.
+    let actions: Vec<String> = store.audit_after(0, 10).await?.into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["publish", "dead_letter", "admin", "dead_letter"]);
+    store.close().await;
+    Ok(())
+}
+
+/// A feed reads pending entries after a cursor in id order; an acknowledgement settles them and
+/// moves the cursor, never back.
+async fn feeds(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    for k in ["m1", "m2", "m3"] {
+        created(publish_one(&*store, version(k, "a")).await?)?;
+    }
+    let page = store.feed("police", 0, 2).await?;
+    assert_eq!(page.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    assert_eq!(store.ack("police", page[1].id).await?, 2);
+    assert_eq!(store.feed_cursor("police").await?, page[1].id);
+    assert_eq!(store.ack("police", page[0].id).await?, 0);
+    assert_eq!(store.feed_cursor("police").await?, page[1].id, "the cursor moved back");
+    let rest = store.feed("police", page[1].id, 10).await?;
+    assert_eq!(rest.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m3"]);
+    store.close().await;
+    Ok(())
+}
+
+/// Each scheduled instant of a check is taken once.
+async fn schedule_claims(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    assert!(store.claim_slot("backlog", "2026-11-26T08:00:00.000Z").await?);
+    assert!(!store.claim_slot("backlog", "2026-11-26T08:00:00.000Z").await?);
+    assert!(store.claim_slot("backlog", "2026-11-26T08:01:00.000Z").await?);
+    assert!(store.claim_slot("storage", "2026-11-26T08:00:00.000Z").await?);
+    store.close().await;
+    Ok(())
+}
+
+/// Everything survives a restart, and the chain, versions and outbox ids go on from there.
+async fn restart(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let first = created(publish_one(&*store, version("m1", "a")).await?)?;
+    store.set_subscription("tax", true, Some("410 Gone".into()), NewEntry::new("tax", Action::Admin, "ok")).await?;
+    let outbox_before = store.deliveries("pending", None, 10).await?;
+    store.close().await;
+    drop(store);
+
+    let store = b.open().await?;
+    assert_eq!(store.latest("marriage", "m1").await?.map(|v| v.digest), Some(first.digest));
+    let states = store.subscription_states().await?;
+    assert_eq!((states.len(), states[0].disabled), (1, true));
+    let second = created(publish_one(&*store, version("m1", "b")).await?)?;
+    assert_eq!((second.version, second.audit_seq), (2, 3));
+    let outbox_after = store.deliveries("pending", None, 10).await?;
+    assert!(outbox_after.iter().filter(|o| o.version == 2).all(|o| outbox_before.iter().all(|b| b.id < o.id)));
+    let report = store.verify_audit().await?.map_err(anyhow::Error::from)?;
+    assert_eq!(report.head_seq, 3);
+    store.close().await;
+    Ok(())
+}
+
+/// One call with repeats: two versions of one record, a replayed and a conflicting idempotency
+/// key of the same call, and audit entries between: versions count up, the replay gets the first
+/// receipt, the index follows the last version, and the chain has every entry once, in order.
+async fn repeats_within_one_commit(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let keyed = |key: &str, body: &str, digest: &str| NewVersion {
+        idempotency: Some(("k1".into(), digest.into())),
+        ..version(key, body)
+    };
+    let moved = NewVersion { subjects: vec!["subject-new".into()], ..version("m1", "b") };
+    let (publishes, audit) = tokio::join!(
+        store.publish(vec![keyed("m1", "a", "req-a"), moved, keyed("m1", "a", "req-a"), keyed("m9", "z", "req-z")]),
+        store.audit(NewEntry::new("police", Action::Lookup, "ok"))
+    );
+    let publishes: Vec<Published> = publishes?.into_iter().collect::<Result<_, _>>()?;
+    let first = match &publishes[0] {
+        Published::Created(r) => r.clone(),
+        other => bail!("{other:?}"),
+    };
+    assert_eq!(created(publishes[1].clone())?.version, 2);
+    assert_eq!(publishes[2], Published::Replayed(first.clone()));
+    assert_eq!(publishes[3], Published::Conflict);
+    let audit = audit?;
+    assert!(store.by_subject("subject-m1").await?.is_empty(), "the index still points at the old version");
+    assert_eq!(store.by_subject("subject-new").await?.len(), 1);
+    let entries = store.audit_after(0, 10).await?;
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().any(|e| e.seq == audit.seq && e.action == "lookup"));
+    assert_eq!(store.verify_audit().await?.map_err(anyhow::Error::from)?.entries, 3);
+    let tax: Vec<u64> = store.deliveries("pending", Some("tax".into()), 10).await?.iter().map(|o| o.version).collect();
+    assert_eq!(tax, vec![1, 2]);
+    store.close().await;
+    Ok(())
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($name:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    match super::Backend::$backend().await? {
+                        Some(b) => super::$name(b).await,
+                        None => Ok(()),
+                    }
+                }
+            )+
+        }
+    };
+}
+
+conformance!(sqlite: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+conformance!(postgres: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+
+/// PostgreSQL only: two stores on one database (two nodes) publishing at once write one chain,
+/// with every version once and no gap, and a claim hands each entry to one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_share_one_chain_and_one_queue() -> Result<()> {
+    let Some(b) = Backend::postgres().await? else { return Ok(()) };
+    let (n1, n2) = (b.open().await?, b.open().await?);
+    let mut tasks = Vec::new();
+    for (i, node) in [n1.clone(), n2.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for round in 0..40 {
+                // Both nodes write the same records: versions must still count up without a gap.
+                let batch = (0..5).map(|k| version(&format!("m{k}"), &format!("n{i}-r{round}"))).collect();
+                for r in node.publish(batch).await? {
+                    receipts.push(created(r?)?);
+                }
+            }
+            anyhow::Ok(receipts)
+        }));
+    }
+    let mut receipts = Vec::new();
+    for t in tasks {
+        receipts.extend(t.await??);
+    }
+    assert_eq!(receipts.len(), 400);
+    let mut seqs: Vec<u64> = receipts.iter().map(|r| r.audit_seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "audit sequence numbers repeat or have gaps");
+    for k in 0..5 {
+        let versions: Vec<u64> = n1.history("marriage", &format!("m{k}")).await?.iter().map(|v| v.version).collect();
+        assert_eq!(versions, (1..=80).collect::<Vec<_>>());
+    }
+    let report = n2.verify_audit().await?.map_err(anyhow::Error::from)?;
+    assert_eq!((report.entries, report.checkpoints), (400, 100));
+
+    // Both nodes claim at once: every entry goes to exactly one of them.
+    let t = now_ms();
+    let (c1, c2) = tokio::join!(
+        n1.claim("tax", t, 1000, lease("node-1", t + 30_000)),
+        n2.claim("tax", t, 1000, lease("node-2", t + 30_000))
+    );
+    let (c1, c2) = (c1?, c2?);
+    assert_eq!(c1.len() + c2.len(), 5, "one entry per record may go, once");
+    assert!(c1.iter().all(|a| c2.iter().all(|b| a.id != b.id)));
+    n1.close().await;
+    n2.close().await;
+    Ok(())
+}
+
+/// PostgreSQL only: a node started with other keys than the cluster's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_keys_is_refused() -> Result<()> {
+    let Some(b) = Backend::postgres().await? else { return Ok(()) };
+    b.open().await?.close().await;
+    let Backend::Postgres { db, .. } = &b else { unreachable!() };
+    let stranger = tempfile::tempdir()?;
+    let keys = Arc::new(HubKeys::load_or_create(stranger.path())?);
+    let opts = PgOptions { url: db.url.clone(), max_connections: 2, group_commit_max: 8, checkpoint_every: 4 };
+    match PostgresStore::open(keys, opts).await {
+        Ok(_) => bail!("a node with other keys was let in"),
+        Err(e) => assert!(e.to_string().contains("same keys directory"), "{e}"),
+    }
+    Ok(())
+}
