@@ -399,12 +399,13 @@ async fn commit_group(
     // chain lock.
     let mut batch: Vec<(usize, Vec<Appended>)> = Vec::new();
     for (i, (ops, isolated)) in work.into_iter().enumerate() {
-        if ops.iter().all(|op| matches!(op, Op::Publish(_) | Op::Audit(_))) {
+        if ops.iter().all(|op| matches!(op, Op::Publish(_) | Op::Audit(_) | Op::Settle(..))) {
             let items = ops
                 .into_iter()
                 .filter_map(|op| match op {
                     Op::Publish(v) => Some(Appended::Publish(*v)),
                     Op::Audit(e) => Some(Appended::Audit(e)),
+                    Op::Settle(id, s, e) => Some(Appended::Settle(id, s, e)),
                     _ => None,
                 })
                 .collect();
@@ -445,6 +446,8 @@ async fn commit_group(
 enum Appended {
     Publish(NewVersion),
     Audit(NewEntry),
+    /// The end of a delivery attempt, audited when it changed the entry.
+    Settle(i64, Settlement, Option<NewEntry>),
 }
 
 /// Writes a run of publish and audit jobs with [`append_batch`] and files each job's results
@@ -473,7 +476,10 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
             one.pop().ok_or_else(|| StoreError::Corrupt("a publish gave no result".into()))
         }
         Op::Audit(entry) => Ok(Done::Audited(Audited { seq: append(c, g, entry).await?.seq })),
-        Op::Settle(id, settlement, audit) => settle(c, g, id, settlement, audit).await.map(Done::Count),
+        Op::Settle(id, settlement, audit) => {
+            let mut one = append_batch(c, g, vec![Appended::Settle(id, settlement, audit)]).await?;
+            one.pop().ok_or_else(|| StoreError::Corrupt("a settlement gave no result".into()))
+        }
         Op::Expire { subscription, cutoff_ms, error, template } => {
             let sql = format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = $1 AND o.state = 'pending' AND o.created_at < $2
@@ -551,42 +557,54 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
     }
 }
 
-async fn settle(
+/// Applies the settlements of a batch in one statement; returns the positions (in `items`) of
+/// those that changed their entry (still pending, first settlement of it in the batch).
+async fn settle_batch(
     c: &mut PgConnection,
-    g: &mut Group<'_>,
-    id: i64,
-    settlement: Settlement,
-    audit: Option<NewEntry>,
-) -> Result<u64, StoreError> {
-    let done = match &settlement {
-        Settlement::Delivered => sqlx::query(
-            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = $2, last_error = NULL,
-             lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(g.now_ms),
-        Settlement::Retry { at_ms, error } => sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
-             lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(*at_ms)
-        .bind(error.clone()),
-        Settlement::Dead { error } => sqlx::query(
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = $2, last_error = $3,
-             lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(g.now_ms)
-        .bind(error.clone()),
-    };
-    let changed = done.execute(&mut *c).await?.rows_affected();
-    if changed > 0 {
-        if let Some(entry) = audit {
-            append(c, g, entry).await?;
+    g: &Group<'_>,
+    items: &[Appended],
+) -> Result<std::collections::HashSet<usize>, StoreError> {
+    let (mut ids, mut kinds, mut at, mut errors, mut positions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (n, item) in items.iter().enumerate() {
+        let Appended::Settle(id, s, _) = item else { continue };
+        if ids.contains(id) {
+            continue;
         }
+        let (kind, when, error) = match s {
+            Settlement::Delivered => ("delivered", 0, None),
+            Settlement::Retry { at_ms, error } => ("retry", *at_ms, Some(error.clone())),
+            Settlement::Dead { error } => ("dead", 0, Some(error.clone())),
+        };
+        ids.push(*id);
+        kinds.push(kind);
+        at.push(when);
+        errors.push(error);
+        positions.push(n);
     }
-    Ok(changed)
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let changed: Vec<i64> = sqlx::query_scalar(
+        "UPDATE outbox o SET
+             state = CASE u.kind WHEN 'retry' THEN o.state ELSE u.kind END,
+             attempts = o.attempts + 1,
+             next_attempt_at = CASE u.kind WHEN 'retry' THEN u.at ELSE o.next_attempt_at END,
+             last_error = u.err,
+             settled_at = CASE u.kind WHEN 'retry' THEN o.settled_at ELSE $5 END,
+             lease_owner = NULL, lease_until = NULL
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[]) AS u(id, kind, at, err)
+         WHERE o.id = u.id AND o.state = 'pending'
+         RETURNING o.id",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&at)
+    .bind(&errors)
+    .bind(g.now_ms)
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(ids.iter().zip(positions).filter(|(id, _)| changed.contains(id)).map(|(_, n)| n).collect())
 }
 
 /// Column arrays of one batch of publishes, bound to one statement.
@@ -690,7 +708,7 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
     let (mut rec_t, mut rec_k) = (Vec::new(), Vec::new());
     for v in items.iter().filter_map(|i| match i {
         Appended::Publish(v) => Some(v),
-        Appended::Audit(_) => None,
+        Appended::Audit(_) | Appended::Settle(..) => None,
     }) {
         if let Some((key, _)) = &v.idempotency {
             idem_p.push(v.publisher.clone());
@@ -731,15 +749,24 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
         current.insert((r.try_get(0)?, r.try_get(1)?), r.try_get::<i64, _>(2)? as u64);
     }
 
+    let settled = settle_batch(c, g, &items).await?;
     let mut out = Vec::with_capacity(items.len());
     let mut w = Rows::default();
     // The last version of each record in the batch: its latest row and its subject index rows.
     let mut last: HashMap<(String, String), (u64, Vec<String>)> = HashMap::new();
-    for item in items {
+    for (n, item) in items.into_iter().enumerate() {
         let v = match item {
             Appended::Audit(entry) => {
                 let seq = w.seal(g, entry)?.seq;
                 out.push(Done::Audited(Audited { seq }));
+                continue;
+            }
+            Appended::Settle(_, _, audit) => {
+                let changed = settled.contains(&n);
+                if let (true, Some(entry)) = (changed, audit) {
+                    w.seal(g, entry)?;
+                }
+                out.push(Done::Count(u64::from(changed)));
                 continue;
             }
             Appended::Publish(v) => v,

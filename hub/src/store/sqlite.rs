@@ -61,8 +61,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     subscription TEXT NOT NULL, record_type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
     event_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER,
-    lease_owner TEXT, lease_until INTEGER
+    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (subscription, state, id);
 CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (subscription, record_type, key, state, id);
@@ -123,7 +122,6 @@ enum Done {
     Audited(Audited),
     Count(u64),
     Subscription(Option<String>),
-    Rows(Vec<OutboxRow>),
 }
 
 /// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
@@ -203,6 +201,9 @@ impl ReadPool {
 
 /// The SQLite store.
 pub struct SqliteStore {
+    /// Claimed outbox entries by id. One process has the database at a time (the ledger writer),
+    /// so leases live here and end with the process: after a restart every entry may go at once.
+    leases: Mutex<std::collections::HashMap<i64, Lease>>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReadPool>,
@@ -239,10 +240,6 @@ impl SqliteStore {
         // (see `checkpointer`): inline, the auto-checkpoint took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
-        upgrade(&conn)?;
-        // One process has the database at a time: leases found at open are a stopped or killed
-        // predecessor's, and its entries may go at once.
-        conn.execute("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL", [])?;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -267,7 +264,14 @@ impl SqliteStore {
                 checkpoints.stop();
             })?
         };
-        Ok(Self { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), readers, stats, keys })
+        Ok(Self {
+            leases: Mutex::default(),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers,
+            stats,
+            keys,
+        })
     }
 
     /// Stops the writer (for short-lived command-line use of the store).
@@ -311,21 +315,6 @@ impl SqliteStore {
         tx.send(Job { ops, reply, isolated }).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
-}
-
-/// Brings a database made by an older hub up to this schema (`CREATE TABLE IF NOT EXISTS` does
-/// not add columns to a table that exists).
-fn upgrade(conn: &Connection) -> Result<(), StoreError> {
-    let leases: i64 =
-        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'lease_until'", [], |r| {
-            r.get(0)
-        })?;
-    if leases == 0 {
-        conn.execute_batch(
-            "ALTER TABLE outbox ADD COLUMN lease_owner TEXT; ALTER TABLE outbox ADD COLUMN lease_until INTEGER;",
-        )?;
-    }
-    Ok(())
 }
 
 /// The thread that keeps the WAL short while the writer writes.
@@ -484,22 +473,22 @@ fn settle_op(id: i64, settlement: Settlement, audit: Option<NewEntry>) -> WriteF
             Settlement::Delivered => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL,
-                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, settled_at = ?2, last_error = NULL
+                     WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, tx.now_ms])?,
             Settlement::Retry { at_ms, error } => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
-                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, at_ms, error])?,
             Settlement::Dead { error } => tx
                 .conn
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3,
-                     lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, settled_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND state = 'pending'",
                 )?
                 .execute(params![id, tx.now_ms, error])?,
         };
@@ -982,69 +971,88 @@ impl Store for SqliteStore {
         lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sub = subscription.to_owned();
-        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
-            // An entry may go when it is due, not leased, and no earlier version of the same record
-            // is still pending: versions of one record arrive in order.
-            let sql = format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox o
-                 WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
-                   AND (o.lease_until IS NULL OR o.lease_until <= ?2)
-                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                       AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
-                 ORDER BY o.id LIMIT ?3"
-            );
-            let rows = outbox_rows(tx.conn, &sql, &[&sub, &now_ms, &limit])?;
-            for r in &rows {
-                tx.conn
-                    .prepare_cached("UPDATE outbox SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?
-                    .execute(params![r.id, lease.owner, lease.until_ms])?;
-            }
-            Ok(Done::Rows(rows))
-        });
-        match self.one(op).await? {
-            Done::Rows(rows) => Ok(rows),
-            _ => Err(StoreError::Corrupt("writer gave no outbox rows".into())),
+        // One worker per subscription claims, so two claims never race for the same entries.
+        let leased: Vec<i64> = {
+            let mut leases = lock(&self.leases);
+            leases.retain(|_, l| l.until_ms > now_ms);
+            leases.keys().copied().collect()
+        };
+        let rows = self
+            .readers
+            .with(move |c| {
+                // An entry may go when it is due and no earlier version of the same record is still
+                // pending: versions of one record arrive in order.
+                let sql = format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o
+                     WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                     ORDER BY o.id LIMIT ?3"
+                );
+                let fetch = limit + leased.len() as u32;
+                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
+                Ok(rows.into_iter().filter(|r| !leased.contains(&r.id)).take(limit as usize).collect::<Vec<_>>())
+            })
+            .await?;
+        let mut leases = lock(&self.leases);
+        for r in &rows {
+            leases.insert(r.id, lease.clone());
         }
+        Ok(rows)
     }
 
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
         let sub = subscription.to_owned();
+        let leased: std::collections::HashMap<i64, i64> =
+            lock(&self.leases).iter().map(|(id, l)| (*id, l.until_ms)).collect();
         self.readers
             .with(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT MIN(MAX(o.next_attempt_at, COALESCE(o.lease_until, 0))) FROM outbox o
+                // Oldest due first; a leased entry counts from the end of its lease. Past the
+                // leased ones, the first that is not leased bounds the answer.
+                let mut stmt = c.prepare_cached(
+                    "SELECT o.id, o.next_attempt_at FROM outbox o
                      WHERE o.subscription = ?1 AND o.state = 'pending'
                        AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)",
-                )?
-                .query_row(params![sub], |r| r.get::<_, Option<i64>>(0))?)
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                     ORDER BY o.next_attempt_at LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![sub, leased.len() as i64 + 1], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut due: Option<i64> = None;
+                for row in rows {
+                    let (id, at) = row?;
+                    let at = leased.get(&id).map_or(at, |until| at.max(*until));
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
+                Ok(due)
             })
             .await
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
-        self.count(settle_op(id, settlement, audit)).await.map(|_| ())
+        self.count(settle_op(id, settlement, audit)).await?;
+        lock(&self.leases).remove(&id);
+        Ok(())
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
-        let owner = owner.to_owned();
-        self.count(Box::new(move |tx: &mut Tx<'_>| {
-            let n = tx
-                .conn
-                .prepare_cached(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1 AND state = 'pending'",
-                )?
-                .execute(params![owner])?;
-            Ok(Done::Count(n as u64))
-        }))
-        .await
+        let mut leases = lock(&self.leases);
+        let before = leases.len();
+        leases.retain(|_, l| l.owner != owner);
+        Ok((before - leases.len()) as u64)
     }
 
     async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
         // One job: the writer commits the batch's settlements together, each in its savepoint.
+        let ids: Vec<i64> = settlements.iter().map(|(id, _, _)| *id).collect();
         let ops = settlements.into_iter().map(|(id, s, audit)| settle_op(id, s, audit)).collect();
         for done in self.submit(ops).await? {
             done?;
+        }
+        let mut leases = lock(&self.leases);
+        for id in ids {
+            leases.remove(&id);
         }
         Ok(())
     }
@@ -1065,10 +1073,7 @@ impl Store for SqliteStore {
             let rows = outbox_rows(tx.conn, &sql, &[&sub, &cutoff_ms])?;
             for row in &rows {
                 tx.conn
-                    .prepare_cached(
-                        "UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3, lease_owner = NULL, lease_until = NULL
-                         WHERE id = ?1",
-                    )?
+                    .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
                     .execute(params![row.id, tx.now_ms, error])?;
                 let subjects: Option<String> = tx
                     .conn
@@ -1219,7 +1224,7 @@ impl Store for SqliteStore {
                 tx.conn
                     .prepare_cached(
                         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
-                         settled_at = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                         settled_at = NULL WHERE id = ?1",
                     )?
                     .execute(params![id, tx.now_ms])?;
                 tx.audit(audit)?;
