@@ -5,7 +5,6 @@
 //! in per-record order, once the dead node's leases run out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
 use adapters::testkit::{Answer, Receiver};
@@ -16,20 +15,6 @@ use sqlx::Connection as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
 const TYPE: &str = "marriage-registration";
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
 
 /// Publishes `no` with a body that names the round, with the round as the idempotency key's tail.
 async fn publish(client: &Client, no: &str, round: u32) -> Result<Value> {
@@ -88,8 +73,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     let mut a = HubProcess::start_config(BIN, &cfg, &data_a, free_port()?, &[], &env).await?;
     // Every node of a cluster holds the same keys and certificates (ops/deploy/cluster.md).
-    copy_dir(&data_a.join("keys"), &data_b.join("keys"))?;
-    copy_dir(&data_a.join("pki"), &data_b.join("pki"))?;
+    hub::server::copy_node_identity(&data_a, &data_b)?;
     let b = HubProcess::start_config(BIN, &cfg, &data_b, free_port()?, &[], &env).await?;
     let started = std::time::Instant::now();
 

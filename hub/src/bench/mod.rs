@@ -257,11 +257,8 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     let hub = spawn(&["serve"], &config, &data, "hub listening", &tmp.path().join("hub.log"), &env)?;
     let mut peers = Vec::new();
     for n in 1..args.nodes.max(1) {
-        // Every node of a cluster holds the same keys and certificates.
         let node_data = tmp.path().join(format!("data-{n}"));
-        for sub in ["keys", "pki"] {
-            copy_dir(&data.join(sub), &node_data.join(sub))?;
-        }
+        crate::server::copy_node_identity(&data, &node_data)?;
         let log = tmp.path().join(format!("hub-{n}.log"));
         peers.push(spawn(&["serve"], &config, &node_data, "hub listening", &log, &env)?);
     }
@@ -377,20 +374,6 @@ fn with_postgres_engine(text: &str) -> String {
     } else {
         text.replacen("[storage]\n", "[storage]\nengine = \"postgres\"\n", 1)
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -233,6 +233,48 @@ pub struct ChainBroken {
     pub reason: String,
 }
 
+/// A pass over a chain read in order, from the genesis or from an anchor an earlier pass verified
+/// (whose entry and checkpoint it re-checks first): what both stores run over their rows.
+pub struct Walk {
+    verifier: Verifier,
+    anchor: Option<(Anchor, Option<Checkpoint>)>,
+}
+
+impl Walk {
+    /// `checkpoints` are those at or after the anchor (all of them from the genesis).
+    pub fn new(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>, anchor: Option<&Anchor>) -> Self {
+        match anchor {
+            None => Self { verifier: Verifier::new(key, checkpoints), anchor: None },
+            Some(a) => {
+                let at = checkpoints.iter().find(|c| c.seq == a.seq).cloned();
+                Self { verifier: Verifier::resume(key, checkpoints, a), anchor: Some((a.clone(), at)) }
+            }
+        }
+    }
+
+    /// The next entry read. `Ok(true)` when it was checked as a new entry (the anchor's own entry
+    /// is only compared with what the earlier pass saw).
+    pub fn push(&mut self, e: &Entry) -> Result<bool, ChainBroken> {
+        if let Some((a, cp)) = self.anchor.take() {
+            let at = (e.seq == a.seq).then_some(e);
+            self.verifier.check_anchor(&a, at, cp.as_ref())?;
+            if at.is_some() {
+                return Ok(false);
+            }
+        }
+        self.verifier.push(e)?;
+        Ok(true)
+    }
+
+    /// Ends the pass (an anchor whose entry never came is a break).
+    pub fn finish(self) -> Result<ChainReport, ChainBroken> {
+        if let Some((a, cp)) = &self.anchor {
+            self.verifier.check_anchor(a, None, cp.as_ref())?;
+        }
+        self.verifier.finish()
+    }
+}
+
 /// Streams entries in order and checks sequence, linkage, digests and checkpoints.
 pub struct Verifier {
     key: ed25519_dalek::VerifyingKey,

@@ -78,6 +78,42 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Fills a group commit: `first`, then whatever else is queued, up to `max` operations. Returns
+/// the jobs and their operation count.
+pub(crate) fn gather<J>(
+    first: J,
+    rx: &mut tokio::sync::mpsc::Receiver<J>,
+    max: usize,
+    ops: impl Fn(&J) -> usize,
+) -> (Vec<J>, usize) {
+    let mut n = ops(&first);
+    let mut jobs = vec![first];
+    while n < max {
+        match rx.try_recv() {
+            Ok(job) => {
+                n += ops(&job);
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    (jobs, n)
+}
+
+/// What each of `jobs` callers of a failed group commit hears: `failed` (when one job failed)
+/// gets the cause; the others that nothing was stored, as full disk, lost database or a plain
+/// "send again" as the cause says.
+pub(crate) fn group_failure(jobs: usize, failed: Option<usize>, cause: StoreError) -> Vec<StoreError> {
+    let (full, unreachable) = (matches!(cause, StoreError::Full), matches!(cause, StoreError::Unavailable(_)));
+    let other = || match (full, unreachable) {
+        (true, _) => StoreError::Full,
+        (_, true) => StoreError::Unavailable("the database cannot be reached".into()),
+        _ => StoreError::Aborted,
+    };
+    let mut cause = Some(cause);
+    (0..jobs).map(|i| if Some(i) == failed { cause.take().unwrap_or_else(other) } else { other() }).collect()
+}
+
 /// A claim's lease: the entries are this node's until `until_ms`, or until it settles them. A
 /// node that dies holding a lease only delays those entries until the lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]

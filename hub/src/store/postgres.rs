@@ -24,7 +24,7 @@ use super::{
     Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
-use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
+use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
 
 /// The advisory lock every chain writer of the cluster takes ("conghua!" in ASCII).
 const CHAIN_LOCK: i64 = 0x636f_6e67_6875_6121;
@@ -318,17 +318,7 @@ async fn writer_loop(
     stats: Arc<Stats>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut n = first.ops.len();
-        let mut jobs = vec![first];
-        while n < opts.group_commit_max {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.ops.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
         let mut replies = Vec::with_capacity(jobs.len());
         let mut work = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -346,19 +336,11 @@ async fn writer_loop(
             }
             Err((failed, e)) => {
                 tracing::error!(error = %e, operations = n, "group commit failed; nothing of it was stored");
-                let full = matches!(e, StoreError::Full);
-                let unreachable = matches!(e, StoreError::Unavailable(_));
-                if unreachable {
+                if matches!(e, StoreError::Unavailable(_)) {
                     stats.reachable.store(false, Ordering::SeqCst);
                 }
-                let mut cause = Some(e);
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let err = match (Some(i) == failed, full, unreachable) {
-                        (true, _, _) => cause.take().unwrap_or(StoreError::Aborted),
-                        (false, true, _) => StoreError::Full,
-                        (false, _, true) => StoreError::Unavailable("the database cannot be reached".into()),
-                        _ => StoreError::Aborted,
-                    };
+                let errors = super::group_failure(replies.len(), failed, e);
+                for (reply, err) in replies.into_iter().zip(errors) {
                     let _ = reply.send(Err(err));
                 }
             }
@@ -1074,12 +1056,7 @@ async fn verify_in(
         .iter()
         .map(checkpoint_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let checkpoint_at = |seq: u64| checkpoints.iter().find(|cp| cp.seq == seq).cloned();
-    let mut verifier = match anchor {
-        None => Verifier::new(key, checkpoints.clone()),
-        Some(a) => Verifier::resume(key, checkpoints.clone(), a),
-    };
-    let mut anchor_pending = anchor;
+    let mut walk = Walk::new(key, checkpoints, anchor);
     // Keyset pages: the first from the anchor itself (re-checked), then strictly after the last.
     let (mut after, mut inclusive) = (from, true);
     loop {
@@ -1099,27 +1076,14 @@ async fn verify_in(
                 Ok(e) => e,
                 Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
             };
-            if let Some(a) = anchor_pending.take() {
-                let at = (entry.seq == a.seq).then_some(&entry);
-                if let Err(b) = verifier.check_anchor(a, at, checkpoint_at(a.seq).as_ref()) {
-                    return Ok(Err(b));
-                }
-                if at.is_some() {
-                    continue;
-                }
+            match walk.push(&entry) {
+                Ok(true) => progress(seq),
+                Ok(false) => {}
+                Err(b) => return Ok(Err(b)),
             }
-            if let Err(b) = verifier.push(&entry) {
-                return Ok(Err(b));
-            }
-            progress(seq);
         }
     }
-    if let Some(a) = anchor_pending {
-        if let Err(b) = verifier.check_anchor(a, None, checkpoint_at(a.seq).as_ref()) {
-            return Ok(Err(b));
-        }
-    }
-    Ok(verifier.finish())
+    Ok(walk.finish())
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@ use super::{
     Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
-use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Verifier, GENESIS};
+use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records (
@@ -362,17 +362,7 @@ fn writer_loop(
     stats: &Stats,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut n = first.ops.len();
-        let mut jobs = vec![first];
-        while n < opts.group_commit_max {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.ops.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
         let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
         let mut tentative = head.clone();
@@ -441,14 +431,8 @@ fn writer_loop(
             }
             (Ok(()), Some((failed, e))) => {
                 tracing::error!(error = %e, operations = n, "a write failed inside a group commit; the group was rolled back");
-                let full = matches!(e, StoreError::Full);
-                let mut cause = Some(e);
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let err = match (i == failed, full) {
-                        (true, _) => cause.take().unwrap_or(StoreError::Aborted),
-                        (false, true) => StoreError::Full,
-                        (false, false) => StoreError::Aborted,
-                    };
+                let errors = super::group_failure(replies.len(), Some(failed), e);
+                for (reply, err) in replies.into_iter().zip(errors) {
                     let _ = reply.send(Err(err));
                 }
             }
@@ -787,13 +771,9 @@ fn verify_from(
             Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut verifier = match anchor {
-        None => Verifier::new(key, checkpoints),
-        Some(a) => Verifier::resume(key, checkpoints, a),
-    };
+    let mut walk = Walk::new(key, checkpoints, anchor);
     let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq >= ?1 ORDER BY a.seq"))?;
     let mut rows = stmt.query([from])?;
-    let mut anchor_pending = anchor;
     while let Some(row) = rows.next()? {
         let raw = match entry_from_row(row) {
             Ok(raw) => raw,
@@ -807,36 +787,13 @@ fn verify_from(
             Ok(e) => e,
             Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
         };
-        if let Some(a) = anchor_pending.take() {
-            let at = (entry.seq == a.seq).then_some(&entry);
-            let cp = checkpoint_at(conn, a.seq)?;
-            if let Err(b) = verifier.check_anchor(a, at, cp.as_ref()) {
-                return Ok(Err(b));
-            }
-            if at.is_some() {
-                continue;
-            }
-        }
-        if let Err(b) = verifier.push(&entry) {
-            return Ok(Err(b));
-        }
-        progress(seq);
-    }
-    if let Some(a) = anchor_pending {
-        let cp = checkpoint_at(conn, a.seq)?;
-        if let Err(b) = verifier.check_anchor(a, None, cp.as_ref()) {
-            return Ok(Err(b));
+        match walk.push(&entry) {
+            Ok(true) => progress(seq),
+            Ok(false) => {}
+            Err(b) => return Ok(Err(b)),
         }
     }
-    Ok(verifier.finish())
-}
-
-fn checkpoint_at(conn: &Connection, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
-    Ok(conn
-        .query_row("SELECT seq, digest, signature, time FROM checkpoints WHERE seq = ?1", [seq as i64], |r| {
-            Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
-        })
-        .optional()?)
+    Ok(walk.finish())
 }
 
 #[async_trait]
