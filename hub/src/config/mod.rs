@@ -1235,6 +1235,29 @@ rate_limit = { per_second = 0 }
     }
 
     #[test]
+    fn postgres_refuses_a_backup_check_and_a_lease_shorter_than_an_attempt_with_their_lines() {
+        let text = r#"[hub]
+name = "t"
+[storage]
+engine = "postgres"
+[delivery]
+attempt_timeout_secs = 30
+lease_secs = 30
+[[checks]]
+name = "nightly"
+kind = "backup"
+schedule = "0 0 2 * * *"
+backup = { dir = "backups", keep = 7 }
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|(_, m)| m.starts_with("delivery lease_secs must be longer")), "{found:?}");
+        assert!(found.iter().any(|(l, m)| *l == 10 && m.starts_with("a backup check copies the SQLite database")));
+    }
+
+    #[test]
     fn full_every_belongs_to_the_audit_chain_check_only() {
         let text = r#"[hub]
 name = "t"
