@@ -134,7 +134,19 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         async move { Ok(check_runs(&url, "backlog").await?.iter().any(|(_, t)| t == "schedule")) }
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second node running the same instant would have recorded it by the time a later `tick`
+    // instant has run.
+    let minute_run = check_runs(&db.url, "backlog").await?.into_iter().rfind(|(_, t)| t == "schedule");
+    let minute_run = minute_run.map(|(s, _)| s).context("the minute's run")?;
+    e2e::eventually(Duration::from_secs(20), "a `tick` run 2 s after the minute's run", || {
+        let (url, after) = (db.url.clone(), minute_run.clone());
+        async move {
+            let later = chrono::DateTime::parse_from_rfc3339(&after)? + chrono::Duration::seconds(2);
+            let ticks = check_runs(&url, "tick").await?;
+            Ok(ticks.iter().any(|(s, _)| chrono::DateTime::parse_from_rfc3339(s).is_ok_and(|t| t > later)))
+        }
+    })
+    .await?;
     let backlog = check_runs(&db.url, "backlog").await?;
     let firsts = backlog.iter().filter(|(_, t)| t == "missed").count();
     assert_eq!(firsts, 1, "the first run of `backlog` ran on {firsts} nodes: {backlog:?}");
@@ -168,15 +180,23 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         async move { Ok(n > before + 4) }
     })
     .await?;
+    // Kill node A at a moment it holds leases (between two attempts it may hold none).
     let mut c = sqlx::PgConnection::connect(&db.url).await?;
-    let held_by_a: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner LIKE $1 AND lease_until > $2",
-    )
-    .bind(format!("%-{}-%", a.child.id()))
-    .bind(chrono::Utc::now().timestamp_millis())
-    .fetch_one(&mut c)
-    .await?;
-    assert!(held_by_a > 0, "node A held no lease when it was killed: the takeover would go untested");
+    let owner = format!("%-{}-%", a.child.id());
+    let mut held_by_a = 0i64;
+    for _ in 0..200 {
+        held_by_a = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND lease_owner LIKE $1 AND lease_until > $2",
+        )
+        .bind(&owner)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .fetch_one(&mut c)
+        .await?;
+        if held_by_a > 0 {
+            break;
+        }
+    }
+    assert!(held_by_a > 0, "node A never held a lease: the takeover would go untested");
     a.kill()?;
     eprintln!("node A killed holding {held_by_a} leased entries");
     fp.answer(Answer::Status(200, None));
@@ -310,5 +330,40 @@ async fn hub_migrate_moves_a_populated_sqlite_hub_to_postgres_with_its_chain_int
     drop(hub);
     let (ok, text) = run_hub(&["audit", "verify", "--data", &data_s, "--config", &cfg_s], &env)?;
     assert!(ok, "{text}");
+    Ok(())
+}
+
+/// A feed's long poll on one node ends as soon as another node stores a record for it (within
+/// `poll_ms`), not at the end of its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_node_sees_a_record_published_on_the_other() -> Result<()> {
+    let Some(db) = PgDatabase::create("a feed across two nodes").await? else { return Ok(()) };
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .replace("engine = \"sqlite\"", "engine = \"postgres\"")
+        .replace("attempt_timeout_secs = 30", "attempt_timeout_secs = 30\npoll_ms = 200")
+        .without_checks()
+        .only_subscription("marriage-to-hrss")
+        .write();
+    let env = [("HUB_DATABASE_URL", db.url.as_str())];
+    let dir = tempfile::tempdir()?;
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = HubProcess::start_config(BIN, &cfg, &data_a, free_port()?, &[], &env).await?;
+    hub::server::copy_node_identity(&data_a, &data_b)?;
+    let b = HubProcess::start_config(BIN, &cfg, &data_b, free_port()?, &[], &env).await?;
+    let hrss = b.client("hrss");
+    let poll = tokio::spawn(async move {
+        let t0 = std::time::Instant::now();
+        let r = hrss.get("/v1/feeds/marriage-to-hrss?wait=20").await;
+        (t0.elapsed(), r)
+    });
+    // Give the poll a head start: should the publish still come first, the poll answers at once
+    // and the test holds all the same; the delay decides which path is tested, not the outcome.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish(&a.client("civil-affairs"), "J440184-2026-600001", 1).await?;
+    let (waited, reply) = poll.await?;
+    let reply = reply?;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["count"], 1, "{}", reply.text);
+    assert!(waited < Duration::from_secs(5), "the long poll ended after {waited:?}, not when the record came");
     Ok(())
 }
