@@ -367,3 +367,93 @@ async fn a_long_poll_on_one_node_sees_a_record_published_on_the_other() -> Resul
     assert!(waited < Duration::from_secs(5), "the long poll ended after {waited:?}, not when the record came");
     Ok(())
 }
+
+/// What a Patroni failover looks like from a node: every connection to the database is cut. Under
+/// publish load, callers get 503 with `Retry-After` (or their receipt), never a 500; the node
+/// reconnects by itself; retried with their Idempotency-Keys, every record is stored once and
+/// the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_database_connections_give_503_and_the_node_recovers_without_a_restart() -> Result<()> {
+    let Some(db) = PgDatabase::create("database connections cut under load").await? else { return Ok(()) };
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .replace("engine = \"sqlite\"", "engine = \"postgres\"")
+        .without_checks()
+        .only_subscription("marriage-to-hrss")
+        .write();
+    let env = [("HUB_DATABASE_URL", db.url.as_str())];
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("a");
+    let node = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &env).await?;
+    let client = node.client("civil-affairs");
+    let name = db.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let admin = std::env::var("HUB_TEST_POSTGRES_URL")?;
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let mut unavailable = 0u32;
+            for i in 0..60u32 {
+                let no = format!("J440184-2026-5{w:01}{i:04}");
+                let mut rec = marriage(&no, &resident_id("19900315", i), &resident_id("19920708", i + 1));
+                rec["registered_on"] = Value::from("2026-11-11");
+                let url = format!("{}/v1/records/{TYPE}", client.url);
+                // A department system's loop: send, and on 503 send again with the same key.
+                loop {
+                    let r = client.send(client.http.post(&url).header("idempotency-key", &no).json(&rec)).await?;
+                    match r.status {
+                        200 | 201 => break,
+                        503 => {
+                            anyhow::ensure!(r.headers.contains_key("retry-after"), "503 without Retry-After");
+                            unavailable += 1;
+                        }
+                        other => anyhow::bail!("publish {no}: {other} {}", r.text),
+                    }
+                }
+            }
+            anyhow::Ok(unavailable)
+        }));
+    }
+    // Cut every connection of the node, three times, while the writers write.
+    let mut admin_conn = sqlx::PgConnection::connect(&admin).await?;
+    let mut cut = 0i64;
+    for _ in 0..3 {
+        e2e::eventually(Duration::from_secs(10), "connections to cut", || {
+            let (admin, name) = (admin.clone(), name.clone());
+            async move {
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_one(&mut c)
+                    .await?;
+                Ok(n > 0)
+            }
+        })
+        .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1) t",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin_conn)
+        .await?;
+        cut += n;
+    }
+    let mut unavailable = 0;
+    for w in writers {
+        unavailable += w.await??;
+    }
+    eprintln!("{cut} connections cut; {unavailable} answers were 503 and sent again");
+    assert!(cut > 0);
+    // Every record once, at version 1, and the node is ready again.
+    let mut c = sqlx::PgConnection::connect(&db.url).await?;
+    let (records, max_version): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(version), 0) FROM records").fetch_one(&mut c).await?;
+    assert_eq!((records, max_version), (240, 1));
+    let ready = client.get("/readyz").await?;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    let data_s = data.to_string_lossy().into_owned();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let (ok, text) = run_hub(&["audit", "verify", "--data", &data_s, "--config", &cfg_s], &env)?;
+    assert!(ok, "{text}");
+    drop(node);
+    Ok(())
+}
