@@ -14,6 +14,6 @@ done
 cargo test --release --workspace "$@"
 
 if [ ${#skipped[@]} -gt 0 ]; then
-  echo "skipped: the suites that need ${skipped[*]} (PostgreSQL / MariaDB / RabbitMQ adapters and the"
-  echo "front-end exchange end to end); set them to run those, as .ci/run does"
+  echo "skipped: the suites that need ${skipped[*]} (PostgreSQL / MariaDB / RabbitMQ adapters, the PostgreSQL"
+  echo "store and cluster suites, and the front-end exchange end to end); set them to run those, as .ci/run does"
 fi

@@ -466,6 +466,12 @@ async fn connect_postgres(
     let var = &config.storage.url_env;
     let url =
         std::env::var(var).with_context(|| format!("the environment variable {var} ([storage] url_env) is not set"))?;
+    // The node's keys must be there: made up here, they would be refused by the database (or,
+    // on a new one, become the cluster's).
+    let signing = keys::dir(data).join("audit-signing.key");
+    if !signing.exists() {
+        bail!("{} does not exist: give the data directory of a node of this hub", signing.display());
+    }
     let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(data)?);
     let opts = crate::store::postgres::PgOptions {
         url: url.clone(),
@@ -666,7 +672,7 @@ fn serve(
     runtime.block_on(async move {
         let (state, tls) = crate::server::open(config, catalog, &data)
             .await
-            .with_context(|| format!("cannot open data directory {}", data.display()))?;
+            .with_context(|| format!("cannot start the hub (data directory {})", data.display()))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "hub listening (https)");
         crate::server::run(state, tls, listener, shutdown_signal()).await?;

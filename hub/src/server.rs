@@ -34,8 +34,8 @@ pub enum ServeError {
     /// Keys in the data directory.
     #[error(transparent)]
     Keys(#[from] KeyError),
-    /// The store.
-    #[error("store: {0}")]
+    /// The store (its cause follows in the error chain).
+    #[error("store")]
     Store(#[from] StoreError),
     /// The listener.
     #[error("listener: {0}")]

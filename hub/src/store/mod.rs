@@ -28,11 +28,12 @@ pub enum StoreError {
     #[error("another write of the same commit failed; nothing was stored")]
     Aborted,
     /// The database reported an error.
+    // The cause is in the message, not also behind `source`: an error chain would print it twice.
     #[error("database error: {0}")]
-    Sqlite(#[source] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// PostgreSQL reported an error, or cannot be reached.
     #[error("database error: {0}")]
-    Postgres(#[source] sqlx::Error),
+    Postgres(sqlx::Error),
     /// The database server cannot be reached (a failover, say): the outcome of a write in flight
     /// is unknown, so it is safe to send again only with its idempotency key.
     #[error("the database cannot be reached: {0}")]

@@ -146,6 +146,12 @@ impl PostgresStore {
     /// keys (recording them if it is new) and starts the writer.
     pub async fn open(keys: Arc<HubKeys>, opts: PgOptions) -> Result<Self, StoreError> {
         let connect: PgConnectOptions = opts.url.parse()?;
+        // One connection first: a pool that cannot connect says only that it timed out; this
+        // says why (refused, authentication, no such database).
+        {
+            use sqlx::Connection as _;
+            PgConnection::connect_with(&connect).await?.close().await?;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
@@ -1544,5 +1550,18 @@ impl Drop for PostgresStore {
         if let Some(prober) = lock(&self.prober).take() {
             prober.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(redact("postgres://hub:s3cret@db:5432/hub"), "postgres://hub:***@db:5432/hub");
+        assert_eq!(redact("postgres://hub:p@ss@db/hub?sslmode=require"), "postgres://hub:***@db/hub?sslmode=require");
+        assert_eq!(redact("postgres://postgres@127.0.0.1:5432/test"), "postgres://postgres@127.0.0.1:5432/test");
+        assert_eq!(redact("postgres:///hub?host=/run/postgresql"), "postgres:///hub?host=/run/postgresql");
     }
 }
