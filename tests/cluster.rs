@@ -50,6 +50,11 @@ async fn check_runs(db: &str, name: &str) -> Result<Vec<(String, String)>> {
     Ok(rows)
 }
 
+async fn check_runs_with_status(db: &str, name: &str) -> Result<Vec<String>> {
+    let mut c = sqlx::PgConnection::connect(db).await?;
+    Ok(sqlx::query_scalar("SELECT status FROM check_runs WHERE name = $1").bind(name).fetch_all(&mut c).await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -> Result<()> {
     let Some(db) = PgDatabase::create("two hub nodes on one PostgreSQL database").await? else { return Ok(()) };
@@ -65,7 +70,8 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         .append(
             "[ops]\nhistory_days = 30\n\n\
              [[checks]]\nname = \"backlog\"\nkind = \"delivery_backlog\"\nschedule = \"0 * * * * *\"\n\n\
-             [[checks]]\nname = \"tick\"\nkind = \"dead_letters\"\nschedule = \"*/2 * * * * *\"\n",
+             [[checks]]\nname = \"tick\"\nkind = \"dead_letters\"\nschedule = \"*/2 * * * * *\"\n\n\
+             [[checks]]\nname = \"probe\"\nkind = \"synthetic\"\nschedule = \"*/3 * * * * *\"\n",
         )
         .write();
     let env = [("HUB_DATABASE_URL", db.url.as_str())];
@@ -159,6 +165,10 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
     let mut distinct = instants.clone();
     distinct.dedup();
     assert_eq!(instants, distinct, "an instant of `tick` ran on both nodes: {tick:?}");
+    // The synthetic probe goes end to end whichever node's worker takes it.
+    let probes = check_runs_with_status(&db.url, "probe").await?;
+    assert!(probes.len() >= 3, "{probes:?}");
+    assert!(probes.iter().all(|s| s != "critical"), "a probe failed on the cluster: {probes:?}");
     let expected = started.elapsed().as_secs() / 2;
     assert!(instants.len() as u64 + 3 >= expected, "{} runs of `tick` in {expected} instants", instants.len());
 
@@ -212,8 +222,11 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         let versions = &arrivals(&fp)[&format!("{TYPE}/{no}")];
         assert_eq!(versions, &vec![1, 2, 3], "{no} arrived out of order after the kill");
     }
-    let left: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state <> 'delivered'").fetch_one(&mut c).await?;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE subscription = 'marriage-to-family-planning' AND state <> 'delivered'",
+    )
+    .fetch_one(&mut c)
+    .await?;
     assert_eq!(left, 0, "entries left undelivered");
 
     // 4. One chain, intact, whichever node wrote each entry.

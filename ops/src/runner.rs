@@ -268,6 +268,7 @@ mod tests {
     struct Memory {
         runs: Mutex<Vec<Run>>,
         seeded_last: Mutex<Option<DateTime<Utc>>>,
+        claimed: Mutex<std::collections::HashSet<(String, Option<DateTime<Utc>>)>>,
     }
 
     #[async_trait]
@@ -278,6 +279,9 @@ mod tests {
         }
         async fn last_started(&self, _: &str) -> Result<Option<DateTime<Utc>>, String> {
             Ok(*self.seeded_last.lock().unwrap())
+        }
+        async fn claim(&self, name: &str, slot: Option<DateTime<Utc>>) -> Result<bool, String> {
+            Ok(self.claimed.lock().unwrap().insert((name.to_owned(), slot)))
         }
     }
 
@@ -329,6 +333,33 @@ mod tests {
         let times: Vec<DateTime<Utc>> = history.runs.lock().unwrap().iter().map(|r| r.started).collect();
         assert_eq!(times, vec![local(10, 0, 0), local(10, 5, 0), local(10, 10, 0)]);
         assert!(history.runs.lock().unwrap().iter().all(|r| r.trigger == Trigger::Schedule));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_nodes_sharing_a_history_run_each_instant_once() {
+        let history = Arc::new(Memory::default());
+        let nodes = [
+            runner(history.clone(), None, local(9, 58, 30), Duration::from_secs(10)),
+            runner(history.clone(), None, local(9, 58, 30), Duration::from_secs(10)),
+        ];
+        let (stop, stopped) = watch::channel(false);
+        let tasks: Vec<_> = nodes.iter().flat_map(|r| r.spawn(stopped.clone())).collect();
+        tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+        let _ = stop.send(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let runs: Vec<(Trigger, DateTime<Utc>)> =
+            history.runs.lock().unwrap().iter().map(|r| (r.trigger, r.started)).collect();
+        // Both found the check never run: one first run; then one run per instant.
+        assert_eq!(
+            runs,
+            vec![
+                (Trigger::Missed, local(9, 58, 30)),
+                (Trigger::Schedule, local(10, 0, 0)),
+                (Trigger::Schedule, local(10, 5, 0))
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
