@@ -471,6 +471,12 @@ impl Delivery {
             if *shutdown.borrow() {
                 break;
             }
+            // Registered before the state is read: a publish, or an operator's restart, that
+            // notifies while this pass runs still wakes the wait below (notify_waiters keeps no
+            // permit for a waiter that registers later).
+            let notified = sub.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             while let Ok((ids, v)) = done_rx.try_recv() {
                 for id in ids {
                     in_flight.remove(&id);
@@ -518,7 +524,7 @@ impl Delivery {
             let free = if capacity == 0 { 0 } else { slots.saturating_sub(in_flight.len()) };
             let timer = self.next_wake(&sub, paused_until, in_flight.len(), free).await;
             tokio::select! {
-                () = sub.notify.notified() => {}
+                () = &mut notified => {}
                 Some((ids, v)) = done_rx.recv() => {
                     for id in ids {
                         in_flight.remove(&id);
