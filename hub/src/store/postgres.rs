@@ -198,53 +198,15 @@ impl PostgresStore {
         }
     }
 
-    async fn records(
+    /// Runs a read and decodes its rows.
+    async fn fetch<T>(
         &self,
         sql: String,
         bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
-    ) -> Result<Vec<RecordVersion>, StoreError> {
+        decode: fn(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let rows = bind(sqlx::query(AssertSqlSafe(sql))).fetch_all(&self.pool).await?;
-        rows.iter().map(record_from_row).collect()
-    }
-
-    async fn entries(
-        &self,
-        sql: String,
-        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let rows = bind(sqlx::query(AssertSqlSafe(sql))).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| entry_from_row(r).map_err(StoreError::Corrupt)).collect()
-    }
-
-    async fn outbox(
-        &self,
-        sql: String,
-        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = bind(sqlx::query(AssertSqlSafe(sql))).fetch_all(&self.pool).await?;
-        rows.iter().map(outbox_from_row).collect()
-    }
-
-    async fn check_runs(
-        &self,
-        sql: String,
-        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
-    ) -> Result<Vec<CheckRun>, StoreError> {
-        let rows = bind(sqlx::query(AssertSqlSafe(sql))).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CheckRun {
-                    name: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    started: r.try_get(2)?,
-                    duration_ms: r.try_get::<i64, _>(3)? as u64,
-                    status: r.try_get(4)?,
-                    summary: r.try_get(5)?,
-                    measurements: serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or(Value::Null),
-                    trigger: r.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode).collect()
     }
 
     /// Verifies the chain in one consistent snapshot, reporting each entry's seq to `progress`.
@@ -1036,6 +998,24 @@ fn entry_from_row(r: &PgRow) -> Result<Entry, String> {
     })
 }
 
+/// An audit row for a read (a row that cannot be decoded is corrupt).
+fn entry_row(r: &PgRow) -> Result<Entry, StoreError> {
+    entry_from_row(r).map_err(StoreError::Corrupt)
+}
+
+fn check_run_from_row(r: &PgRow) -> Result<CheckRun, StoreError> {
+    Ok(CheckRun {
+        name: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        started: r.try_get(2)?,
+        duration_ms: r.try_get::<i64, _>(3)? as u64,
+        status: r.try_get(4)?,
+        summary: r.try_get(5)?,
+        measurements: serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or(Value::Null),
+        trigger: r.try_get(7)?,
+    })
+}
+
 fn checkpoint_from_row(r: &PgRow) -> Result<Checkpoint, StoreError> {
     Ok(Checkpoint {
         seq: r.try_get::<i64, _>(0)? as u64,
@@ -1120,12 +1100,12 @@ impl Store for PostgresStore {
              ON r.type = l.type AND r.key = l.key AND r.version = l.version
              WHERE l.type = $1 AND l.key = $2"
         );
-        Ok(self.records(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned())).await?.pop())
+        Ok(self.fetch(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned()), record_from_row).await?.pop())
     }
 
     async fn history(&self, record_type: &str, key: &str) -> Result<Vec<RecordVersion>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = $1 AND r.key = $2 ORDER BY r.version");
-        self.records(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned())).await
+        self.fetch(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned()), record_from_row).await
     }
 
     async fn by_subject(&self, subject_hash: &str) -> Result<Vec<RecordVersion>, StoreError> {
@@ -1135,12 +1115,12 @@ impl Store for PostgresStore {
              JOIN records r ON r.type = l.type AND r.key = l.key AND r.version = l.version
              WHERE s.subject_hash = $1 ORDER BY r.type, r.key"
         );
-        self.records(sql, |q| q.bind(subject_hash.to_owned())).await
+        self.fetch(sql, |q| q.bind(subject_hash.to_owned()), record_from_row).await
     }
 
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > $1 ORDER BY a.seq LIMIT $2");
-        self.entries(sql, |q| q.bind(after as i64).bind(i64::from(limit))).await
+        self.fetch(sql, |q| q.bind(after as i64).bind(i64::from(limit)), entry_row).await
     }
 
     async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
@@ -1148,7 +1128,7 @@ impl Store for PostgresStore {
             "SELECT {AUDIT_COLUMNS} FROM audit_subjects x JOIN audit a ON a.seq = x.seq
              WHERE x.subject_hash = $1 ORDER BY a.seq DESC LIMIT $2"
         );
-        self.entries(sql, |q| q.bind(subject_hash.to_owned()).bind(i64::from(limit))).await
+        self.fetch(sql, |q| q.bind(subject_hash.to_owned()).bind(i64::from(limit)), entry_row).await
     }
 
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
@@ -1161,7 +1141,10 @@ impl Store for PostgresStore {
 
     async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = $1 AND r.key = $2 AND r.version = $3");
-        Ok(self.records(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned()).bind(version as i64)).await?.pop())
+        Ok(self
+            .fetch(sql, |q| q.bind(record_type.to_owned()).bind(key.to_owned()).bind(version as i64), record_from_row)
+            .await?
+            .pop())
     }
 
     async fn versions_since(
@@ -1173,7 +1156,12 @@ impl Store for PostgresStore {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = $1 AND r.audit_seq >= $2 ORDER BY r.audit_seq LIMIT $3"
         );
-        self.records(sql, |q| q.bind(record_type.to_owned()).bind(from_seq as i64).bind(i64::from(limit))).await
+        self.fetch(
+            sql,
+            |q| q.bind(record_type.to_owned()).bind(from_seq as i64).bind(i64::from(limit)),
+            record_from_row,
+        )
+        .await
     }
 
     async fn claim(
@@ -1200,13 +1188,17 @@ impl Store for PostgresStore {
              RETURNING {OUTBOX_COLUMNS}"
         );
         let mut rows = self
-            .outbox(sql, |q| {
-                q.bind(subscription.to_owned())
-                    .bind(now_ms)
-                    .bind(i64::from(limit))
-                    .bind(lease.owner)
-                    .bind(lease.until_ms)
-            })
+            .fetch(
+                sql,
+                |q| {
+                    q.bind(subscription.to_owned())
+                        .bind(now_ms)
+                        .bind(i64::from(limit))
+                        .bind(lease.owner)
+                        .bind(lease.until_ms)
+                },
+                outbox_from_row,
+            )
             .await?;
         rows.sort_by_key(|r| r.id);
         Ok(rows)
@@ -1270,7 +1262,7 @@ impl Store for PostgresStore {
             "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = $1 AND o.state = 'pending' AND o.id > $2
              ORDER BY o.id LIMIT $3"
         );
-        self.outbox(sql, |q| q.bind(subscription.to_owned()).bind(after).bind(i64::from(limit))).await
+        self.fetch(sql, |q| q.bind(subscription.to_owned()).bind(after).bind(i64::from(limit)), outbox_from_row).await
     }
 
     async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError> {
@@ -1315,7 +1307,7 @@ impl Store for PostgresStore {
             "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = $1 AND ($2::text IS NULL OR o.subscription = $2)
              ORDER BY o.id LIMIT $3"
         );
-        self.outbox(sql, |q| q.bind(state.to_owned()).bind(subscription).bind(i64::from(limit))).await
+        self.fetch(sql, |q| q.bind(state.to_owned()).bind(subscription).bind(i64::from(limit)), outbox_from_row).await
     }
 
     async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>, StoreError> {
@@ -1408,20 +1400,20 @@ impl Store for PostgresStore {
     async fn check_history(&self, name: &str, limit: u32) -> Result<Vec<CheckRun>, StoreError> {
         let sql =
             format!("SELECT {CHECK_COLUMNS} FROM check_runs WHERE name = $1 ORDER BY started DESC, id DESC LIMIT $2");
-        self.check_runs(sql, |q| q.bind(name.to_owned()).bind(i64::from(limit))).await
+        self.fetch(sql, |q| q.bind(name.to_owned()).bind(i64::from(limit)), check_run_from_row).await
     }
 
     async fn latest_checks(&self) -> Result<Vec<CheckRun>, StoreError> {
         let sql = format!(
             "SELECT {CHECK_COLUMNS} FROM check_runs WHERE id IN (SELECT MAX(id) FROM check_runs GROUP BY name) ORDER BY name"
         );
-        self.check_runs(sql, |q| q).await
+        self.fetch(sql, |q| q, check_run_from_row).await
     }
 
     async fn check_runs_between(&self, from: &str, to: &str) -> Result<Vec<CheckRun>, StoreError> {
         let sql =
             format!("SELECT {CHECK_COLUMNS} FROM check_runs WHERE started >= $1 AND started < $2 ORDER BY started, id");
-        self.check_runs(sql, |q| q.bind(from.to_owned()).bind(to.to_owned())).await
+        self.fetch(sql, |q| q.bind(from.to_owned()).bind(to.to_owned()), check_run_from_row).await
     }
 
     async fn record_alert(&self, a: AlertRecord) -> Result<i64, StoreError> {
