@@ -62,13 +62,26 @@ pub struct PgOptions {
 
 /// A write that appends to the audit chain (or may): it runs in the writer's transaction.
 enum Op {
-    Publish(Box<NewVersion>),
-    Audit(NewEntry),
-    Settle(i64, Settlement, Option<NewEntry>),
-    Expire { subscription: String, cutoff_ms: i64, error: String, template: NewEntry },
-    Enqueue { subscription: String, versions: Vec<(String, String, u64)>, audit: NewEntry },
+    /// Written with others of its kind in one statement ([`append_batch`]).
+    Append(Box<Appended>),
+    Expire {
+        subscription: String,
+        cutoff_ms: i64,
+        error: String,
+        template: NewEntry,
+    },
+    Enqueue {
+        subscription: String,
+        versions: Vec<(String, String, u64)>,
+        audit: NewEntry,
+    },
     RetryDead(i64, NewEntry),
-    SetSubscription { name: String, disabled: bool, reason: Option<String>, audit: NewEntry },
+    SetSubscription {
+        name: String,
+        disabled: bool,
+        reason: Option<String>,
+        audit: NewEntry,
+    },
 }
 
 enum Done {
@@ -349,13 +362,11 @@ async fn commit_group(
     // chain lock.
     let mut batch: Vec<(usize, Vec<Appended>)> = Vec::new();
     for (i, (ops, isolated)) in work.into_iter().enumerate() {
-        if ops.iter().all(|op| matches!(op, Op::Publish(_) | Op::Audit(_) | Op::Settle(..))) {
+        if ops.iter().all(|op| matches!(op, Op::Append(_))) {
             let items = ops
                 .into_iter()
                 .filter_map(|op| match op {
-                    Op::Publish(v) => Some(Appended::Publish(*v)),
-                    Op::Audit(e) => Some(Appended::Audit(e)),
-                    Op::Settle(id, s, e) => Some(Appended::Settle(id, s, e)),
+                    Op::Append(a) => Some(*a),
                     _ => None,
                 })
                 .collect();
@@ -421,14 +432,9 @@ async fn flush_appends(
 
 async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, StoreError> {
     match op {
-        Op::Publish(v) => {
-            let mut one = append_batch(c, g, vec![Appended::Publish(*v)]).await?;
-            one.pop().ok_or_else(|| StoreError::Corrupt("a publish gave no result".into()))
-        }
-        Op::Audit(entry) => Ok(Done::Audited(Audited { seq: append(c, g, entry).await?.seq })),
-        Op::Settle(id, settlement, audit) => {
-            let mut one = append_batch(c, g, vec![Appended::Settle(id, settlement, audit)]).await?;
-            one.pop().ok_or_else(|| StoreError::Corrupt("a settlement gave no result".into()))
+        Op::Append(a) => {
+            let mut one = append_batch(c, g, vec![*a]).await?;
+            one.pop().ok_or_else(|| StoreError::Corrupt("a write gave no result".into()))
         }
         Op::Expire { subscription, cutoff_ms, error, template } => {
             let sql = format!(
@@ -437,6 +443,7 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
             );
             let rows = sqlx::query(AssertSqlSafe(sql)).bind(&subscription).bind(cutoff_ms).fetch_all(&mut *c).await?;
             let rows = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut entries = Vec::with_capacity(rows.len());
             for row in &rows {
                 sqlx::query(
                     "UPDATE outbox SET state = 'dead', settled_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL
@@ -464,15 +471,16 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
                     })),
                     ..template.clone()
                 };
-                append(c, g, entry).await?;
+                entries.push(Appended::Audit(entry));
             }
+            append_batch(c, g, entries).await?;
             Ok(Done::Count(rows.len() as u64))
         }
         Op::Enqueue { subscription, versions, audit } => {
             for (t, k, v) in &versions {
                 insert_outbox(c, g, &subscription, t, k, *v).await?;
             }
-            append(c, g, audit).await?;
+            append_batch(c, g, vec![Appended::Audit(audit)]).await?;
             Ok(Done::Count(versions.len() as u64))
         }
         Op::RetryDead(id, audit) => {
@@ -486,7 +494,7 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
             .fetch_optional(&mut *c)
             .await?;
             if sub.is_some() {
-                append(c, g, audit).await?;
+                append_batch(c, g, vec![Appended::Audit(audit)]).await?;
             }
             Ok(Done::Subscription(sub))
         }
@@ -501,7 +509,7 @@ async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Result<Done, 
             .bind(&g.time)
             .execute(&mut *c)
             .await?;
-            append(c, g, audit).await?;
+            append_batch(c, g, vec![Appended::Audit(audit)]).await?;
             Ok(Done::Count(1))
         }
     }
@@ -894,52 +902,6 @@ async fn insert_outbox(
     Ok(())
 }
 
-/// Appends one entry at the head of the chain (the caller holds the chain lock).
-async fn append(c: &mut PgConnection, g: &mut Group<'_>, entry: NewEntry) -> Result<Entry, StoreError> {
-    let e = seal(entry, g.head.seq + 1, g.time.clone(), &g.head.digest);
-    let subjects = serde_json::to_string(&e.subjects).map_err(|x| StoreError::Corrupt(x.to_string()))?;
-    sqlx::query(
-        "INSERT INTO audit (seq, time, actor, action, record_type, record_key, record_version, subjects, purpose, outcome, detail, prev, digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(e.seq as i64)
-    .bind(&e.time)
-    .bind(&e.actor)
-    .bind(&e.action)
-    .bind(&e.record_type)
-    .bind(&e.record_key)
-    .bind(e.record_version.map(|v| v as i64))
-    .bind(&subjects)
-    .bind(&e.purpose)
-    .bind(&e.outcome)
-    .bind(e.detail.as_ref().map(|d| d.to_string()))
-    .bind(&e.prev)
-    .bind(&e.digest)
-    .execute(&mut *c)
-    .await?;
-    if !e.subjects.is_empty() {
-        sqlx::query(
-            "INSERT INTO audit_subjects (subject_hash, seq) SELECT s, $2 FROM UNNEST($1::text[]) AS s ON CONFLICT DO NOTHING",
-        )
-        .bind(&e.subjects)
-        .bind(e.seq as i64)
-        .execute(&mut *c)
-        .await?;
-    }
-    if e.seq.is_multiple_of(g.every) {
-        let cp = g.keys.checkpoint(e.seq, &e.digest, g.time.clone());
-        sqlx::query("INSERT INTO checkpoints (seq, digest, signature, time) VALUES ($1, $2, $3, $4)")
-            .bind(cp.seq as i64)
-            .bind(&cp.digest)
-            .bind(&cp.signature)
-            .bind(&cp.time)
-            .execute(&mut *c)
-            .await?;
-    }
-    g.head = Head { seq: e.seq, digest: e.digest.clone() };
-    Ok(e)
-}
-
 fn record_from_row(r: &PgRow) -> Result<RecordVersion, StoreError> {
     let payload: String = r.try_get(4)?;
     let subjects: String = r.try_get(9)?;
@@ -1075,7 +1037,7 @@ async fn verify_in(
 #[async_trait]
 impl Store for PostgresStore {
     async fn publish(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
-        let ops = versions.into_iter().map(|v| Op::Publish(Box::new(v))).collect();
+        let ops = versions.into_iter().map(|v| Op::Append(Box::new(Appended::Publish(v)))).collect();
         let done = self.send(ops, false).await?;
         Ok(done
             .into_iter()
@@ -1088,7 +1050,7 @@ impl Store for PostgresStore {
     }
 
     async fn audit(&self, entry: NewEntry) -> Result<Audited, StoreError> {
-        match self.one(Op::Audit(entry)).await? {
+        match self.one(Op::Append(Box::new(Appended::Audit(entry)))).await? {
             Done::Audited(a) => Ok(a),
             _ => Err(StoreError::Corrupt("writer gave no audit receipt".into())),
         }
@@ -1217,7 +1179,7 @@ impl Store for PostgresStore {
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
-        self.count(Op::Settle(id, settlement, audit)).await.map(|_| ())
+        self.count(Op::Append(Box::new(Appended::Settle(id, settlement, audit)))).await.map(|_| ())
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
@@ -1231,7 +1193,10 @@ impl Store for PostgresStore {
     }
 
     async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
-        let ops = settlements.into_iter().map(|(id, s, audit)| Op::Settle(id, s, audit)).collect();
+        let ops = settlements
+            .into_iter()
+            .map(|(id, s, audit)| Op::Append(Box::new(Appended::Settle(id, s, audit))))
+            .collect();
         for done in self.send(ops, true).await? {
             done?;
         }
