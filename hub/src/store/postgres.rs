@@ -316,7 +316,7 @@ async fn writer_loop(
                 }
             }
             Err((failed, e)) => {
-                tracing::error!(error = %e, operations = n, "group commit failed; nothing of it was stored");
+                tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "group commit failed; nothing of it was stored");
                 if matches!(e, StoreError::Unavailable(_)) {
                     stats.reachable.store(false, Ordering::SeqCst);
                 }

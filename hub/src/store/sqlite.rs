@@ -430,7 +430,7 @@ fn writer_loop(
                 }
             }
             (Ok(()), Some((failed, e))) => {
-                tracing::error!(error = %e, operations = n, "a write failed inside a group commit; the group was rolled back");
+                tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "a write failed inside a group commit; the group was rolled back");
                 let errors = super::group_failure(replies.len(), Some(failed), e);
                 for (reply, err) in replies.into_iter().zip(errors) {
                     let _ = reply.send(Err(err));
@@ -439,7 +439,7 @@ fn writer_loop(
             (Err(e), _) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 let full = e.sqlite_error_code() == Some(ErrorCode::DiskFull);
-                tracing::error!(error = %e, operations = n, "group commit failed; nothing of it was stored");
+                tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "group commit failed; nothing of it was stored");
                 for reply in replies {
                     let err = if full { StoreError::Full } else { StoreError::Corrupt(format!("commit failed: {e}")) };
                     let _ = reply.send(Err(err));
