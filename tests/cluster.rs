@@ -71,7 +71,8 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
             "[ops]\nhistory_days = 30\n\n\
              [[checks]]\nname = \"backlog\"\nkind = \"delivery_backlog\"\nschedule = \"0 * * * * *\"\n\n\
              [[checks]]\nname = \"tick\"\nkind = \"dead_letters\"\nschedule = \"*/2 * * * * *\"\n\n\
-             [[checks]]\nname = \"probe\"\nkind = \"synthetic\"\nschedule = \"*/3 * * * * *\"\n",
+             [[checks]]\nname = \"probe\"\nkind = \"synthetic\"\nschedule = \"*/3 * * * * *\"\n\n\
+             [[checks]]\nname = \"disk\"\nkind = \"storage\"\nschedule = \"*/5 * * * * *\"\n",
         )
         .write();
     let env = [("HUB_DATABASE_URL", db.url.as_str())];
@@ -165,6 +166,13 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
     let mut distinct = instants.clone();
     distinct.dedup();
     assert_eq!(instants, distinct, "an instant of `tick` ran on both nodes: {tick:?}");
+    // The storage check measures the database through the server, not a file in DATA.
+    let mut c = sqlx::PgConnection::connect(&db.url).await?;
+    let sizes: Vec<String> =
+        sqlx::query_scalar("SELECT measurements FROM check_runs WHERE name = 'disk'").fetch_all(&mut c).await?;
+    let last: Value = serde_json::from_str(sizes.last().context("a run of the storage check")?)?;
+    assert!(last["database_bytes"].as_f64() > Some(1_000_000.0), "{last}");
+    assert_eq!(last["wal_bytes"].as_f64(), Some(0.0), "{last}");
     // The synthetic probe goes end to end whichever node's worker takes it.
     let probes = check_runs_with_status(&db.url, "probe").await?;
     assert!(probes.len() >= 3, "{probes:?}");
@@ -463,6 +471,23 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
     assert_eq!((records, max_version), (240, 1));
     let ready = client.get("/readyz").await?;
     assert_eq!(ready.status, 200, "{}", ready.text);
+    // A database that refuses connections takes the node out of the balancer, and back in after.
+    let refuse = |allow: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {allow}");
+    sqlx::query(sqlx::AssertSqlSafe(refuse(false))).execute(&mut admin_conn).await?;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin_conn)
+        .await?;
+    let readiness = |want: u16| {
+        let client = client.clone();
+        move || {
+            let client = client.clone();
+            async move { Ok(client.get("/readyz").await?.status == want) }
+        }
+    };
+    e2e::eventually(Duration::from_secs(20), "/readyz to fail without the database", readiness(503)).await?;
+    sqlx::query(sqlx::AssertSqlSafe(refuse(true))).execute(&mut admin_conn).await?;
+    e2e::eventually(Duration::from_secs(20), "/readyz to pass again", readiness(200)).await?;
     let data_s = data.to_string_lossy().into_owned();
     let cfg_s = cfg.to_string_lossy().into_owned();
     let (ok, text) = run_hub(&["audit", "verify", "--data", &data_s, "--config", &cfg_s], &env)?;
