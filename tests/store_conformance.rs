@@ -43,7 +43,12 @@ impl Backend {
         let keys = Arc::new(HubKeys::load_or_create(self.dir())?);
         Ok(match self {
             Backend::Sqlite { dir } => {
-                let opts = SqliteOptions { group_commit_max: 64, read_connections: 2, checkpoint_every: 4 };
+                let opts = SqliteOptions {
+                    group_commit_max: 64,
+                    read_connections: 2,
+                    checkpoint_every: 4,
+                    max_wal_bytes: 256 << 20,
+                };
                 Arc::new(SqliteStore::open(dir.path(), keys, opts)?)
             }
             Backend::Postgres { db, .. } => {

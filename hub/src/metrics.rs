@@ -105,6 +105,18 @@ pub struct Metrics {
     commits: Counter,
     operations: Counter,
     seen: (AtomicU64, AtomicU64),
+    wal: WalGauges,
+}
+
+/// The SQLite write-ahead log (set at scrape; absent on PostgreSQL, whose WAL is the server's).
+#[derive(Default)]
+struct WalGauges {
+    bytes: Gauge,
+    limit: Gauge,
+    checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    restarts: Counter,
+    held_up: Counter,
+    seen: (AtomicU64, AtomicU64),
 }
 
 fn latency_histogram() -> Histogram {
@@ -151,6 +163,28 @@ impl Metrics {
         registry.register("store_commits", "Durable commits (one fsync each)", commits.clone());
         let operations = Counter::default();
         registry.register("store_operations", "Operations carried by those commits (group commit)", operations.clone());
+        let wal = WalGauges::default();
+        registry.register("storage_wal_bytes", "Size of the SQLite write-ahead log file", wal.bytes.clone());
+        registry.register(
+            "storage_wal_limit_bytes",
+            "The write-ahead log's bound ([storage] max_wal_mib)",
+            wal.limit.clone(),
+        );
+        registry.register(
+            "storage_wal_checkpoint_age_seconds",
+            "Seconds since a checkpoint last copied the whole write-ahead log into the database",
+            wal.checkpoint_age.clone(),
+        );
+        registry.register(
+            "storage_wal_restarts",
+            "Times the writer made the write-ahead log start over at its bound",
+            wal.restarts.clone(),
+        );
+        registry.register(
+            "storage_wal_held_up",
+            "Restarts of the write-ahead log that readers held up past their wait",
+            wal.held_up.clone(),
+        );
         Self {
             registry,
             requests,
@@ -165,6 +199,7 @@ impl Metrics {
             commits,
             operations,
             seen: (AtomicU64::new(0), AtomicU64::new(0)),
+            wal,
         }
     }
 
@@ -192,6 +227,16 @@ impl Metrics {
         let dops = operations.saturating_sub(self.seen.1.swap(operations, Ordering::SeqCst));
         self.commits.inc_by(dc);
         self.operations.inc_by(dops);
+    }
+
+    /// Brings the write-ahead log's state into its gauges; `now_ms` dates the checkpoint's age.
+    pub fn wal(&self, w: &crate::store::wal::WalStats, now_ms: i64) {
+        let g = &self.wal;
+        g.bytes.set(w.bytes as i64);
+        g.limit.set(w.limit_bytes as i64);
+        g.checkpoint_age.set((now_ms - w.last_complete_ms).max(0) as f64 / 1000.0);
+        g.restarts.inc_by(w.restarts.saturating_sub(g.seen.0.swap(w.restarts, Ordering::SeqCst)));
+        g.held_up.inc_by(w.held_up.saturating_sub(g.seen.1.swap(w.held_up, Ordering::SeqCst)));
     }
 
     /// The text exposition format.

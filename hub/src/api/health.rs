@@ -170,6 +170,9 @@ pub async fn exposition(state: &AppState) -> Result<String, ApiError> {
     }
     let w = state.store.writer_stats();
     m.writer_totals(w.commits, w.operations);
+    if let Some(wal) = &w.wal {
+        m.wal(wal, chrono::Utc::now().timestamp_millis());
+    }
     m.encode().map_err(|e| ApiError::Internal(e.to_string()))
 }
 

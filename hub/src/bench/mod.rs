@@ -158,7 +158,8 @@ fn spawn(
         .arg("--data")
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("HUB_LOG", "warn,hub::cli=info")
+        // HUB_BENCH_HUB_LOG: the hub's log filter for a run (e.g. to see the WAL's restarts).
+        .env("HUB_LOG", std::env::var("HUB_BENCH_HUB_LOG").unwrap_or_else(|_| "warn,hub::cli=info".into()))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

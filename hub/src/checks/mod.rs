@@ -275,18 +275,38 @@ impl Check for Storage {
             threshold(t, "warn_wal_bytes", Some(512.0 * 1048576.0)),
             threshold(t, "critical_wal_bytes", None),
         ));
-        Report::new(
-            status,
-            format!(
-                "{free_pct:.1}% of the disk free, database {:.1} MiB, WAL {:.1} MiB",
-                db_bytes / 1048576.0,
-                wal_bytes / 1048576.0
-            ),
-        )
-        .with("free_bytes", free)
-        .with("free_percent", free_pct)
-        .with("database_bytes", db_bytes)
-        .with("wal_bytes", wal_bytes)
+        let mut summary = format!(
+            "{free_pct:.1}% of the disk free, database {:.1} MiB, WAL {:.1} MiB",
+            db_bytes / 1048576.0,
+            wal_bytes / 1048576.0
+        );
+        let mut report = Report::new(Status::Ok, "")
+            .with("free_bytes", free)
+            .with("free_percent", free_pct)
+            .with("database_bytes", db_bytes)
+            .with("wal_bytes", wal_bytes);
+        let mut status = status;
+        if let Some(wal) = self.store.writer_stats().wal {
+            // The log may pass its bound by the one group commit after which the writer restarts it.
+            let above = wal_bytes > (wal.limit_bytes + wal.largest_commit_bytes) as f64;
+            let age = (chrono::Utc::now().timestamp_millis() - wal.last_complete_ms).max(0) as f64 / 1000.0;
+            status = status.max(if above { Status::Warn } else { Status::Ok }).max(Status::from_thresholds(
+                age,
+                threshold(t, "warn_checkpoint_age_seconds", Some(120.0)),
+                threshold(t, "critical_checkpoint_age_seconds", Some(600.0)),
+            ));
+            if above {
+                summary.push_str(&format!(", above its bound of {:.0} MiB", wal.limit_bytes as f64 / 1048576.0));
+            }
+            summary.push_str(&format!(", last complete checkpoint {age:.0} s ago"));
+            report = report
+                .with("wal_limit_bytes", wal.limit_bytes as f64)
+                .with("wal_checkpoint_age_seconds", age)
+                .with("wal_restarts", wal.restarts as f64);
+        }
+        report.status = status;
+        report.summary = summary;
+        report
     }
 }
 

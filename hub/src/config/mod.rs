@@ -329,6 +329,10 @@ pub struct StorageSection {
     /// Most commits flushed together by one fsync.
     #[serde(default = "default_group")]
     pub group_commit_max: usize,
+    /// SQLite: the write-ahead log's bound in MiB. Past it the writer makes a checkpoint complete
+    /// and the log start over, so sustained load cannot fill the disk (ops/runbooks/storage.md).
+    #[serde(default = "default_max_wal_mib")]
+    pub max_wal_mib: Spanned<u64>,
 }
 
 fn default_data() -> String {
@@ -353,6 +357,9 @@ fn default_readers() -> usize {
 fn default_group() -> usize {
     512
 }
+fn default_max_wal_mib() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
 
 impl Default for StorageSection {
     fn default() -> Self {
@@ -363,6 +370,7 @@ impl Default for StorageSection {
             path: default_data(),
             read_connections: default_readers(),
             group_commit_max: default_group(),
+            max_wal_mib: default_max_wal_mib(),
         }
     }
 }
@@ -825,6 +833,9 @@ impl Config {
         }
         if self.storage.read_connections == 0 || self.storage.group_commit_max == 0 {
             p.at(0..0, "storage read_connections and group_commit_max must be at least 1");
+        }
+        if !(1..=1 << 20).contains(self.storage.max_wal_mib.get_ref()) {
+            p.at(self.storage.max_wal_mib.span(), "max_wal_mib must be between 1 and 1048576 (MiB)");
         }
         if let Some(e) = &self.storage.engine {
             if *e.get_ref() == Engine::Postgres && (self.storage.url_env.is_empty() || self.storage.max_connections < 2)

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
+pub mod wal;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -141,6 +142,7 @@ pub async fn open(
                 group_commit_max: s.group_commit_max,
                 read_connections: s.read_connections,
                 checkpoint_every: config.audit.checkpoint_every,
+                max_wal_bytes: *s.max_wal_mib.get_ref() << 20,
             },
         )?),
         crate::config::Engine::Postgres => {
@@ -384,6 +386,8 @@ pub struct WriterStats {
     pub commits: u64,
     /// Operations (publishes, audit entries) those transactions carried.
     pub operations: u64,
+    /// The write-ahead log, where the store keeps one (SQLite).
+    pub wal: Option<wal::WalStats>,
 }
 
 /// The storage boundary. The SQLite implementation is the embedded default.

@@ -1480,6 +1480,7 @@ impl Store for PostgresStore {
         WriterStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
             operations: self.stats.operations.load(Ordering::Relaxed),
+            wal: None,
         }
     }
 

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::wal::{Wal, WalWriter};
 use super::{
     AlertRecord, Audited, CheckRun, DeliveryCounts, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
     Settlement, Store, StoreError, SubscriptionState, WriterStats,
@@ -109,6 +110,8 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// A signed checkpoint every this many audit entries.
     pub checkpoint_every: u64,
+    /// The write-ahead log's bound (see `wal`).
+    pub max_wal_bytes: u64,
 }
 
 /// The database file inside a data directory.
@@ -209,6 +212,7 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     stats: Arc<Stats>,
     keys: Arc<HubKeys>,
+    wal: Arc<Wal>,
 }
 
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -226,7 +230,7 @@ impl SqliteStore {
         std::fs::create_dir_all(data)?;
         let path = db_path(data);
         let conn = Connection::open(&path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(super::wal::BUSY_TIMEOUT)?;
         // WAL: readers never block the writer. FULL: a commit returns only after the WAL is fsynced,
         // which is what lets a receipt promise durability.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -239,6 +243,7 @@ impl SqliteStore {
         // Checkpoints (copying the WAL into the database) run on their own thread and connection
         // (see `checkpointer`): inline, the auto-checkpoint took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let wal = Wal::new(&path, &conn, opts.max_wal_bytes)?;
         conn.execute_batch(SCHEMA)?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -256,11 +261,11 @@ impl SqliteStore {
         let stats = Arc::new(Stats::default());
         stats.running.store(true, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(4096);
-        let checkpoints = checkpointer(Connection::open(&path)?)?;
+        let checkpoints = wal.checkpointer(Connection::open(&path)?)?;
         let writer = {
-            let (keys, stats) = (keys.clone(), stats.clone());
+            let (keys, stats, wal) = (keys.clone(), stats.clone(), wal.clone());
             std::thread::Builder::new().name("ledger-writer".into()).spawn(move || {
-                writer_loop(conn, rx, head, &keys, opts, &stats);
+                writer_loop(conn, rx, head, &keys, opts, &stats, wal.writer());
                 checkpoints.stop();
             })?
         };
@@ -271,6 +276,7 @@ impl SqliteStore {
             readers,
             stats,
             keys,
+            wal,
         })
     }
 
@@ -317,42 +323,6 @@ impl SqliteStore {
     }
 }
 
-/// The thread that keeps the WAL short while the writer writes.
-struct Checkpointer {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl Checkpointer {
-    /// Stops after a last checkpoint.
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
-}
-
-/// Runs a PASSIVE checkpoint every 200 ms on `conn`: it never blocks the writer or readers, and
-/// copies what no reader still needs; the writer restarts the WAL from the top once it is all
-/// copied.
-fn checkpointer(conn: Connection) -> Result<Checkpointer, StoreError> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::Builder::new().name("wal-checkpointer".into()).spawn(move || {
-        let checkpoint = |mode: &str| {
-            if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-                tracing::warn!(error = %e, "wal checkpoint failed");
-            }
-        };
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            stopped.recv_timeout(std::time::Duration::from_millis(200))
-        {
-            checkpoint("PASSIVE");
-        }
-        checkpoint("TRUNCATE");
-    })?;
-    Ok(Checkpointer { stop, thread })
-}
-
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -360,6 +330,7 @@ fn writer_loop(
     keys: &HubKeys,
     opts: SqliteOptions,
     stats: &Stats,
+    mut wal: WalWriter,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
@@ -428,6 +399,8 @@ fn writer_loop(
                 for (reply, done) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(done));
                 }
+                // After the replies: a restart of the log delays the next group, not this one.
+                wal.committed(&conn);
             }
             (Ok(()), Some((failed, e))) => {
                 tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "a write failed inside a group commit; the group was rolled back");
@@ -772,28 +745,40 @@ fn verify_from(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut walk = Walk::new(key, checkpoints, anchor);
-    let mut stmt = conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq >= ?1 ORDER BY a.seq"))?;
-    let mut rows = stmt.query([from])?;
-    while let Some(row) = rows.next()? {
-        let raw = match entry_from_row(row) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let seq = row.get::<_, i64>(0).map(|s| s as u64).unwrap_or(0);
-                return Ok(Err(ChainBroken { seq, reason: format!("row cannot be read: {e}") }));
+    // In pages, each its own read transaction: one statement over the whole chain would hold a
+    // snapshot for as long as the walk takes, and with it the write-ahead log (see `wal`).
+    const PAGE: i64 = 10_000;
+    let mut stmt =
+        conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq >= ?1 ORDER BY a.seq LIMIT {PAGE}"))?;
+    let mut next = from;
+    loop {
+        let mut rows = stmt.query([next])?;
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let raw = match entry_from_row(row) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    let seq = row.get::<_, i64>(0).map(|s| s as u64).unwrap_or(0);
+                    return Ok(Err(ChainBroken { seq, reason: format!("row cannot be read: {e}") }));
+                }
+            };
+            let seq = raw.0.seq;
+            next = seq as i64 + 1;
+            let entry = match finish_entry(raw) {
+                Ok(e) => e,
+                Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
+            };
+            match walk.push(&entry) {
+                Ok(true) => progress(seq),
+                Ok(false) => {}
+                Err(b) => return Ok(Err(b)),
             }
-        };
-        let seq = raw.0.seq;
-        let entry = match finish_entry(raw) {
-            Ok(e) => e,
-            Err(reason) => return Ok(Err(ChainBroken { seq, reason })),
-        };
-        match walk.push(&entry) {
-            Ok(true) => progress(seq),
-            Ok(false) => {}
-            Err(b) => return Ok(Err(b)),
+        }
+        if read < PAGE {
+            return Ok(walk.finish());
         }
     }
-    Ok(walk.finish())
 }
 
 #[async_trait]
@@ -1387,6 +1372,7 @@ impl Store for SqliteStore {
         WriterStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
             operations: self.stats.operations.load(Ordering::Relaxed),
+            wal: Some(self.wal.stats()),
         }
     }
 
@@ -1436,7 +1422,12 @@ mod tests {
     async fn a_publish_failing_after_its_first_writes_rolls_back_its_group_and_leaves_the_chain_whole() {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
-        let opts = SqliteOptions { group_commit_max: 64, read_connections: 1, checkpoint_every: 1000 };
+        let opts = SqliteOptions {
+            group_commit_max: 64,
+            read_connections: 1,
+            checkpoint_every: 1000,
+            max_wal_bytes: 256 << 20,
+        };
         let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
         // The database refuses one key after the record row is in, as a full disk or a broken
         // page would: the operation has already written when it fails.
