@@ -1246,6 +1246,19 @@ rate_limit = { per_second = 0 }
     }
 
     #[test]
+    fn a_zero_wal_bound_is_refused_with_its_line() {
+        let text = r#"[hub]
+name = "t"
+[storage]
+max_wal_mib = 0
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(found, [(4, "max_wal_mib must be between 1 and 1048576 (MiB)")]);
+    }
+
+    #[test]
     fn postgres_refuses_a_backup_check_and_a_lease_shorter_than_an_attempt_with_their_lines() {
         let text = r#"[hub]
 name = "t"

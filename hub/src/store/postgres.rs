@@ -44,7 +44,10 @@ fn migrator() -> sqlx::migrate::Migrator {
     let m = |version, description: &'static str, sql: &'static str| {
         Migration::new(version, description.into(), MigrationType::Simple, sqlx::SqlStr::from_static(sql), false)
     };
-    Migrator::with_migrations(vec![m(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))])
+    Migrator::with_migrations(vec![
+        m(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+        m(2, "autovacuum", include_str!("../../migrations/postgres/0002_autovacuum.sql")),
+    ])
 }
 
 /// Tuning of the PostgreSQL store.
@@ -172,6 +175,16 @@ impl PostgresStore {
             .await?;
         migrator().run(&pool).await.map_err(|e| StoreError::Mismatch(format!("database migration failed: {e}")))?;
         check_identity(&pool, &keys).await?;
+        // The outbox takes two updates per delivery; without autovacuum its dead rows pile up
+        // for ever (BENCHMARKS.md, "Table growth under sustained load"). The server's to set.
+        if let Ok(setting) = sqlx::query_scalar::<_, String>("SHOW autovacuum").fetch_one(&pool).await {
+            if setting != "on" {
+                tracing::warn!(
+                    autovacuum = %setting,
+                    "the database server runs without autovacuum: the outbox's dead rows will not be reclaimed (ops/deploy/cluster.md)"
+                );
+            }
+        }
         let stats = Arc::new(Stats::default());
         stats.running.store(true, Ordering::SeqCst);
         stats.reachable.store(true, Ordering::SeqCst);
