@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use hub::catalog::{strict, Catalog};
+use hub::catalog::Catalog;
 use serde_json::Value;
 
 /// The repository's own config and schemas.
@@ -18,26 +18,27 @@ pub fn catalog() -> &'static Catalog {
     })
 }
 
-/// One record body through the publish path's pure steps (`RecordType::check`, as
-/// `records::prepare` runs it): strict parse, schema and key, subjects, canonical form. Strict
+/// One record body through the record's way's pure steps (`hub::exchange::prepare`, as every
+/// publish runs them): strict parse, schema and key, subjects, canonical form and digest. Strict
 /// JSON must be a subset of serde_json's, with the same value.
 pub fn publish_body(record_type: &str, bytes: &[u8]) {
-    let Ok(doc) = strict::parse(bytes) else { return };
+    use hub::exchange::{prepare, PublishError};
+    let Ok(doc) = prepare::parse(bytes) else { return };
     let lenient: Value = serde_json::from_slice(bytes).expect("strict JSON that serde_json refuses");
     assert_eq!(doc, lenient, "strict and lenient parses differ");
     let Some(t) = catalog().get(record_type) else { return };
-    match t.check(&doc) {
-        Err(violations) => {
+    match prepare::canonical(t, doc.clone()) {
+        Err(PublishError::Invalid(violations)) => {
             for v in &violations {
                 assert!(v.pointer.is_empty() || v.pointer.starts_with('/'), "a violation without a pointer: {v:?}");
             }
         }
-        Ok(key) => {
-            assert!(!key.is_empty());
-            let _ = t.subjects_of(&doc);
-            let canonical = serde_jcs::to_string(&doc).expect("a valid record without a canonical form");
-            let again: Value = serde_json::from_str(&canonical).expect("canonical JSON that does not parse");
+        Err(e) => panic!("a parsed record refused for another reason than its schema: {e}"),
+        Ok(c) => {
+            assert!(!c.key.is_empty());
+            let again: Value = serde_json::from_str(&c.canonical).expect("canonical JSON that does not parse");
             assert_eq!(again, doc, "canonical form changes the record");
+            assert_eq!(c.digest.len(), 64);
         }
     }
 }

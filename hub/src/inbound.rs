@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, AppState};
 use crate::config::Config;
 use crate::ledger::{Action, NewEntry};
-use crate::policy::Principal;
 use crate::routing::filter::JqFilter;
 use crate::store::{NewVersion, Published};
 
@@ -155,17 +154,16 @@ impl HubSink {
         let Some(t) = self.state.catalog.get(&self.conn.record_type) else {
             return Err(ApiError::Unavailable("the record type is no longer configured".into()));
         };
-        let who = Principal::Department(self.conn.department.clone());
+        let (exchange, department) = (&self.state.exchange, &self.conn.department);
         let idem = Some(scoped_key(&self.conn.name, key));
         match &self.conn.mapping {
-            None => crate::api::records::prepare(&self.state, t, &who, body, idem),
+            None => Ok(exchange.prepare(t, department, body, idem)?),
             Some(m) => {
                 let doc: Value = crate::catalog::strict::parse(body)
                     .map_err(|e| ApiError::BadRequest(format!("the record is not strict JSON: {e}")))?;
                 let mapped =
                     m.map(&doc).map_err(|e| ApiError::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
-                let bytes = serde_json::to_vec(&mapped).map_err(|e| ApiError::Internal(e.to_string()))?;
-                crate::api::records::prepare(&self.state, t, &who, &bytes, idem)
+                Ok(exchange.prepare_doc(t, department, mapped, idem)?)
             }
         }
     }
@@ -223,29 +221,17 @@ impl RecordSink for HubSink {
             }
         }
         let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
-        let mut routes: Vec<String> = versions.iter().flat_map(|v| v.routes.iter().cloned()).collect();
-        routes.sort();
-        routes.dedup();
-        let outcomes = if versions.is_empty() {
-            Vec::new()
-        } else {
-            match self.state.store.publish(versions).await {
-                Ok(o) => o,
-                Err(e) => {
-                    let why = e.to_string();
-                    return results
-                        .into_iter()
-                        .map(|r| r.unwrap_or_else(|| Err(self.unavailable(why.clone()))))
-                        .collect();
-                }
+        let outcomes = match self.state.exchange.commit(versions).await {
+            Ok(o) => o,
+            Err(e) => {
+                let why = e.to_string();
+                return results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.unavailable(why.clone())))).collect();
             }
         };
-        self.state.delivery.notify(&routes);
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             let key = &items[slot].0;
             results[slot] = Some(match outcome {
                 Ok(Published::Created(receipt)) => {
-                    self.state.metrics.published(&self.conn.department, &self.conn.record_type);
                     self.state.metrics.inbound(&self.conn.name, "published");
                     Ok(receipt_json(&receipt, false))
                 }

@@ -9,16 +9,20 @@
 //! - [`catalog`]: record types, compiled schemas, check-digit formats, pointers and projection.
 //! - [`policy`]: principals (certificate CN or token) and the read policy (grants, sharing).
 //! - [`ledger`]: the audit chain: entries, digests, keyed subject hashes, signed checkpoints.
+//! - [`exchange`]: the record's way below the API: prepare (schema, canonical digest, subject
+//!   hashes, routes) → one durable commit → wake the routes' workers → count. The API, the inbound
+//!   connections, the synthetic probe and the fuzz targets all publish through it.
 //! - [`routing`], [`delivery`]: subscriptions' filters, the outbox workers and their adapters.
-//! - [`store`]: the `Store` trait and its SQLite implementation with a group-commit writer.
+//! - [`store`]: the `Store` trait, its SQLite implementation with a group-commit writer and a
+//!   bounded write-ahead log (`store::wal`), and the PostgreSQL implementation.
 //! - [`pki`]: the development PKI and the rustls server configuration.
 //! - [`api`]: the HTTP API and its problem+json errors.
 //! - [`server`]: the TLS accept loop and graceful shutdown.
 //! - [`cli`]: the `hub` command line (the binary is a thin wrapper around it).
 //! - [`mask`]: masking of resident IDs in logs and error bodies.
 //!
-//! Dependencies point one way: `api → policy, catalog, store → ledger`; nothing below `api`
-//! knows about HTTP.
+//! Dependencies point one way: `api → exchange → catalog, routing, delivery, store → ledger`;
+//! nothing below `api` knows about HTTP.
 
 pub mod api;
 pub mod bench;
@@ -27,6 +31,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod exchange;
 pub mod inbound;
 pub mod ledger;
 pub mod mask;

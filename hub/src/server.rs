@@ -114,11 +114,18 @@ pub async fn open(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let delivery =
         Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), metrics.clone(), data)?);
+    let exchange = Arc::new(crate::exchange::Exchange::new(
+        catalog.clone(),
+        keys.clone(),
+        delivery.clone(),
+        store.clone(),
+        metrics.clone(),
+    ));
     let inbound = Arc::new(crate::inbound::Inbounds::build(&config, data)?);
     let history = Arc::new(crate::checks::StoreHistory { store: store.clone(), days: config.ops.history_days });
     let checks = Arc::new(
         ops::runner::Runner::new(
-            crate::checks::build(&config, store.clone(), delivery.clone(), inbound.clone(), data),
+            crate::checks::build(&config, store.clone(), delivery.clone(), exchange.clone(), inbound.clone(), data),
             history,
             ops::runner::Clock::system(),
         )
@@ -141,6 +148,7 @@ pub async fn open(
         draining: false.into(),
         directory,
         store,
+        exchange,
         keys,
     };
     Ok((AppState(Arc::new(hub)), tls))

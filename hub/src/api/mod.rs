@@ -54,6 +54,8 @@ pub struct Hub {
     pub directory: Directory,
     /// Durable state.
     pub store: Arc<dyn Store>,
+    /// The record's way: prepare, commit, wake, count.
+    pub exchange: Arc<crate::exchange::Exchange>,
     /// Subject-hash and checkpoint keys.
     pub keys: Arc<HubKeys>,
     /// Per-department request budgets.
@@ -373,17 +375,9 @@ async fn read_request<T: serde::de::DeserializeOwned>(
     serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())
 }
 
-/// Parses JSON strictly, naming line and column (never the content) when it is not JSON and the
-/// pointer when a member name is repeated.
+/// Parses JSON strictly, as the record's way does (`exchange::prepare::parse`).
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    use crate::catalog::strict::{self, JsonError};
-    strict::parse(bytes).map_err(|e| match e {
-        JsonError::Malformed { .. } => ApiError::BadRequest(e.to_string()),
-        JsonError::Duplicate { ref pointer, .. } => ApiError::InvalidRequest(
-            e.to_string(),
-            vec![crate::catalog::violation(pointer.clone(), "this member appears more than once in its object".into())],
-        ),
-    })
+    Ok(crate::exchange::prepare::parse(bytes)?)
 }
 
 /// `StatusCode` of a successful JSON answer with a body.

@@ -78,6 +78,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::exchange::PublishError> for ApiError {
+    fn from(e: crate::exchange::PublishError) -> Self {
+        use crate::exchange::PublishError as P;
+        match e {
+            P::UnknownType(_) => ApiError::NotFound(e.to_string()),
+            P::Malformed(m) => ApiError::BadRequest(m),
+            P::Repeated { message, violation } => ApiError::InvalidRequest(message, vec![violation]),
+            P::Invalid(v) => ApiError::Invalid(v),
+            P::Conflict => ApiError::Conflict(e.to_string()),
+            P::Store(s) => s.into(),
+            P::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]

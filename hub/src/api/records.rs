@@ -1,6 +1,7 @@
-//! The department endpoints over records: publish, batch, read, history and lookup. The write
-//! path is: owner check → media type → size → JSON → schema → key and subjects → canonical digest
-//! → idempotency → one durable commit → receipt. The read path audits before it answers.
+//! The department endpoints over records: publish, batch, read, history and lookup. A publish is
+//! the owner check (audited when refused), media type and size here, then the record's way in
+//! `exchange` (schema → canonical digest → routes → one durable commit → receipt). The read path
+//! audits before it answers.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -9,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
 use crate::catalog::pointer::project;
@@ -20,7 +20,7 @@ use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
 
 fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, ApiError> {
-    state.catalog.get(id).ok_or_else(|| ApiError::NotFound(format!("there is no record type {id:?}")))
+    Ok(state.exchange.record_type(id)?)
 }
 
 async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), ApiError> {
@@ -38,44 +38,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let text = v.to_str().ok().filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
     text.map(|s| Some(s.to_owned()))
         .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
-}
-
-/// Validates one record and prepares its version, or explains every problem.
-pub(crate) fn prepare(
-    state: &AppState,
-    t: &RecordType,
-    who: &Principal,
-    bytes: &[u8],
-    idempotency: Option<String>,
-) -> Result<NewVersion, ApiError> {
-    let doc = parse_json(bytes)?;
-    let key = t.check(&doc).map_err(ApiError::Invalid)?;
-    // Canonical JSON (RFC 8785): the same record always has the same digest, however it was spaced.
-    let canonical = serde_jcs::to_string(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
-    let subjects: Vec<String> = t.subjects_of(&doc).iter().map(|s| state.keys.subject_hash(s)).collect();
-    // Only an Idempotency-Key needs the request's digest; most publishes carry none.
-    let idempotency = idempotency.map(|k| {
-        let request_digest = hex::encode(Sha256::digest(format!("{}\n{canonical}", t.id).as_bytes()));
-        (k, request_digest)
-    });
-    Ok(NewVersion {
-        record_type: t.id.clone(),
-        key: key.clone(),
-        schema_version: t.schema_version,
-        canonical,
-        digest,
-        publisher: who.id().to_owned(),
-        subjects: subjects.clone(),
-        idempotency,
-        routes: state.delivery.routes(&t.id, &doc),
-        audit: NewEntry {
-            record_type: Some(t.id.clone()),
-            record_key: Some(key),
-            subjects,
-            ..NewEntry::new(who.id(), Action::Publish, "ok")
-        },
-    })
 }
 
 /// `POST /v1/records/{type}`.
@@ -99,15 +61,8 @@ pub async fn publish(
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
-    let version = prepare(&state, t, &who, &bytes, idempotency_key(&headers)?)?;
-    let routes = version.routes.clone();
-    let outcome = state.store.publish(vec![version]).await?.pop();
-    if matches!(outcome, Some(Ok(Published::Created(_)))) {
-        state.delivery.notify(&routes);
-    }
-    match outcome {
-        Some(Ok(Published::Created(receipt))) => {
-            state.metrics.published(who.id(), &t.id);
+    match state.exchange.publish(t, who.id(), &bytes, idempotency_key(&headers)?).await? {
+        Published::Created(receipt) => {
             tracing::info!(department = who.id(), record_type = %receipt.record_type, version = receipt.version,
                 audit_seq = receipt.audit_seq, "record published");
             let location = format!("/v1/records/{}/{}", receipt.record_type, receipt.key);
@@ -117,12 +72,8 @@ pub async fn publish(
             }
             Ok(resp)
         }
-        Some(Ok(Published::Replayed(receipt))) => Ok(json_response(StatusCode::OK, &receipt)),
-        Some(Ok(Published::Conflict)) => {
-            Err(ApiError::Conflict("this Idempotency-Key was already used with a different body".into()))
-        }
-        Some(Err(e)) => Err(e.into()),
-        None => Err(ApiError::Internal("the store returned no outcome".into())),
+        Published::Replayed(receipt) => Ok(json_response(StatusCode::OK, &receipt)),
+        Published::Conflict => Err(crate::exchange::PublishError::Conflict.into()),
     }
 }
 
@@ -170,7 +121,7 @@ pub async fn batch(
         let result = if line.iter().all(u8::is_ascii_whitespace) {
             Err(ApiError::BadRequest("empty line".into()))
         } else {
-            prepare(&state, t, &who, line, idem)
+            state.exchange.prepare(t, who.id(), line, idem).map_err(ApiError::from)
         };
         match result {
             Ok(v) => {
@@ -186,18 +137,13 @@ pub async fn batch(
         }
     }
     let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
-    let mut routes: Vec<String> = versions.iter().flat_map(|v| v.routes.iter().cloned()).collect();
-    routes.sort();
-    routes.dedup();
-    let outcomes = if versions.is_empty() { Vec::new() } else { state.store.publish(versions).await? };
-    state.delivery.notify(&routes);
+    let outcomes = state.exchange.commit(versions).await?;
     let mut stored = 0usize;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut results[slot];
         match outcome {
             Ok(Published::Created(receipt)) => {
                 stored += 1;
-                state.metrics.published(who.id(), &t.id);
                 r.status = 201;
                 r.receipt = Some(receipt);
             }
@@ -206,7 +152,7 @@ pub async fn batch(
                 r.receipt = Some(receipt);
             }
             Ok(Published::Conflict) => {
-                let e = ApiError::Conflict("this Idempotency-Key was already used with a different body".into());
+                let e = ApiError::from(crate::exchange::PublishError::Conflict);
                 r.status = 409;
                 r.problem = Some(e.body());
             }

@@ -485,6 +485,7 @@ struct Synthetic {
     n: Named,
     store: Arc<dyn Store>,
     delivery: Arc<Delivery>,
+    exchange: Arc<crate::exchange::Exchange>,
 }
 
 #[async_trait]
@@ -521,14 +522,14 @@ impl Check for Synthetic {
                 ..crate::ledger::NewEntry::new("hub", crate::ledger::Action::Publish, "ok")
             },
         };
-        match self.store.publish(vec![version]).await.map(|mut v| v.pop()) {
+        // The probe is the hub's own record, of a type outside the catalogue, with its one route.
+        match self.exchange.commit(vec![version]).await.map(|mut v| v.pop()) {
             Ok(Some(Ok(crate::store::Published::Created(_)))) => {}
             Ok(Some(Err(e))) | Err(e) => {
                 return Report::new(Status::Critical, format!("the probe could not be published: {e}"))
             }
             _ => return Report::new(Status::Critical, "the probe could not be published"),
         }
-        self.delivery.notify(&[PROBE_SUBSCRIPTION.to_owned()]);
         let limit = Duration::from_millis(threshold(t, "critical_ms", Some(10_000.0)).unwrap_or(10_000.0) as u64 * 3);
         let arrived = async {
             tokio::select! {
@@ -601,6 +602,7 @@ pub fn build(
     config: &Config,
     store: Arc<dyn Store>,
     delivery: Arc<Delivery>,
+    exchange: Arc<crate::exchange::Exchange>,
     inbound: Arc<crate::inbound::Inbounds>,
     data: &Path,
 ) -> Vec<Entry> {
@@ -629,7 +631,9 @@ pub fn build(
                 files: certificate_files(config, data),
                 crl: crate::pki::TlsFiles::of(config, data).crl,
             }),
-            "synthetic" => Arc::new(Synthetic { n, store: store.clone(), delivery: delivery.clone() }),
+            "synthetic" => {
+                Arc::new(Synthetic { n, store: store.clone(), delivery: delivery.clone(), exchange: exchange.clone() })
+            }
             "backup" => {
                 let Some(b) = &c.backup else { continue };
                 Arc::new(Backup { n, data: data.to_path_buf(), dir: config.resolve(&b.dir), keep: b.keep as usize })
