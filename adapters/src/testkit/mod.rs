@@ -7,6 +7,9 @@
 //! and the checks that 2xx is `Delivered`, 4xx `Reject`, 410 `Gone`, 408/429/5xx, timeouts and
 //! refused connections `Retry` (with `Retry-After`), and that nothing is `Delivered` before the
 //! receiver has answered.
+// Test support (the `testkit` feature, for the adapters' and the hub's suites): a failed
+// expectation here is the test's report, so it panics like a test does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

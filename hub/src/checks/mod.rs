@@ -12,25 +12,19 @@ use ops::check::{Check, Report, Status};
 use ops::runner::{Entry, History, Observer, Run};
 use ops::schedule::Schedule;
 
+use crate::config::checks::{
+    BacklogThresholds, CertificateThresholds, CheckKind, DeadLetterThresholds, StorageThresholds, SyntheticThresholds,
+};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::store::{CheckRun, Store};
 
 /// Reads a threshold, or its default.
-fn threshold(t: &toml::Table, key: &str, default: Option<f64>) -> Option<f64> {
-    match t.get(key) {
-        Some(toml::Value::Integer(i)) => Some(*i as f64),
-        Some(toml::Value::Float(f)) => Some(*f),
-        _ => default,
-    }
-}
-
 /// An hourly chain check makes one full pass a day.
 const DEFAULT_FULL_EVERY: u32 = 24;
 
 struct Named {
     name: String,
-    thresholds: toml::Table,
 }
 
 struct AdapterReachability {
@@ -45,7 +39,7 @@ impl Check for AdapterReachability {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "adapter_reachability"
+        CheckKind::AdapterReachability.as_str()
     }
     async fn run(&self) -> Report {
         let mut probes = tokio::task::JoinSet::new();
@@ -82,6 +76,7 @@ impl Check for AdapterReachability {
 
 struct DeliveryBacklog {
     n: Named,
+    t: BacklogThresholds,
     store: Arc<dyn Store>,
 }
 
@@ -91,14 +86,14 @@ impl Check for DeliveryBacklog {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "delivery_backlog"
+        CheckKind::DeliveryBacklog.as_str()
     }
     async fn run(&self) -> Report {
         let counts = match self.store.delivery_counts().await {
             Ok(c) => c,
             Err(e) => return Report::new(Status::Critical, format!("cannot read the outbox: {e}")),
         };
-        let t = &self.n.thresholds;
+        let t = &self.t;
         let now = chrono::Utc::now().timestamp_millis();
         let mut worst = Status::Ok;
         let mut report = Report::new(Status::Ok, String::new());
@@ -109,13 +104,13 @@ impl Check for DeliveryBacklog {
             total += c.pending;
             let s = Status::from_thresholds(
                 c.pending as f64,
-                threshold(t, "warn_pending", Some(1000.0)),
-                threshold(t, "critical_pending", Some(10_000.0)),
+                t.warn_pending.or(Some(1000.0)),
+                t.critical_pending.or(Some(10_000.0)),
             )
             .max(Status::from_thresholds(
                 age,
-                threshold(t, "warn_age_secs", Some(300.0)),
-                threshold(t, "critical_age_secs", Some(3600.0)),
+                t.warn_age_secs.or(Some(300.0)),
+                t.critical_age_secs.or(Some(3600.0)),
             ));
             if s > Status::Ok {
                 notes.push(format!("{}: {} pending, oldest {}s", c.subscription, c.pending, age));
@@ -133,6 +128,7 @@ impl Check for DeliveryBacklog {
 
 struct DeadLetters {
     n: Named,
+    t: DeadLetterThresholds,
     store: Arc<dyn Store>,
 }
 
@@ -142,7 +138,7 @@ impl Check for DeadLetters {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "dead_letters"
+        CheckKind::DeadLetters.as_str()
     }
     async fn run(&self) -> Report {
         let counts = match self.store.delivery_counts().await {
@@ -150,12 +146,8 @@ impl Check for DeadLetters {
             Err(e) => return Report::new(Status::Critical, format!("cannot read the outbox: {e}")),
         };
         let total: u64 = counts.iter().map(|c| c.dead).sum();
-        let t = &self.n.thresholds;
-        let status = Status::from_thresholds(
-            total as f64,
-            threshold(t, "warn_dead", Some(1.0)),
-            threshold(t, "critical_dead", Some(100.0)),
-        );
+        let t = &self.t;
+        let status = Status::from_thresholds(total as f64, t.warn_dead.or(Some(1.0)), t.critical_dead.or(Some(100.0)));
         let which: Vec<String> =
             counts.iter().filter(|c| c.dead > 0).map(|c| format!("{} ({})", c.subscription, c.dead)).collect();
         let summary = if which.is_empty() {
@@ -191,7 +183,7 @@ impl Check for AuditChain {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "audit_chain"
+        CheckKind::AuditChain.as_str()
     }
     async fn run(&self) -> Report {
         let mut state = self.state.lock().await;
@@ -232,6 +224,7 @@ impl Check for AuditChain {
 
 struct Storage {
     n: Named,
+    t: StorageThresholds,
     data: PathBuf,
     store: Arc<dyn Store>,
 }
@@ -242,7 +235,7 @@ impl Check for Storage {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "storage"
+        CheckKind::Storage.as_str()
     }
     async fn run(&self) -> Report {
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64;
@@ -262,18 +255,18 @@ impl Check for Storage {
         let total = (fs.f_blocks as f64) * (fs.f_frsize as f64);
         let free = (fs.f_bavail as f64) * (fs.f_frsize as f64);
         let free_pct = if total > 0.0 { 100.0 * free / total } else { 0.0 };
-        let t = &self.n.thresholds;
+        let t = &self.t;
         // Less free space is worse: compare the used share against the thresholds' complements.
         let used_pct = 100.0 - free_pct;
         let status = Status::from_thresholds(
             used_pct,
-            threshold(t, "warn_free_percent", Some(20.0)).map(|w| 100.0 - w),
-            threshold(t, "critical_free_percent", Some(10.0)).map(|c| 100.0 - c),
+            t.warn_free_percent.or(Some(20.0)).map(|w| 100.0 - w),
+            t.critical_free_percent.or(Some(10.0)).map(|c| 100.0 - c),
         )
         .max(Status::from_thresholds(
             wal_bytes,
-            threshold(t, "warn_wal_bytes", Some(512.0 * 1048576.0)),
-            threshold(t, "critical_wal_bytes", None),
+            t.warn_wal_bytes.or(Some(512.0 * 1048576.0)),
+            t.critical_wal_bytes,
         ));
         let mut summary = format!(
             "{free_pct:.1}% of the disk free, database {:.1} MiB, WAL {:.1} MiB",
@@ -292,8 +285,8 @@ impl Check for Storage {
             let age = (chrono::Utc::now().timestamp_millis() - wal.last_complete_ms).max(0) as f64 / 1000.0;
             status = status.max(if above { Status::Warn } else { Status::Ok }).max(Status::from_thresholds(
                 age,
-                threshold(t, "warn_checkpoint_age_seconds", Some(120.0)),
-                threshold(t, "critical_checkpoint_age_seconds", Some(600.0)),
+                t.warn_checkpoint_age_seconds.or(Some(120.0)),
+                t.critical_checkpoint_age_seconds.or(Some(600.0)),
             ));
             if above {
                 summary.push_str(&format!(", above its bound of {:.0} MiB", wal.limit_bytes as f64 / 1048576.0));
@@ -312,6 +305,7 @@ impl Check for Storage {
 
 struct Certificates {
     n: Named,
+    t: CertificateThresholds,
     files: Vec<(String, PathBuf)>,
     crl: Option<PathBuf>,
 }
@@ -348,11 +342,11 @@ impl Check for Certificates {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "certificates"
+        CheckKind::Certificates.as_str()
     }
     async fn run(&self) -> Report {
-        let t = &self.n.thresholds;
-        let (warn, critical) = (threshold(t, "warn_days", Some(30.0)), threshold(t, "critical_days", Some(7.0)));
+        let t = &self.t;
+        let (warn, critical) = (t.warn_days.or(Some(30.0)), t.critical_days.or(Some(7.0)));
         let now = chrono::Utc::now().timestamp();
         let mut worst = Status::Ok;
         let mut soonest: Option<(f64, String)> = None;
@@ -390,7 +384,7 @@ impl Check for Certificates {
                     if left.is_some_and(|l| l < 0.0) {
                         notes.push("the CRL is past its next update".into());
                         worst = Status::Critical;
-                    } else if threshold(t, "warn_crl_age_days", Some(7.0)).is_some_and(|w| age > w) {
+                    } else if t.warn_crl_age_days.or(Some(7.0)).is_some_and(|w| age > w) {
                         notes.push(format!("the CRL is {age:.0} days old"));
                         worst = worst.max(Status::Warn);
                     }
@@ -434,7 +428,7 @@ impl Check for Backup {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "backup"
+        CheckKind::Backup.as_str()
     }
     async fn run(&self) -> Report {
         let (data, dir, keep) = (self.data.clone(), self.dir.clone(), self.keep);
@@ -483,6 +477,7 @@ impl Check for Backup {
 
 struct Synthetic {
     n: Named,
+    t: SyntheticThresholds,
     store: Arc<dyn Store>,
     delivery: Arc<Delivery>,
     exchange: Arc<crate::exchange::Exchange>,
@@ -494,12 +489,12 @@ impl Check for Synthetic {
         &self.n.name
     }
     fn kind(&self) -> &'static str {
-        "synthetic"
+        CheckKind::Synthetic.as_str()
     }
     async fn run(&self) -> Report {
         use crate::delivery::{PROBE_SUBSCRIPTION, PROBE_TYPE};
         use sha2::Digest;
-        let t = &self.n.thresholds;
+        let t = &self.t;
         let key = format!("probe-{}-{:08x}", chrono::Utc::now().timestamp_millis(), rand::random::<u32>());
         let payload = serde_json::json!({ "probe": key, "sent_at": chrono::Utc::now().to_rfc3339() });
         let canonical = serde_jcs::to_string(&payload).unwrap_or_default();
@@ -530,7 +525,7 @@ impl Check for Synthetic {
             }
             _ => return Report::new(Status::Critical, "the probe could not be published"),
         }
-        let limit = Duration::from_millis(threshold(t, "critical_ms", Some(10_000.0)).unwrap_or(10_000.0) as u64 * 3);
+        let limit = Duration::from_millis(t.critical_ms.or(Some(10_000.0)).unwrap_or(10_000.0) as u64 * 3);
         let arrived = async {
             tokio::select! {
                 here = waiter => here.is_ok(),
@@ -540,11 +535,7 @@ impl Check for Synthetic {
         match tokio::time::timeout(limit, arrived).await {
             Ok(true) => {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                let status = Status::from_thresholds(
-                    ms,
-                    threshold(t, "warn_ms", Some(2000.0)),
-                    threshold(t, "critical_ms", Some(10_000.0)),
-                );
+                let status = Status::from_thresholds(ms, t.warn_ms.or(Some(2000.0)), t.critical_ms.or(Some(10_000.0)));
                 Report::new(status, format!("probe published and delivered end to end in {ms:.1} ms"))
                     .with("latency_ms", ms)
             }
@@ -609,36 +600,40 @@ pub fn build(
     let mut out = Vec::new();
     for c in &config.checks {
         let Ok(schedule) = Schedule::parse(c.schedule.get_ref(), config.timezone()) else { continue };
-        let n = Named {
-            name: c.name.get_ref().clone(),
-            thresholds: c.thresholds.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default(),
-        };
-        let check: Arc<dyn Check> = match c.kind.get_ref().as_str() {
-            "adapter_reachability" => {
+        let Some(kind) = c.kind() else { continue };
+        let n = Named { name: c.name.get_ref().clone() };
+        let check: Arc<dyn Check> = match kind {
+            CheckKind::AdapterReachability => {
                 Arc::new(AdapterReachability { n, delivery: delivery.clone(), inbound: inbound.clone() })
             }
-            "delivery_backlog" => Arc::new(DeliveryBacklog { n, store: store.clone() }),
-            "dead_letters" => Arc::new(DeadLetters { n, store: store.clone() }),
-            "audit_chain" => Arc::new(AuditChain {
+            CheckKind::DeliveryBacklog => Arc::new(DeliveryBacklog { n, t: c.thresholds(), store: store.clone() }),
+            CheckKind::DeadLetters => Arc::new(DeadLetters { n, t: c.thresholds(), store: store.clone() }),
+            CheckKind::AuditChain => Arc::new(AuditChain {
                 n,
                 store: store.clone(),
                 full_every: c.full_every.as_ref().map_or(DEFAULT_FULL_EVERY, |n| *n.get_ref()),
                 state: Default::default(),
             }),
-            "storage" => Arc::new(Storage { n, data: data.to_path_buf(), store: store.clone() }),
-            "certificates" => Arc::new(Certificates {
+            CheckKind::Storage => {
+                Arc::new(Storage { n, t: c.thresholds(), data: data.to_path_buf(), store: store.clone() })
+            }
+            CheckKind::Certificates => Arc::new(Certificates {
                 n,
+                t: c.thresholds(),
                 files: certificate_files(config, data),
                 crl: crate::pki::TlsFiles::of(config, data).crl,
             }),
-            "synthetic" => {
-                Arc::new(Synthetic { n, store: store.clone(), delivery: delivery.clone(), exchange: exchange.clone() })
-            }
-            "backup" => {
+            CheckKind::Synthetic => Arc::new(Synthetic {
+                n,
+                t: c.thresholds(),
+                store: store.clone(),
+                delivery: delivery.clone(),
+                exchange: exchange.clone(),
+            }),
+            CheckKind::Backup => {
                 let Some(b) = &c.backup else { continue };
                 Arc::new(Backup { n, data: data.to_path_buf(), dir: config.resolve(&b.dir), keep: b.keep as usize })
             }
-            _ => continue,
         };
         out.push(Entry { check, schedule, timeout: Duration::from_secs(c.timeout_secs) });
     }

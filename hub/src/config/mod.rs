@@ -2,6 +2,7 @@
 //! checks that need no I/O. Schema-dependent checks live in `catalog`, which reports problems in
 //! the same `FILE:LINE: message` form so that `hub config check` lists every problem at once.
 
+pub mod checks;
 pub mod text;
 
 use std::fmt;
@@ -690,32 +691,21 @@ impl Default for OpsSection {
     }
 }
 
-/// The check kinds the hub implements.
-pub const CHECK_KINDS: [&str; 8] = [
-    "adapter_reachability",
-    "delivery_backlog",
-    "dead_letters",
-    "audit_chain",
-    "storage",
-    "certificates",
-    "backup",
-    "synthetic",
-];
-
 /// `[[checks]]`: one scheduled health check.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     /// Name (kebab-case), used in URLs and alerts.
     pub name: Spanned<String>,
-    /// Kind (see `CHECK_KINDS`).
+    /// Kind (see `checks::CheckKind`).
     pub kind: Spanned<String>,
     /// Cron expression with seconds, in the hub's time zone.
     pub schedule: Spanned<String>,
     /// Deadline of one run (s).
     #[serde(default = "default_check_timeout")]
     pub timeout_secs: u64,
-    /// Kind-specific thresholds (`warn_*`, `critical_*`); numbers only.
+    /// Kind-specific thresholds (`warn_*`, `critical_*`), numbers; each kind's names are in
+    /// `checks` and any other name is refused.
     #[serde(default)]
     pub thresholds: Option<Spanned<toml::Table>>,
     /// `backup` only: the folder backups go to (relative to this file) and how many to keep.
@@ -725,6 +715,18 @@ pub struct CheckConfig {
     /// what follows the last signed checkpoint found intact. 1 makes every run a full pass.
     #[serde(default)]
     pub full_every: Option<Spanned<u32>>,
+}
+
+impl CheckConfig {
+    /// The kind (`None` only in a config that did not pass its check).
+    pub fn kind(&self) -> Option<checks::CheckKind> {
+        checks::CheckKind::parse(self.kind.get_ref())
+    }
+
+    /// The thresholds as the kind's type; a config that passed its check always has them.
+    pub fn thresholds<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        self.thresholds.as_ref().and_then(|t| checks::thresholds(t.get_ref()).ok()).unwrap_or_default()
+    }
 }
 
 /// Where a `backup` check writes, and its retention.
@@ -754,13 +756,6 @@ pub fn is_kebab(s: &str) -> bool {
 }
 
 impl Config {
-    /// Reads and parses a file, then runs every check that needs no other file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config = Self::read(path)?;
-        config.check()?;
-        Ok(config)
-    }
-
     /// Reads and parses a file without the cross-checks (see [`Config::check`]).
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let source =
@@ -1017,11 +1012,10 @@ impl Config {
             if self.checks[..i].iter().any(|o| o.name.get_ref() == name) {
                 p.at(c.name.span(), format!("check {name:?} is defined twice"));
             }
-            if !CHECK_KINDS.contains(&c.kind.get_ref().as_str()) {
-                p.at(
-                    c.kind.span(),
-                    format!("check kind {:?} is not one of {}", c.kind.get_ref(), CHECK_KINDS.join(", ")),
-                );
+            let kind = checks::CheckKind::parse(c.kind.get_ref());
+            if kind.is_none() {
+                let all: Vec<&str> = checks::CheckKind::ALL.iter().map(|k| k.as_str()).collect();
+                p.at(c.kind.span(), format!("check kind {:?} is not one of {}", c.kind.get_ref(), all.join(", ")));
             }
             if let Err(e) = ops::schedule::Schedule::parse(c.schedule.get_ref(), self.timezone()) {
                 p.at(c.schedule.span(), e.to_string());
@@ -1048,12 +1042,9 @@ impl Config {
                 ("audit_chain", _) | (_, None) => {}
                 (_, Some(n)) => p.at(n.span(), "only an audit_chain check takes full_every"),
             }
-            if let Some(t) = &c.thresholds {
-                for (k, v) in t.get_ref() {
-                    let known = k.starts_with("warn_") || k.starts_with("critical_");
-                    if !known || !(v.is_integer() || v.is_float()) {
-                        p.at(t.span(), format!("threshold {k:?} must be warn_* or critical_* with a number"));
-                    }
+            if let (Some(t), Some(kind)) = (&c.thresholds, kind) {
+                if let Err(e) = kind.check_thresholds(t.get_ref()) {
+                    p.at(t.span(), format!("check {name:?} ({}): {e}", kind.as_str()));
                 }
             }
         }
@@ -1243,6 +1234,44 @@ rate_limit = { per_second = 0 }
         let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
         let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
         assert_eq!(found, [(6, "rate_limit per_second and burst must be at least 1")]);
+    }
+
+    #[test]
+    fn a_misspelt_threshold_is_refused_with_its_line_and_the_names_the_kind_takes() {
+        let text = r#"[hub]
+name = "t"
+[[checks]]
+name = "backlog"
+kind = "delivery_backlog"
+schedule = "0 * * * * *"
+thresholds = { warn_pendng = 5 }
+[[checks]]
+name = "chain"
+kind = "audit_chain"
+schedule = "0 0 * * * *"
+thresholds = { warn_entries = 1 }
+[[checks]]
+name = "disk"
+kind = "storage"
+schedule = "0 * * * * *"
+thresholds = { warn_free_percent = "twenty" }
+[[checks]]
+name = "probe"
+kind = "synthetic"
+schedule = "0 * * * * *"
+thresholds = { warn_ms = 2000, critical_ms = 10000 }
+"#;
+        let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(found.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [7, 12, 17], "{found:#?}");
+        assert!(
+            found[0].1.contains("\"backlog\" (delivery_backlog)") && found[0].1.contains("warn_pendng"),
+            "{found:?}"
+        );
+        assert!(found[0].1.contains("warn_pending"), "the known names are listed: {found:?}");
+        assert!(found[1].1.contains("warn_entries"), "{found:?}");
+        assert!(found[2].1.contains("warn_free_percent"), "{found:?}");
     }
 
     #[test]

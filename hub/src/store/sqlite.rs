@@ -280,11 +280,6 @@ impl SqliteStore {
         })
     }
 
-    /// Stops the writer (for short-lived command-line use of the store).
-    pub async fn close_now(&self) {
-        Store::close(self).await;
-    }
-
     /// Verifies the audit chain of a data directory without starting the hub.
     pub fn verify_offline(
         data: &Path,
