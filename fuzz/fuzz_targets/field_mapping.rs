@@ -12,7 +12,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let pointers: Vec<_> =
         fields.split(',').filter_map(|f| hub::catalog::pointer::FieldPointer::parse(f.trim()).ok()).collect();
     let projected = hub::catalog::pointer::project(&doc, &pointers);
-    if let Ok(mapping) = hub::routing::filter::JqFilter::compile(program) {
+    if let Ok(mapping) = hub::routing::jq::JqProgram::compile(program) {
         if let Ok(out) = mapping.map(&projected) {
             serde_json::to_string(&out).expect("a mapped value that does not serialise");
         }

@@ -10,7 +10,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     }
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(doc) else { return };
-    if let Ok(filter) = hub::routing::filter::JqFilter::compile(program) {
+    if let Ok(filter) = hub::routing::jq::JqProgram::compile(program) {
         let _ = filter.matches(&doc);
     }
 });

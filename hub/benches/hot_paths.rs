@@ -11,7 +11,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hub::catalog::pointer::{project, FieldPointer};
 use hub::catalog::strict;
-use hub::routing::filter::JqFilter;
+use hub::routing::jq::JqProgram;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -50,9 +50,9 @@ fn hot_paths(c: &mut Criterion) {
             .map(|p| FieldPointer::parse(p).expect("pointer"))
             .collect();
     g.bench_function("project", |b| b.iter(|| project(black_box(&doc), &grant)));
-    let filter = JqFilter::compile(r#".kind == "marriage""#).expect("filter");
+    let filter = JqProgram::compile(r#".kind == "marriage""#).expect("filter");
     g.bench_function("jq_filter", |b| b.iter(|| filter.matches(black_box(&doc))));
-    let mapping = JqFilter::compile("{djbh: .registration_no, djrq: .registered_on, sfzh: [.parties[].id_number]}")
+    let mapping = JqProgram::compile("{djbh: .registration_no, djrq: .registered_on, sfzh: [.parties[].id_number]}")
         .expect("mapping");
     g.bench_function("jq_mapping", |b| b.iter(|| mapping.map(black_box(&doc))));
     g.finish();

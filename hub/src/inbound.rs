@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, AppState};
 use crate::config::Config;
 use crate::ledger::{Action, NewEntry};
-use crate::routing::filter::JqFilter;
+use crate::routing::jq::JqProgram;
 use crate::store::{NewVersion, Published};
 
 /// Why the inbound connections could not be built.
@@ -43,7 +43,7 @@ pub struct Connection {
     /// Adapter kind.
     pub adapter_kind: String,
     adapter: Arc<dyn adapters::Inbound>,
-    mapping: Option<JqFilter>,
+    mapping: Option<JqProgram>,
 }
 
 impl Connection {
@@ -84,7 +84,7 @@ impl Inbounds {
                 record_type: c.record_type.get_ref().clone(),
                 adapter_kind: kind.name.to_owned(),
                 adapter,
-                mapping: c.mapping.as_ref().and_then(|m| JqFilter::compile(m.get_ref()).ok()),
+                mapping: c.mapping.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok()),
             }));
         }
         Ok(Self { conns })

@@ -12,7 +12,8 @@
 //! - [`exchange`]: the record's way below the API: prepare (schema, canonical digest, subject
 //!   hashes, routes) → one durable commit → wake the routes' workers → count. The API, the inbound
 //!   connections, the synthetic probe and the fuzz targets all publish through it.
-//! - [`routing`], [`delivery`]: subscriptions' filters, the outbox workers and their adapters.
+//! - [`routing`]: the routing table (record type → subscriptions, jq filters) and the jq programs.
+//! - [`delivery`]: the outbox workers and their adapters.
 //! - [`store`]: the `Store` trait, its SQLite implementation with a group-commit writer and a
 //!   bounded write-ahead log (`store::wal`), and the PostgreSQL implementation.
 //! - [`pki`]: the development PKI and the rustls server configuration.

@@ -117,6 +117,7 @@ pub async fn open(
     let exchange = Arc::new(crate::exchange::Exchange::new(
         catalog.clone(),
         keys.clone(),
+        Arc::new(crate::routing::Routing::build(&config)),
         delivery.clone(),
         store.clone(),
         metrics.clone(),

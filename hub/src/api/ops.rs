@@ -134,7 +134,7 @@ pub async fn replay(
         from = last.audit_seq + 1;
         for v in &page {
             let recent = since.as_ref().is_none_or(|s| v.received_at >= *s);
-            if recent && state.delivery.routes(&v.record_type, &v.payload).contains(&name) {
+            if recent && state.exchange.routes(&v.record_type, &v.payload).contains(&name) {
                 picked.push((v.record_type.clone(), v.key.clone(), v.version));
             }
         }

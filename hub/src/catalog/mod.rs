@@ -287,10 +287,10 @@ fn valid_examples(schema: &Path) -> Vec<(String, Value)> {
 /// an outbound mapping must run on every valid example of its type, as projected to the
 /// subscriber's grant; an inbound mapping's output on its `mapping_example` must validate.
 fn check_mappings(config: &Config, types: &BTreeMap<String, RecordType>, problems: &mut Problems<'_>) {
-    use crate::routing::filter::JqFilter;
+    use crate::routing::jq::JqProgram;
     for s in &config.subscriptions {
         let (Some(m), Some(t)) = (&s.mapping, types.get(s.record_type.get_ref())) else { continue };
-        let Ok(program) = JqFilter::compile(m.get_ref()) else { continue }; // reported by Config::check
+        let Ok(program) = JqProgram::compile(m.get_ref()) else { continue }; // reported by Config::check
         let grant = config.grants.iter().find(|g| {
             g.department.get_ref() == s.department.get_ref()
                 && g.record_type.get_ref() == &t.id
@@ -316,7 +316,7 @@ fn check_mappings(config: &Config, types: &BTreeMap<String, RecordType>, problem
         let (Some(m), Some(ex), Some(t)) = (&c.mapping, &c.mapping_example, types.get(c.record_type.get_ref())) else {
             continue;
         };
-        let Ok(program) = JqFilter::compile(m.get_ref()) else { continue };
+        let Ok(program) = JqProgram::compile(m.get_ref()) else { continue };
         let path = config.resolve(ex.get_ref());
         let sample: Value = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
             Ok(Ok(v)) => v,

@@ -1089,12 +1089,12 @@ impl Config {
             }
         }
         if let Some(f) = &sub.filter {
-            if let Err(e) = crate::routing::filter::JqFilter::compile(f.get_ref()) {
+            if let Err(e) = crate::routing::jq::JqProgram::compile(f.get_ref()) {
                 p.at(f.span(), format!("filter: {e}"));
             }
         }
         if let Some(m) = &sub.mapping {
-            if let Err(e) = crate::routing::filter::JqFilter::compile(m.get_ref()) {
+            if let Err(e) = crate::routing::jq::JqProgram::compile(m.get_ref()) {
                 p.at(m.span(), format!("mapping: {e}"));
             }
         }
@@ -1137,7 +1137,7 @@ impl Config {
             Some(_) => {}
         }
         if let Some(m) = &c.mapping {
-            if let Err(e) = crate::routing::filter::JqFilter::compile(m.get_ref()) {
+            if let Err(e) = crate::routing::jq::JqProgram::compile(m.get_ref()) {
                 p.at(m.span(), format!("mapping: {e}"));
             }
         }

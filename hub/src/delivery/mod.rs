@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::{BuildContext, Direction, Envelope, EnvelopeFields, Outbound, Outcome};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, DeliverySection};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Policy, Principal};
-use crate::routing::filter::JqFilter;
+use crate::routing::jq::JqProgram;
 use crate::store::{Lease, OutboxRow, RecordVersion, Settlement, Store, StoreError};
 
 /// Why the engine could not be built.
@@ -56,8 +56,7 @@ pub struct Subscription {
     pub direction: Direction,
     /// Feed settings (pull).
     pub feed: Option<adapters::feed::FeedConfig>,
-    filter: Option<JqFilter>,
-    mapping: Option<JqFilter>,
+    mapping: Option<JqProgram>,
     adapter: Option<Arc<dyn Outbound>>,
     notify: Notify,
     disabled: AtomicBool,
@@ -190,8 +189,7 @@ impl Delivery {
                 purpose: s.purpose.get_ref().clone(),
                 direction: kind.direction,
                 feed,
-                filter: s.filter.as_ref().and_then(|f| JqFilter::compile(f.get_ref()).ok()),
-                mapping: s.mapping.as_ref().and_then(|m| JqFilter::compile(m.get_ref()).ok()),
+                mapping: s.mapping.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok()),
                 adapter,
                 notify: Notify::new(),
                 disabled: AtomicBool::new(false),
@@ -218,25 +216,6 @@ impl Delivery {
             probes,
             node: node_id(),
         })
-    }
-
-    /// The subscriptions a new version of `record_type` goes to. A filter that fails on a record
-    /// does not route it (and says so in the log, without the record).
-    pub fn routes(&self, record_type: &str, doc: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        for s in self.subs.iter().filter(|s| s.record_type == record_type) {
-            let pass = match &s.filter {
-                None => true,
-                Some(f) => f.matches(doc).unwrap_or_else(|e| {
-                    tracing::warn!(subscription = %s.name, error = %e, "subscription filter failed; record not routed there");
-                    false
-                }),
-            };
-            if pass {
-                out.push(s.name.clone());
-            }
-        }
-        out
     }
 
     /// Registers interest in a probe event; the receiver at the end of the pipeline completes it.
@@ -430,7 +409,6 @@ fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adap
         purpose: "synthetic-probe".into(),
         direction: Direction::Push,
         feed: None,
-        filter: None,
         mapping: None,
         adapter: Some(Arc::new(adapter)),
         notify: Notify::new(),

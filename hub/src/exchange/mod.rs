@@ -2,7 +2,7 @@
 //! [`Exchange::prepare`] runs the pure steps ([`prepare`]: strict parse → schema and key →
 //! canonical form and digest) and adds what needs the hub's keys and subscriptions (keyed subject
 //! hashes, routes); [`Exchange::commit`] makes a group of versions durable in one store commit,
-//! wakes the workers of their routes and counts and logs what was stored. The API, the inbound
+//! wakes the workers of their routes and counts what was stored. The API, the inbound
 //! connections and the synthetic probe all publish through here; nothing here knows HTTP, and
 //! the owner check stays with the callers, which audit their refusals.
 
@@ -15,6 +15,7 @@ use crate::delivery::Delivery;
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::metrics::Metrics;
+use crate::routing::Routing;
 use crate::store::{NewVersion, Published, Store, StoreError};
 
 /// Why a record was not stored.
@@ -52,6 +53,7 @@ pub enum PublishError {
 pub struct Exchange {
     catalog: Arc<Catalog>,
     keys: Arc<HubKeys>,
+    routing: Arc<Routing>,
     delivery: Arc<Delivery>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -62,16 +64,22 @@ impl Exchange {
     pub fn new(
         catalog: Arc<Catalog>,
         keys: Arc<HubKeys>,
+        routing: Arc<Routing>,
         delivery: Arc<Delivery>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { catalog, keys, delivery, store, metrics }
+        Self { catalog, keys, routing, delivery, store, metrics }
     }
 
     /// The record type `id`.
     pub fn record_type(&self, id: &str) -> Result<&RecordType, PublishError> {
         self.catalog.get(id).ok_or_else(|| PublishError::UnknownType(id.to_owned()))
+    }
+
+    /// The subscriptions a version of `record_type` with this content goes to (a replay asks).
+    pub fn routes(&self, record_type: &str, doc: &serde_json::Value) -> Vec<String> {
+        self.routing.routes(record_type, doc)
     }
 
     /// Validates one record's bytes and prepares its version, or names every problem.
@@ -101,7 +109,7 @@ impl Exchange {
             record_type: t.id.clone(),
             key: c.key.clone(),
             schema_version: t.schema_version,
-            routes: self.delivery.routes(&t.id, &c.doc),
+            routes: self.routing.routes(&t.id, &c.doc),
             canonical: c.canonical,
             digest: c.digest,
             publisher: publisher.to_owned(),

@@ -8,18 +8,18 @@ use jaq_json::Val;
 
 type Data = data::JustLut<Val>;
 
-/// A compiled jq filter.
-pub struct JqFilter {
+/// A compiled jq program: a subscription filter or a field mapping.
+pub struct JqProgram {
     filter: jaq_core::compile::Filter<jaq_core::Native<Data>>,
 }
 
-impl std::fmt::Debug for JqFilter {
+impl std::fmt::Debug for JqProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JqFilter")
+        f.write_str("JqProgram")
     }
 }
 
-impl JqFilter {
+impl JqProgram {
     /// Parses and compiles `code` with jq's standard library.
     pub fn compile(code: &str) -> Result<Self, String> {
         let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
@@ -69,34 +69,34 @@ mod tests {
     fn _is_shareable<T: Send + Sync>() {}
     #[allow(dead_code)]
     fn filters_are_shareable_across_threads() {
-        _is_shareable::<JqFilter>();
+        _is_shareable::<JqProgram>();
     }
 
     #[test]
     fn selects_like_jq() {
-        let f = JqFilter::compile(r#".kind == "marriage""#).unwrap();
+        let f = JqProgram::compile(r#".kind == "marriage""#).unwrap();
         assert!(f.matches(&json!({"kind": "marriage"})).unwrap());
         assert!(!f.matches(&json!({"kind": "divorce"})).unwrap());
-        let f = JqFilter::compile(r#"[.parties[] | select(.nationality != "CHN")] | length > 0"#).unwrap();
+        let f = JqProgram::compile(r#"[.parties[] | select(.nationality != "CHN")] | length > 0"#).unwrap();
         assert!(f.matches(&json!({"parties": [{"nationality": "CHN"}, {"nationality": "PRT"}]})).unwrap());
         assert!(!f.matches(&json!({"parties": [{"nationality": "CHN"}]})).unwrap());
-        assert!(!JqFilter::compile("empty").unwrap().matches(&json!({})).unwrap());
-        assert!(!JqFilter::compile("null").unwrap().matches(&json!({})).unwrap());
-        assert!(JqFilter::compile(".a + 1").unwrap().matches(&json!({"a": "x"})).is_err());
-        assert!(JqFilter::compile(".kind ==").is_err());
-        assert!(JqFilter::compile("no_such_function").is_err());
+        assert!(!JqProgram::compile("empty").unwrap().matches(&json!({})).unwrap());
+        assert!(!JqProgram::compile("null").unwrap().matches(&json!({})).unwrap());
+        assert!(JqProgram::compile(".a + 1").unwrap().matches(&json!({"a": "x"})).is_err());
+        assert!(JqProgram::compile(".kind ==").is_err());
+        assert!(JqProgram::compile("no_such_function").is_err());
     }
 
     #[test]
     fn maps_between_shapes() {
-        let m = JqFilter::compile(r#"{nsrsbh: .uscc, nsrmc: .name, djrq: .registered_on}"#).unwrap();
+        let m = JqProgram::compile(r#"{nsrsbh: .uscc, nsrmc: .name, djrq: .registered_on}"#).unwrap();
         let out =
             m.map(&json!({"uscc": "91440101MA59XXXX0X", "name": "某某公司", "registered_on": "2026-03-01"})).unwrap();
         assert_eq!(out, json!({"nsrsbh": "91440101MA59XXXX0X", "nsrmc": "某某公司", "djrq": "2026-03-01"}));
-        let m = JqFilter::compile(r#"{n: (.n | tonumber)}"#).unwrap();
+        let m = JqProgram::compile(r#"{n: (.n | tonumber)}"#).unwrap();
         assert_eq!(m.map(&json!({"n": "12"})).unwrap(), json!({"n": 12}));
         let err = m.map(&json!({"n": ["secret"]})).unwrap_err();
         assert!(!err.contains("secret"), "errors do not quote the record: {err}");
-        assert!(JqFilter::compile("empty").unwrap().map(&json!({})).is_err());
+        assert!(JqProgram::compile("empty").unwrap().map(&json!({})).is_err());
     }
 }
