@@ -13,7 +13,8 @@
 //!   hashes, routes) → one durable commit → wake the routes' workers → count. The API, the inbound
 //!   connections, the synthetic probe and the fuzz targets all publish through it.
 //! - [`routing`]: the routing table (record type → subscriptions, jq filters) and the jq programs.
-//! - [`delivery`]: the outbox workers and their adapters.
+//! - [`delivery`]: the outbox workers and their adapters; [`probe`]: the synthetic probe's
+//!   loopback receiver.
 //! - [`store`]: the `Store` trait, its SQLite implementation with a group-commit writer and a
 //!   bounded write-ahead log (`store::wal`), and the PostgreSQL implementation.
 //! - [`pki`]: the development PKI and the rustls server configuration.
@@ -41,6 +42,7 @@ pub mod openapi;
 pub mod opsctl;
 pub mod pki;
 pub mod policy;
+pub mod probe;
 pub mod report;
 pub mod routing;
 pub mod server;

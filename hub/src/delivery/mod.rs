@@ -88,8 +88,7 @@ pub const PROBE_TYPE: &str = "hub-probe";
 /// The internal subscription that carries probes to the hub's loopback receiver.
 pub const PROBE_SUBSCRIPTION: &str = "hub-probe";
 
-/// Waiters for probe events, by event id; the loopback receiver completes them.
-type ProbeBoard = std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>;
+use crate::probe::ProbeBoard;
 
 /// The engine.
 pub struct Delivery {
@@ -363,39 +362,13 @@ impl Delivery {
     }
 }
 
-/// The probe subscription: a webhook, signed with a fresh secret, to a receiver on a loopback port
-/// inside the hub that checks the signature and completes the waiting probe.
+/// The probe subscription: a webhook, signed with a fresh secret, to the receiver on a loopback
+/// port inside the hub (`crate::probe`) that checks the signature and completes the waiting probe.
 fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adapters::AdapterError> {
     use base64::Engine as _;
-    let io = |e: std::io::Error| adapters::AdapterError::Build(format!("probe receiver: {e}"));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
-    listener.set_nonblocking(true).map_err(io)?;
-    let url = format!("http://{}/probe", listener.local_addr().map_err(io)?);
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let crate::probe::Receiver { url, key } =
+        crate::probe::spawn(probes).map_err(|e| adapters::AdapterError::Build(format!("probe receiver: {e}")))?;
     let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-    let app = axum::Router::new().route(
-        "/probe",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-            let probes = probes.clone();
-            async move {
-                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let (id, ts) = (header("webhook-id"), header("webhook-timestamp").parse::<i64>().unwrap_or(0));
-                let expected = adapters::webhook::sign(&[key.to_vec()], &id, ts, &body);
-                if !header("webhook-signature").split(' ').any(|s| s == expected) {
-                    return axum::http::StatusCode::UNAUTHORIZED;
-                }
-                if let Some(tx) = probes.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
-                    let _ = tx.send(());
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
     let settings: toml::Table = toml::toml! { url = (url) secret_env = "HUB_PROBE_SECRET" };
     let secret_fn = move |_: &str| Some(secret.clone());
     let resolve = |p: &str| std::path::PathBuf::from(p);
