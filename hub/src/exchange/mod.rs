@@ -124,24 +124,26 @@ impl Exchange {
         })
     }
 
-    /// Stores `versions` in one durable commit (results in input order), then wakes the workers
-    /// of their routes and counts each version created. Receipts exist only after the commit.
+    /// Stores `versions` in one durable commit (results in input order), then counts each version
+    /// created and wakes the workers of its routes. Receipts exist only after the commit.
     pub async fn commit(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut routes: Vec<String> = versions.iter().flat_map(|v| v.routes.iter().cloned()).collect();
-        routes.sort();
-        routes.dedup();
-        let labels: Vec<(String, String)> =
-            versions.iter().map(|v| (v.publisher.clone(), v.record_type.clone())).collect();
+        let labels: Vec<(String, String, Vec<String>)> =
+            versions.iter().map(|v| (v.publisher.clone(), v.record_type.clone(), v.routes.clone())).collect();
         let outcomes = self.store.publish(versions).await?;
-        self.delivery.notify(&routes);
-        for ((publisher, record_type), outcome) in labels.iter().zip(&outcomes) {
+        // A replayed or conflicting version routed nothing new: only created ones wake workers.
+        let mut woken = Vec::new();
+        for ((publisher, record_type, routes), outcome) in labels.into_iter().zip(&outcomes) {
             if let Ok(Published::Created(_)) = outcome {
-                self.metrics.published(publisher, record_type);
+                self.metrics.published(&publisher, &record_type);
+                woken.extend(routes);
             }
         }
+        woken.sort();
+        woken.dedup();
+        self.delivery.notify(&woken);
         Ok(outcomes)
     }
 
