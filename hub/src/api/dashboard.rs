@@ -102,9 +102,8 @@ pub async fn render(state: &AppState) -> Result<Response, ApiError> {
                 h2 { "Certificates 证书" }
                 p class=(certificates.map_or("warn", |c| c.status.as_str())) { (certificates.map_or("no certificates check configured", |c| c.summary.as_str())) }
                 @if let Some(wal) = &w.wal {
-                    @let above = wal.bytes > wal.limit_bytes + wal.largest_commit_bytes;
                     h2 { "Write-ahead log 预写日志" }
-                    p class=(if above { "warn" } else { "ok" }) {
+                    p class=(if wal.above_bound() { "warn" } else { "ok" }) {
                         (format!("{:.1}", wal.bytes as f64 / 1048576.0)) " MiB of a " (wal.limit_bytes >> 20) " MiB bound · last complete checkpoint "
                         (age(Some(wal.last_complete_ms))) " ago · " (wal.restarts) " restarts at the bound, " (wal.held_up) " held up by readers"
                     }

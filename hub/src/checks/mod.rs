@@ -19,7 +19,6 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::store::{CheckRun, Store};
 
-/// Reads a threshold, or its default.
 /// An hourly chain check makes one full pass a day.
 const DEFAULT_FULL_EVERY: u32 = 24;
 
@@ -102,16 +101,8 @@ impl Check for DeliveryBacklog {
         for c in &counts {
             let age = c.oldest_pending_ms.map_or(0.0, |o| ((now - o).max(0) / 1000) as f64);
             total += c.pending;
-            let s = Status::from_thresholds(
-                c.pending as f64,
-                t.warn_pending.or(Some(1000.0)),
-                t.critical_pending.or(Some(10_000.0)),
-            )
-            .max(Status::from_thresholds(
-                age,
-                t.warn_age_secs.or(Some(300.0)),
-                t.critical_age_secs.or(Some(3600.0)),
-            ));
+            let s = Status::from_thresholds(c.pending as f64, Some(t.warn_pending), Some(t.critical_pending))
+                .max(Status::from_thresholds(age, Some(t.warn_age_secs), Some(t.critical_age_secs)));
             if s > Status::Ok {
                 notes.push(format!("{}: {} pending, oldest {}s", c.subscription, c.pending, age));
             }
@@ -147,7 +138,7 @@ impl Check for DeadLetters {
         };
         let total: u64 = counts.iter().map(|c| c.dead).sum();
         let t = &self.t;
-        let status = Status::from_thresholds(total as f64, t.warn_dead.or(Some(1.0)), t.critical_dead.or(Some(100.0)));
+        let status = Status::from_thresholds(total as f64, Some(t.warn_dead), Some(t.critical_dead));
         let which: Vec<String> =
             counts.iter().filter(|c| c.dead > 0).map(|c| format!("{} ({})", c.subscription, c.dead)).collect();
         let summary = if which.is_empty() {
@@ -258,48 +249,43 @@ impl Check for Storage {
         let t = &self.t;
         // Less free space is worse: compare the used share against the thresholds' complements.
         let used_pct = 100.0 - free_pct;
-        let status = Status::from_thresholds(
-            used_pct,
-            t.warn_free_percent.or(Some(20.0)).map(|w| 100.0 - w),
-            t.critical_free_percent.or(Some(10.0)).map(|c| 100.0 - c),
-        )
-        .max(Status::from_thresholds(
-            wal_bytes,
-            t.warn_wal_bytes.or(Some(512.0 * 1048576.0)),
-            t.critical_wal_bytes,
-        ));
+        let status =
+            Status::from_thresholds(used_pct, Some(100.0 - t.warn_free_percent), Some(100.0 - t.critical_free_percent))
+                .max(Status::from_thresholds(wal_bytes, Some(t.warn_wal_bytes), t.critical_wal_bytes));
         let mut summary = format!(
             "{free_pct:.1}% of the disk free, database {:.1} MiB, WAL {:.1} MiB",
             db_bytes / 1048576.0,
             wal_bytes / 1048576.0
         );
-        let mut report = Report::new(Status::Ok, "")
-            .with("free_bytes", free)
-            .with("free_percent", free_pct)
-            .with("database_bytes", db_bytes)
-            .with("wal_bytes", wal_bytes);
+        let mut wal_measurements = Vec::new();
         let mut status = status;
         if let Some(wal) = self.store.writer_stats().wal {
-            // The log may pass its bound by the one group commit after which the writer restarts it.
-            let above = wal_bytes > (wal.limit_bytes + wal.largest_commit_bytes) as f64;
             let age = (chrono::Utc::now().timestamp_millis() - wal.last_complete_ms).max(0) as f64 / 1000.0;
-            status = status.max(if above { Status::Warn } else { Status::Ok }).max(Status::from_thresholds(
+            let age_status = Status::from_thresholds(
                 age,
-                t.warn_checkpoint_age_seconds.or(Some(120.0)),
-                t.critical_checkpoint_age_seconds.or(Some(600.0)),
-            ));
-            if above {
+                Some(t.warn_checkpoint_age_seconds),
+                Some(t.critical_checkpoint_age_seconds),
+            );
+            status = status.max(age_status);
+            if wal.above_bound() {
+                status = status.max(Status::Warn);
                 summary.push_str(&format!(", above its bound of {:.0} MiB", wal.limit_bytes as f64 / 1048576.0));
             }
             summary.push_str(&format!(", last complete checkpoint {age:.0} s ago"));
-            report = report
-                .with("wal_limit_bytes", wal.limit_bytes as f64)
-                .with("wal_checkpoint_age_seconds", age)
-                .with("wal_restarts", wal.restarts as f64);
+            wal_measurements = vec![
+                ("wal_limit_bytes", wal.limit_bytes as f64),
+                ("wal_checkpoint_age_seconds", age),
+                ("wal_restarts", wal.restarts as f64),
+            ];
         }
-        report.status = status;
-        report.summary = summary;
-        report
+        wal_measurements.into_iter().fold(
+            Report::new(status, summary)
+                .with("free_bytes", free)
+                .with("free_percent", free_pct)
+                .with("database_bytes", db_bytes)
+                .with("wal_bytes", wal_bytes),
+            |r, (name, value)| r.with(name, value),
+        )
     }
 }
 
@@ -346,7 +332,6 @@ impl Check for Certificates {
     }
     async fn run(&self) -> Report {
         let t = &self.t;
-        let (warn, critical) = (t.warn_days.or(Some(30.0)), t.critical_days.or(Some(7.0)));
         let now = chrono::Utc::now().timestamp();
         let mut worst = Status::Ok;
         let mut soonest: Option<(f64, String)> = None;
@@ -361,9 +346,9 @@ impl Check for Certificates {
                 }
             };
             // Fewer days left is worse.
-            let s = if critical.is_some_and(|c| days <= c) {
+            let s = if days <= t.critical_days {
                 Status::Critical
-            } else if warn.is_some_and(|w| days <= w) {
+            } else if days <= t.warn_days {
                 Status::Warn
             } else {
                 Status::Ok
@@ -384,7 +369,7 @@ impl Check for Certificates {
                     if left.is_some_and(|l| l < 0.0) {
                         notes.push("the CRL is past its next update".into());
                         worst = Status::Critical;
-                    } else if t.warn_crl_age_days.or(Some(7.0)).is_some_and(|w| age > w) {
+                    } else if age > t.warn_crl_age_days {
                         notes.push(format!("the CRL is {age:.0} days old"));
                         worst = worst.max(Status::Warn);
                     }
@@ -525,7 +510,7 @@ impl Check for Synthetic {
             }
             _ => return Report::new(Status::Critical, "the probe could not be published"),
         }
-        let limit = Duration::from_millis(t.critical_ms.or(Some(10_000.0)).unwrap_or(10_000.0) as u64 * 3);
+        let limit = Duration::from_millis(t.critical_ms as u64 * 3);
         let arrived = async {
             tokio::select! {
                 here = waiter => here.is_ok(),
@@ -535,7 +520,7 @@ impl Check for Synthetic {
         match tokio::time::timeout(limit, arrived).await {
             Ok(true) => {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                let status = Status::from_thresholds(ms, t.warn_ms.or(Some(2000.0)), t.critical_ms.or(Some(10_000.0)));
+                let status = Status::from_thresholds(ms, Some(t.warn_ms), Some(t.critical_ms));
                 Report::new(status, format!("probe published and delivered end to end in {ms:.1} ms"))
                     .with("latency_ms", ms)
             }

@@ -87,66 +87,104 @@ pub fn thresholds<T: DeserializeOwned>(table: &toml::Table) -> Result<T, String>
 #[serde(deny_unknown_fields)]
 pub struct NoThresholds {}
 
-/// `delivery_backlog`: pending deliveries and the oldest's age. Unset: the check's default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `delivery_backlog`: pending deliveries and the oldest's age. Each unset field has the
+/// default named beside it (the struct's `Default`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BacklogThresholds {
     /// Pending deliveries that warn (default 1,000).
-    pub warn_pending: Option<f64>,
+    pub warn_pending: f64,
     /// Pending deliveries that are critical (default 10,000).
-    pub critical_pending: Option<f64>,
+    pub critical_pending: f64,
     /// Age of the oldest pending delivery that warns, in seconds (default 300).
-    pub warn_age_secs: Option<f64>,
+    pub warn_age_secs: f64,
     /// ... that is critical (default 3,600).
-    pub critical_age_secs: Option<f64>,
+    pub critical_age_secs: f64,
+}
+
+impl Default for BacklogThresholds {
+    fn default() -> Self {
+        Self { warn_pending: 1000.0, critical_pending: 10_000.0, warn_age_secs: 300.0, critical_age_secs: 3600.0 }
+    }
 }
 
 /// `dead_letters`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeadLetterThresholds {
     /// Dead letters that warn (default 1).
-    pub warn_dead: Option<f64>,
+    pub warn_dead: f64,
     /// Dead letters that are critical (default 100).
-    pub critical_dead: Option<f64>,
+    pub critical_dead: f64,
+}
+
+impl Default for DeadLetterThresholds {
+    fn default() -> Self {
+        Self { warn_dead: 1.0, critical_dead: 100.0 }
+    }
 }
 
 /// `storage`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageThresholds {
     /// Free share of the disk below which it warns, in percent (default 20).
-    pub warn_free_percent: Option<f64>,
+    pub warn_free_percent: f64,
     /// ... below which it is critical (default 10).
-    pub critical_free_percent: Option<f64>,
+    pub critical_free_percent: f64,
     /// WAL size that warns, in bytes, whatever the bound (default 512 MiB).
-    pub warn_wal_bytes: Option<f64>,
+    pub warn_wal_bytes: f64,
     /// WAL size that is critical (default: none).
     pub critical_wal_bytes: Option<f64>,
     /// Seconds without a complete checkpoint that warn (default 120).
-    pub warn_checkpoint_age_seconds: Option<f64>,
+    pub warn_checkpoint_age_seconds: f64,
     /// ... that are critical (default 600).
-    pub critical_checkpoint_age_seconds: Option<f64>,
+    pub critical_checkpoint_age_seconds: f64,
+}
+
+impl Default for StorageThresholds {
+    fn default() -> Self {
+        Self {
+            warn_free_percent: 20.0,
+            critical_free_percent: 10.0,
+            warn_wal_bytes: 512.0 * 1048576.0,
+            critical_wal_bytes: None,
+            warn_checkpoint_age_seconds: 120.0,
+            critical_checkpoint_age_seconds: 600.0,
+        }
+    }
 }
 
 /// `certificates`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CertificateThresholds {
     /// Days to expiry that warn (default 30).
-    pub warn_days: Option<f64>,
+    pub warn_days: f64,
     /// Days to expiry that are critical (default 7).
-    pub critical_days: Option<f64>,
+    pub critical_days: f64,
     /// Age of the CRL that warns, in days (default 7).
-    pub warn_crl_age_days: Option<f64>,
+    pub warn_crl_age_days: f64,
+}
+
+impl Default for CertificateThresholds {
+    fn default() -> Self {
+        Self { warn_days: 30.0, critical_days: 7.0, warn_crl_age_days: 7.0 }
+    }
 }
 
 /// `synthetic`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyntheticThresholds {
     /// Round trip that warns, in ms (default 2,000).
-    pub warn_ms: Option<f64>,
+    pub warn_ms: f64,
     /// Round trip that is critical (default 10,000); three times it, the probe is given up.
-    pub critical_ms: Option<f64>,
+    pub critical_ms: f64,
+}
+
+impl Default for SyntheticThresholds {
+    fn default() -> Self {
+        Self { warn_ms: 2000.0, critical_ms: 10_000.0 }
+    }
 }

@@ -241,7 +241,7 @@ impl SqliteStore {
         // by one group commit's pages.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Checkpoints (copying the WAL into the database) run on their own thread and connection
-        // (see `checkpointer`): inline, the auto-checkpoint took a tenth of the writer's time.
+        // (see `wal`): inline, the auto-checkpoint took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let wal = Wal::new(&path, &conn, opts.max_wal_bytes)?;
         conn.execute_batch(SCHEMA)?;

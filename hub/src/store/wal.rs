@@ -6,7 +6,7 @@
 //! starts over from its first frame only when a writer begins a transaction after a checkpoint
 //! copied *every* frame and no reader still reads from the log. Under a writer that never pauses,
 //! frames are appended while the checkpointer copies, so that moment never comes and the log
-//! grows without end (RELIABILITY.md, "The WAL under sustained load"). So when the log passes its
+//! grows without end (RELIABILITY.md, item 7). So when the log passes its
 //! bound, the writer, between two groups, runs a RESTART checkpoint itself: no frame can be added
 //! while it runs (it *is* the writer), so the copy completes, and RESTART then waits for the
 //! readers still on the log to finish, after which the writer's next transaction starts the log
@@ -77,6 +77,14 @@ pub struct WalStats {
     pub held_up: u64,
     /// The most bytes one group commit added to the log: how far past the bound it may reach.
     pub largest_commit_bytes: u64,
+}
+
+impl WalStats {
+    /// Past the bound by more than the one group commit after which the writer restarts the log:
+    /// a reader holds it, or restarts fail.
+    pub fn above_bound(&self) -> bool {
+        self.bytes > self.limit_bytes + self.largest_commit_bytes
+    }
 }
 
 /// State shared by the writer, the checkpointer and whoever reads the stats.
