@@ -766,3 +766,59 @@ impl Observer for Alerting {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::keys::HubKeys;
+    use crate::store::sqlite::{db_path, SqliteOptions, SqliteStore};
+    use crate::store::wal::tests::version;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn storage_warns_above_the_wal_bound_and_goes_critical_while_no_checkpoint_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let opts = SqliteOptions {
+            group_commit_max: 128,
+            read_connections: 1,
+            checkpoint_every: 1000,
+            max_wal_bytes: 1 << 20,
+        };
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
+        // The disk's own free space must not decide these runs.
+        let disk_aside = StorageThresholds { warn_free_percent: 0.0, critical_free_percent: 0.0, ..Default::default() };
+        let check = |t: StorageThresholds| Storage {
+            n: Named { name: "disk".into() },
+            t,
+            data: dir.path().to_path_buf(),
+            store: store.clone(),
+        };
+        let publish = |from: usize| {
+            let store = store.clone();
+            async move { store.publish((from..from + 100).map(version).collect()).await.unwrap() }
+        };
+        publish(0).await;
+        let calm = check(disk_aside.clone()).run().await;
+        assert_eq!(calm.status, Status::Ok, "{}", calm.summary);
+
+        // A reader holds a snapshot: the log cannot start over, and no checkpoint completes.
+        let reader = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        reader.query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0)).unwrap();
+        let mut next = 100;
+        // Two held-up tries are at least 250 ms apart (the writer's back-off).
+        while store.writer_stats().wal.unwrap().held_up < 2 {
+            assert!(next < 100_000, "no restart was held up");
+            publish(next).await;
+            next += 100;
+        }
+        let warned = check(disk_aside.clone()).run().await;
+        assert_eq!(warned.status, Status::Warn, "{}", warned.summary);
+        assert!(warned.summary.contains("above its bound of 1 MiB"), "{}", warned.summary);
+        let stalled = check(StorageThresholds { critical_checkpoint_age_seconds: 0.2, ..disk_aside }).run().await;
+        assert_eq!(stalled.status, Status::Critical, "{}", stalled.summary);
+        assert!(stalled.measurements["wal_checkpoint_age_seconds"] >= 0.2, "{:?}", stalled.measurements);
+        reader.execute_batch("COMMIT").unwrap();
+        store.close().await;
+    }
+}

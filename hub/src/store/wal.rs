@@ -297,7 +297,7 @@ impl Checkpointer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;
 
@@ -310,7 +310,8 @@ mod tests {
     const RECORDS: usize = 100_000;
     const LIMIT: u64 = 4 << 20;
 
-    fn version(i: usize) -> NewVersion {
+    /// A record version about the size of a marriage registration (the checks' tests use it too).
+    pub(crate) fn version(i: usize) -> NewVersion {
         // About the size of a marriage registration's canonical form, so pages fill as in use.
         let canonical = format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(850));
         NewVersion {
