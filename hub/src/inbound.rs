@@ -4,6 +4,7 @@
 //! path as `POST /v1/records` (schema, key, idempotency, one durable commit, audit, routing), so
 //! a record is the same whichever way it came in.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +16,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, AppState};
 use crate::config::Config;
+use crate::exchange::Exchange;
 use crate::ledger::{Action, NewEntry};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
 use crate::routing::jq::JqProgram;
-use crate::store::{NewVersion, Published};
+use crate::store::{NewVersion, Published, Store};
 
 /// Why the inbound connections could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,20 @@ impl Connection {
 #[derive(Default)]
 pub struct Inbounds {
     conns: Vec<Arc<Connection>>,
+}
+
+/// What a connection's sink publishes through: the record's way, the audit for its refusals,
+/// its counters, and the flag that shutdown has begun.
+#[derive(Clone)]
+pub struct Hub {
+    /// The record's way.
+    pub exchange: Arc<Exchange>,
+    /// Where refusals are audited.
+    pub store: Arc<dyn Store>,
+    /// `hub_inbound_records_total`.
+    pub metrics: Arc<Metrics>,
+    /// True once shutdown begins: new records are answered "unavailable".
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Pause before an adapter whose run ended with an error is started again.
@@ -97,7 +114,7 @@ impl Inbounds {
 
     /// Starts one task per connection; they finish the record in hand and stop when `stop`
     /// turns true. An adapter that fails is started again after a pause.
-    pub fn spawn(&self, state: AppState, mut stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    pub fn spawn(&self, hub: Hub, mut stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
         {
@@ -108,7 +125,7 @@ impl Inbounds {
             }));
         }
         for conn in &self.conns {
-            let sink: Arc<dyn RecordSink> = Arc::new(HubSink { state: state.clone(), conn: conn.clone() });
+            let sink: Arc<dyn RecordSink> = Arc::new(HubSink { hub: hub.clone(), conn: conn.clone() });
             let (conn, token) = (conn.clone(), token.clone());
             tasks.push(tokio::spawn(async move {
                 tracing::info!(inbound = %conn.name, adapter = %conn.adapter_kind, "inbound connection started");
@@ -133,7 +150,7 @@ impl Inbounds {
 
 /// The hub as an inbound adapter sees it.
 struct HubSink {
-    state: AppState,
+    hub: Hub,
     conn: Arc<Connection>,
 }
 
@@ -150,28 +167,29 @@ fn scoped_key(connection: &str, key: &str) -> String {
 
 impl HubSink {
     /// Maps and validates one record, as its department publishing it.
-    fn prepare(&self, key: &str, body: &[u8]) -> Result<NewVersion, ApiError> {
-        let Some(t) = self.state.catalog.get(&self.conn.record_type) else {
-            return Err(ApiError::Unavailable("the record type is no longer configured".into()));
-        };
-        let (exchange, department) = (&self.state.exchange, &self.conn.department);
+    fn prepare(&self, key: &str, body: &[u8]) -> Result<NewVersion, Problem> {
+        let exchange = &self.hub.exchange;
+        let t = exchange
+            .record_type(&self.conn.record_type)
+            .map_err(|_| Problem::Unavailable("the record type is no longer configured".into()))?;
+        let department = &self.conn.department;
         let idem = Some(scoped_key(&self.conn.name, key));
         match &self.conn.mapping {
             None => Ok(exchange.prepare(t, department, body, idem)?),
             Some(m) => {
                 let doc: Value = crate::catalog::strict::parse(body)
-                    .map_err(|e| ApiError::BadRequest(format!("the record is not strict JSON: {e}")))?;
+                    .map_err(|e| Problem::BadRequest(format!("the record is not strict JSON: {e}")))?;
                 let mapped =
-                    m.map(&doc).map_err(|e| ApiError::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
+                    m.map(&doc).map_err(|e| Problem::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
                 Ok(exchange.prepare_doc(t, department, mapped, idem)?)
             }
         }
     }
 
     /// A refusal: counted, written to the hub's rejected log (the audit), and handed back.
-    async fn reject(&self, key: &str, e: &ApiError) -> SinkError {
+    async fn reject(&self, key: &str, e: &Problem) -> SinkError {
         let problem = e.body();
-        self.state.metrics.inbound(&self.conn.name, "rejected");
+        self.hub.metrics.inbound(&self.conn.name, "rejected");
         let pointers: Vec<&Value> =
             problem["errors"].as_array().map(|a| a.iter().map(|v| &v["pointer"]).collect()).unwrap_or_default();
         let entry = NewEntry {
@@ -185,14 +203,14 @@ impl HubSink {
             })),
             ..NewEntry::new(self.conn.department.clone(), Action::Reject, format!("{} rejected", e.parts().0.as_u16()))
         };
-        if let Err(err) = self.state.store.audit(entry).await {
+        if let Err(err) = self.hub.store.audit(entry).await {
             tracing::warn!(inbound = %self.conn.name, error = %err, "rejection not audited");
         }
         SinkError::Rejected { problem }
     }
 
     fn unavailable(&self, why: String) -> SinkError {
-        self.state.metrics.inbound(&self.conn.name, "unavailable");
+        self.hub.metrics.inbound(&self.conn.name, "unavailable");
         SinkError::Unavailable(why)
     }
 }
@@ -205,7 +223,7 @@ impl RecordSink for HubSink {
     }
 
     async fn publish_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<Value, SinkError>> {
-        if self.state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.hub.draining.load(Ordering::SeqCst) {
             return items.iter().map(|_| Err(self.unavailable("the hub is shutting down".into()))).collect();
         }
         let mut results: Vec<Option<Result<Value, SinkError>>> = Vec::with_capacity(items.len());
@@ -221,7 +239,7 @@ impl RecordSink for HubSink {
             }
         }
         let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
-        let outcomes = match self.state.exchange.commit(versions).await {
+        let outcomes = match self.hub.exchange.commit(versions).await {
             Ok(o) => o,
             Err(e) => {
                 let why = e.to_string();
@@ -232,22 +250,22 @@ impl RecordSink for HubSink {
             let key = &items[slot].0;
             results[slot] = Some(match outcome {
                 Ok(Published::Created(receipt)) => {
-                    self.state.metrics.inbound(&self.conn.name, "published");
+                    self.hub.metrics.inbound(&self.conn.name, "published");
                     Ok(receipt_json(&receipt, false))
                 }
                 Ok(Published::Replayed(receipt)) => {
-                    self.state.metrics.inbound(&self.conn.name, "replayed");
+                    self.hub.metrics.inbound(&self.conn.name, "replayed");
                     Ok(receipt_json(&receipt, true))
                 }
                 Ok(Published::Conflict) => {
-                    let e = ApiError::Conflict(
+                    let e = Problem::Conflict(
                         "this source (file and line, row or message id) was already published with other content"
                             .into(),
                     );
                     Err(self.reject(key, &e).await)
                 }
                 Err(e) => {
-                    let e = ApiError::from(e);
+                    let e = Problem::from(e);
                     if e.parts().0.is_client_error() {
                         Err(self.reject(key, &e).await)
                     } else {

@@ -43,6 +43,7 @@ pub mod opsctl;
 pub mod pki;
 pub mod policy;
 pub mod probe;
+pub mod problem;
 pub mod report;
 pub mod routing;
 pub mod server;

@@ -146,7 +146,7 @@ pub async fn open(
         inbound,
         checks,
         metrics,
-        draining: false.into(),
+        draining: Arc::new(false.into()),
         directory,
         store,
         exchange,
@@ -212,7 +212,13 @@ pub async fn run(
         });
     }
     let mut workers = state.delivery.spawn(workers_stop.clone());
-    workers.extend(state.inbound.spawn(state.clone(), workers_stop.clone()));
+    let inbound_hub = crate::inbound::Hub {
+        exchange: state.exchange.clone(),
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
+        draining: state.draining.clone(),
+    };
+    workers.extend(state.inbound.spawn(inbound_hub, workers_stop.clone()));
     workers.extend(state.checks.spawn(workers_stop));
     // Each connection holds a permit; past the limit a new connection is closed on accept, before
     // a TLS handshake is spent on it.

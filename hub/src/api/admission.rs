@@ -16,7 +16,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, ServiceBuilder};
 
-use super::ApiError;
+use super::Problem;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShedLabels};
 
@@ -62,9 +62,9 @@ pub fn shed<S: Clone + Send + Sync + 'static>(
     let overloaded = move |err: BoxError| {
         let resp = if err.is::<tower::load_shed::error::Overloaded>() {
             metrics.shed.get_or_create(&ShedLabels { reason: "overloaded".into() }).inc();
-            ApiError::Overloaded.into_response()
+            Problem::Overloaded.into_response()
         } else {
-            ApiError::Internal(err.to_string()).into_response()
+            Problem::Internal(err.to_string()).into_response()
         };
         std::future::ready(resp)
     };

@@ -9,7 +9,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, read_request, ApiError, AppState};
+use super::{json_response, read_request, AppState, Problem};
 use crate::catalog::{formats, Violation};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
@@ -31,7 +31,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Auditor], "the audit log").await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state.store.audit_after(q.after, limit).await?;
@@ -47,7 +47,7 @@ pub async fn list(
 /// `GET /v1/audit/verify` (auditor, ops, vendor).
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, description = "Chain verification: counts and digests only")))]
-pub async fn verify(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+pub async fn verify(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Auditor, Role::Ops, Role::Vendor], "audit verification").await?;
     let body = match state.store.verify_audit().await? {
         Ok(r) => json!({
@@ -77,10 +77,10 @@ pub async fn access_log(
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Portal], "the access log").await?;
     let invalid = || {
-        ApiError::InvalidRequest(
+        Problem::InvalidRequest(
             "the body must be {\"subject\": resident ID or credit code}".into(),
             vec![Violation {
                 pointer: "/subject".into(),

@@ -9,14 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use maud::{html, DOCTYPE};
 
-use super::{ApiError, AppState};
+use super::{AppState, Problem};
 use crate::config::Role;
 use crate::policy::Principal;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /ops/` (ops, vendor).
-pub async fn page(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+pub async fn page(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the dashboard").await?;
     render(&state).await
 }
@@ -37,7 +37,7 @@ fn age(ms: Option<i64>) -> String {
 }
 
 /// Renders the page (also served on the loopback listener).
-pub async fn render(state: &AppState) -> Result<Response, ApiError> {
+pub async fn render(state: &AppState) -> Result<Response, Problem> {
     let latest = state.store.latest_checks().await?;
     let mut histories = Vec::new();
     for e in state.checks.entries() {

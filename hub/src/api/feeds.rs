@@ -14,7 +14,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, read_request, ApiError, AppState, Context};
+use super::{json_response, read_request, AppState, Context, Problem};
 use crate::delivery::{Delivery, Subscription};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
@@ -32,12 +32,12 @@ async fn feed_of<'a>(
     state: &'a AppState,
     who: &Principal,
     name: &str,
-) -> Result<&'a std::sync::Arc<Subscription>, ApiError> {
+) -> Result<&'a std::sync::Arc<Subscription>, Problem> {
     let sub = state
         .delivery
         .get(name)
         .filter(|s| s.direction == Direction::Pull)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no feed {name:?}")))?;
+        .ok_or_else(|| Problem::NotFound(format!("there is no feed {name:?}")))?;
     if !matches!(who, Principal::Department(d) if *d == sub.department) {
         let reason = format!("feed {name} belongs to {}", sub.department);
         return Err(state
@@ -47,11 +47,11 @@ async fn feed_of<'a>(
     Ok(sub)
 }
 
-fn cursor(text: &str) -> Result<i64, ApiError> {
+fn cursor(text: &str) -> Result<i64, Problem> {
     text.parse::<i64>()
         .ok()
         .filter(|c| *c >= 0)
-        .ok_or_else(|| ApiError::BadRequest("cursor must be a cursor returned by the feed".into()))
+        .ok_or_else(|| Problem::BadRequest("cursor must be a cursor returned by the feed".into()))
 }
 
 #[utoipa::path(get, path = "/v1/feeds/{subscription}", tag = "delivery",
@@ -65,9 +65,9 @@ pub async fn read(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<FeedQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let sub = feed_of(&state, &who, &name).await?;
-    let settings = sub.feed.clone().ok_or_else(|| ApiError::Internal(format!("feed {name} has no settings")))?;
+    let settings = sub.feed.clone().ok_or_else(|| Problem::Internal(format!("feed {name} has no settings")))?;
     let after = match &q.after {
         Some(c) => cursor(c)?,
         None => state.store.feed_cursor(&name).await?,
@@ -99,7 +99,7 @@ pub async fn read(
     for row in &rows {
         match state.delivery.envelope(sub, row).await? {
             Ok((envelope, rec)) => {
-                events.push(serde_json::from_slice(envelope.json()).map_err(|e| ApiError::Internal(e.to_string()))?);
+                events.push(serde_json::from_slice(envelope.json()).map_err(|e| Problem::Internal(e.to_string()))?);
                 ids.push(row.event_id.clone());
                 for s in rec.subjects {
                     if !subjects.contains(&s) {
@@ -147,10 +147,10 @@ pub async fn ack(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     feed_of(&state, &who, &name).await?;
     let invalid = || {
-        ApiError::InvalidRequest(
+        Problem::InvalidRequest(
             "the body must be {\"cursor\": CURSOR}".into(),
             vec![crate::catalog::Violation {
                 pointer: "/cursor".into(),

@@ -9,7 +9,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{json_response, ApiError, AppState};
+use super::{json_response, AppState, Problem};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
@@ -25,7 +25,7 @@ fn health_status(s: &str) -> &'static str {
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, description = "application/health+json: every check's latest status (ops, vendor)")))]
 /// `GET /health` (ops, vendor).
-pub async fn health(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+pub async fn health(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "health").await?;
     let latest = state.store.latest_checks().await?;
     let mut checks = Map::new();
@@ -61,7 +61,7 @@ pub async fn health(State(state): State<AppState>, Extension(who): Extension<Pri
 #[utoipa::path(get, path = "/v1/ops/checks", tag = "operations",
     responses((status = 200, description = "Every check with its schedule and latest run (ops, vendor)")))]
 /// `GET /v1/ops/checks` (ops, vendor).
-pub async fn checks(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+pub async fn checks(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the checks").await?;
     let latest = state.store.latest_checks().await?;
     let list: Vec<Value> = state
@@ -95,10 +95,10 @@ pub async fn history(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "check history").await?;
     if !state.checks.entries().any(|e| e.check.name() == name) {
-        return Err(ApiError::NotFound(format!("there is no check {name:?}")));
+        return Err(Problem::NotFound(format!("there is no check {name:?}")));
     }
     let runs = state.store.check_history(&name, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "check": name, "runs": runs })))
@@ -112,7 +112,7 @@ pub async fn run(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops], "running a check").await?;
     let entry = NewEntry { detail: Some(json!({ "check_run": name })), ..NewEntry::new(who.id(), Action::Admin, "ok") };
     match state.store.audit(entry).await {
@@ -126,8 +126,8 @@ pub async fn run(
     }
     match state.checks.run_now(&name, ops::runner::Trigger::Manual).await {
         Ok(r) => Ok(json_response(StatusCode::OK, &r)),
-        Err(ops::runner::RunError::Unknown(_)) => Err(ApiError::NotFound(format!("there is no check {name:?}"))),
-        Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(ApiError::Busy(e.to_string())),
+        Err(ops::runner::RunError::Unknown(_)) => Err(Problem::NotFound(format!("there is no check {name:?}"))),
+        Err(e @ ops::runner::RunError::AlreadyRunning(_)) => Err(Problem::Busy(e.to_string())),
     }
 }
 
@@ -139,14 +139,14 @@ pub async fn alerts(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the alert log").await?;
     let alerts = state.store.alerts(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(json_response(StatusCode::OK, &json!({ "alerts": alerts })))
 }
 
 /// Brings the scrape-time gauges up to date and encodes every metric.
-pub async fn exposition(state: &AppState) -> Result<String, ApiError> {
+pub async fn exposition(state: &AppState) -> Result<String, Problem> {
     let m = &state.metrics;
     for c in state.store.delivery_counts().await? {
         let set = |st: &str, v: u64| {
@@ -173,7 +173,7 @@ pub async fn exposition(state: &AppState) -> Result<String, ApiError> {
     if let Some(wal) = &w.wal {
         m.wal(wal, chrono::Utc::now().timestamp_millis());
     }
-    m.encode().map_err(|e| ApiError::Internal(e.to_string()))
+    m.encode().map_err(|e| Problem::Internal(e.to_string()))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "health",
@@ -183,7 +183,7 @@ pub async fn metrics(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "metrics").await?;
     let text = exposition(&state).await?;
     Ok(negotiate(&headers, text))
@@ -219,9 +219,9 @@ pub async fn sla(
     Extension(who): Extension<Principal>,
     headers: axum::http::HeaderMap,
     Query(q): Query<SlaQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the SLA report").await?;
-    let month = q.month.ok_or_else(|| ApiError::BadRequest("month=YYYY-MM is required".into()))?;
+    let month = q.month.ok_or_else(|| Problem::BadRequest("month=YYYY-MM is required".into()))?;
     let signed = crate::report::sla(
         state.store.as_ref(),
         &state.keys,
@@ -231,7 +231,7 @@ pub async fn sla(
     )
     .await
     .map_err(|e| match e {
-        crate::report::ReportError::BadMonth => ApiError::BadRequest(e.to_string()),
+        crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
         crate::report::ReportError::Store(s) => s.into(),
     })?;
     let wants_html = q.format.as_deref() == Some("html")

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
-use super::{json_response, ApiError, AppState};
+use super::{json_response, AppState, Problem};
 use crate::policy::Principal;
 
 /// `GET /v1/catalog`: every record type, and the caller's own grants.
@@ -75,11 +75,9 @@ fn schema_response(schema: &Value) -> Response {
 /// `GET /v1/schemas/{type}`: the current schema.
 #[utoipa::path(get, path = "/v1/schemas/{type}", tag = "catalogue",
     params(("type" = String, Path)), responses((status = 200, description = "JSON Schema 2020-12")))]
-pub async fn schema_latest(State(state): State<AppState>, Path(type_id): Path<String>) -> Result<Response, ApiError> {
-    let t = state
-        .catalog
-        .get(&type_id)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no record type {type_id:?}")))?;
+pub async fn schema_latest(State(state): State<AppState>, Path(type_id): Path<String>) -> Result<Response, Problem> {
+    let t =
+        state.catalog.get(&type_id).ok_or_else(|| Problem::NotFound(format!("there is no record type {type_id:?}")))?;
     Ok(schema_response(&t.schema))
 }
 
@@ -90,14 +88,12 @@ pub async fn schema_latest(State(state): State<AppState>, Path(type_id): Path<St
 pub async fn schema_version(
     State(state): State<AppState>,
     Path((type_id, version)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let t = state
-        .catalog
-        .get(&type_id)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no record type {type_id:?}")))?;
+) -> Result<Response, Problem> {
+    let t =
+        state.catalog.get(&type_id).ok_or_else(|| Problem::NotFound(format!("there is no record type {type_id:?}")))?;
     let wanted = version.trim_start_matches('v').parse::<u32>().ok();
     if wanted != Some(t.schema_version) {
-        return Err(ApiError::NotFound(format!("{} has no schema version {version:?}", t.id)));
+        return Err(Problem::NotFound(format!("{} has no schema version {version:?}", t.id)));
     }
     Ok(schema_response(&t.schema))
 }

@@ -30,7 +30,7 @@ use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Directory, Policy, Principal};
 use crate::store::Store;
-pub use problem::ApiError;
+pub use problem::Problem;
 
 /// Everything a request handler may use.
 pub struct Hub {
@@ -49,7 +49,7 @@ pub struct Hub {
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Known principals.
     pub directory: Directory,
     /// Durable state.
@@ -91,7 +91,7 @@ pub struct Context<'a> {
 impl AppState {
     /// Audits a refusal, then returns the 403 to send. Fails closed: when the refusal cannot be
     /// audited the caller gets 503, not a silent 403.
-    pub async fn refuse(&self, who: &Principal, reason: String, ctx: Context<'_>) -> ApiError {
+    pub async fn refuse(&self, who: &Principal, reason: String, ctx: Context<'_>) -> Problem {
         let entry = NewEntry {
             record_type: ctx.record_type.map(str::to_owned),
             record_key: ctx.record_key.map(str::to_owned),
@@ -102,7 +102,7 @@ impl AppState {
         match self.store.audit(entry).await {
             Ok(_) => {
                 tracing::info!(principal = who.id(), reason = %reason, "request refused");
-                ApiError::Forbidden(reason)
+                Problem::Forbidden(reason)
             }
             Err(e) => e.into(),
         }
@@ -114,7 +114,7 @@ impl AppState {
         who: &Principal,
         roles: &[crate::config::Role],
         what: &str,
-    ) -> Result<crate::config::Role, ApiError> {
+    ) -> Result<crate::config::Role, Problem> {
         match who.role() {
             Some(r) if roles.contains(&r) => Ok(r),
             _ => Err(self.refuse(who, format!("{what} is not available to {}", who.kind()), Context::default()).await),
@@ -161,7 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/", get(dashboard::page))
         .route("/ops/style.css", get(dashboard::style))
         .route_layer(from_fn_with_state(state.clone(), measure))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .fallback(|| async { Problem::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)));
     // Liveness is added past the shedding so that an overloaded hub is not reported dead.
@@ -195,7 +195,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Some(p) => {
             if let Err(wait) = state.rate_limits.check(p.id()) {
                 state.metrics.shed.get_or_create(&crate::metrics::ShedLabels { reason: "rate_limited".into() }).inc();
-                return ApiError::RateLimited(wait).into_response();
+                return Problem::RateLimited(wait).into_response();
             }
             let (method, path, started) =
                 (req.method().clone(), req.uri().path().to_owned(), std::time::Instant::now());
@@ -224,8 +224,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 ..NewEntry::new(actor, Action::Deny, "unauthenticated")
             };
             match state.store.audit(entry).await {
-                Ok(_) => ApiError::Unauthenticated.into_response(),
-                Err(e) => ApiError::from(e).into_response(),
+                Ok(_) => Problem::Unauthenticated.into_response(),
+                Err(e) => Problem::from(e).into_response(),
             }
         }
     }
@@ -282,7 +282,7 @@ async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Res
 async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::Unavailable(format!("the request took longer than {} s", limit.as_secs())).into_response(),
+        Err(_) => Problem::Unavailable(format!("the request took longer than {} s", limit.as_secs())).into_response(),
     }
 }
 
@@ -293,7 +293,7 @@ async fn problemize(req: Request, next: Next) -> Response {
     // limit answers with a problem like every other refusal.
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+        return Problem::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
     }
     let resp = next.run(req).await;
     let status = resp.status();
@@ -342,23 +342,23 @@ async fn read_body(
     limit: usize,
     accepts: fn(&str) -> bool,
     expected: &str,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, Problem> {
     match media_type(headers) {
         Some(m) if accepts(&m) => {}
-        Some(m) => return Err(ApiError::UnsupportedMediaType(format!("expected {expected}, got {m}"))),
-        None => return Err(ApiError::UnsupportedMediaType(format!("expected {expected}; Content-Type is missing"))),
+        Some(m) => return Err(Problem::UnsupportedMediaType(format!("expected {expected}, got {m}"))),
+        None => return Err(Problem::UnsupportedMediaType(format!("expected {expected}; Content-Type is missing"))),
     }
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge(limit));
+        return Err(Problem::TooLarge(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
-            ApiError::TooLarge(limit)
+            Problem::TooLarge(limit)
         } else {
-            ApiError::BadRequest("the request body could not be read".into())
+            Problem::BadRequest("the request body could not be read".into())
         }
     })
 }
@@ -369,14 +369,14 @@ async fn read_request<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    invalid: impl Fn() -> ApiError,
-) -> Result<T, ApiError> {
+    invalid: impl Fn() -> Problem,
+) -> Result<T, Problem> {
     let bytes = read_body(headers, body, limit, is_json, "application/json").await?;
     serde_json::from_value(parse_json(&bytes)?).map_err(|_| invalid())
 }
 
 /// Parses JSON strictly, as the record's way does (`exchange::prepare::parse`).
-fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, Problem> {
     Ok(crate::exchange::prepare::parse(bytes)?)
 }
 
@@ -384,7 +384,7 @@ fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+        Err(e) => Problem::Internal(e.to_string()).into_response(),
     }
 }
 
@@ -395,9 +395,9 @@ mod tests {
     #[test]
     fn a_repeated_member_named_by_a_resident_id_is_reported_masked() {
         let body = br#"{"members":{"440184199003151230":1,"440184199003151230":2}}"#;
-        let Err(ApiError::InvalidRequest(detail, violations)) = parse_json(body) else { panic!("accepted") };
+        let Err(Problem::InvalidRequest(detail, violations)) = parse_json(body) else { panic!("accepted") };
         assert_eq!(violations[0].pointer, "/members/4401**********1230");
-        let problem = ApiError::InvalidRequest(detail, violations).body().to_string();
+        let problem = Problem::InvalidRequest(detail, violations).body().to_string();
         assert!(!problem.contains("440184199003151230"), "{problem}");
     }
 }

@@ -10,7 +10,7 @@ use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, read_request, ApiError, AppState};
+use super::{json_response, read_request, AppState, Problem};
 use crate::catalog::Violation;
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
@@ -33,11 +33,11 @@ pub async fn deliveries(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Query(q): Query<DeliveriesQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let role = state.require_role(&who, &[Role::Ops, Role::Vendor], "the delivery view").await?;
     let which = q.state.as_deref().unwrap_or("dead");
     if !matches!(which, "dead" | "pending") {
-        return Err(ApiError::BadRequest("state must be dead or pending".into()));
+        return Err(Problem::BadRequest("state must be dead or pending".into()));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state.store.deliveries(which, q.subscription.clone(), limit).await?;
@@ -67,7 +67,7 @@ pub async fn retry(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops], "retrying a delivery").await?;
     let entry = NewEntry { detail: Some(json!({ "retry": id })), ..NewEntry::new(who.id(), Action::Admin, "ok") };
     match state.store.retry_dead(id, entry).await? {
@@ -75,7 +75,7 @@ pub async fn retry(
             state.delivery.notify(std::slice::from_ref(&sub));
             Ok(json_response(StatusCode::OK, &json!({ "id": id, "subscription": sub, "state": "pending" })))
         }
-        None => Err(ApiError::NotFound(format!("there is no dead letter {id}"))),
+        None => Err(Problem::NotFound(format!("there is no dead letter {id}"))),
     }
 }
 
@@ -100,15 +100,15 @@ pub async fn replay(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops], "replaying a subscription").await?;
     let sub = state
         .delivery
         .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("there is no subscription {name:?}")))?
+        .ok_or_else(|| Problem::NotFound(format!("there is no subscription {name:?}")))?
         .clone();
     let invalid = |pointer: &str, message: &str| {
-        ApiError::InvalidRequest(
+        Problem::InvalidRequest(
             "the body must be {\"from_seq\": N} or {\"since\": RFC 3339 time}".into(),
             vec![Violation { pointer: pointer.into(), message: message.into() }],
         )
@@ -156,10 +156,10 @@ pub async fn enable(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops], "restarting a subscription").await?;
     if state.delivery.get(&name).is_none() {
-        return Err(ApiError::NotFound(format!("there is no subscription {name:?}")));
+        return Err(Problem::NotFound(format!("there is no subscription {name:?}")));
     }
     let entry = NewEntry {
         detail: Some(json!({ "subscription": name, "disabled": false })),
@@ -176,7 +176,7 @@ pub async fn enable(
 pub async fn subscriptions(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the subscription view").await?;
     let counts = state.store.delivery_counts().await?;
     let list: Vec<Value> = state

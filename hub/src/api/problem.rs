@@ -1,181 +1,36 @@
-//! `ApiError`: every way a request can fail, mapped in one place to an RFC 9457
-//! `application/problem+json` response. Internal causes are logged here and never sent.
+//! Sends a [`Problem`] as an RFC 9457 `application/problem+json` response, with the headers its
+//! kind calls for (`Retry-After`, `WWW-Authenticate`). Internal causes are logged here and never sent.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
-use crate::catalog::Violation;
-use crate::store::StoreError;
+pub use crate::problem::Problem;
 
 /// Media type of problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Request failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: the request is malformed.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 401: no certificate and no token, or neither is known.
-    #[error("a client certificate signed by the hub's CA, or a bearer token, is required")]
-    Unauthenticated,
-    /// 403: known caller, not allowed.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404.
-    #[error("{0}")]
-    NotFound(String),
-    /// 409: idempotency key reused with another body.
-    #[error("{0}")]
-    Conflict(String),
-    /// 409: the operation is already under way.
-    #[error("{0}")]
-    Busy(String),
-    /// 413.
-    #[error("the request body is larger than {0} bytes")]
-    TooLarge(usize),
-    /// 431: the request's header section is larger than the hub reads.
-    #[error("the request headers are larger than {0} bytes")]
-    HeadersTooLarge(usize),
-    /// 415.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// 422: every schema violation with its pointer.
-    #[error("the record does not match the schema of its type")]
-    Invalid(Vec<Violation>),
-    /// 422 for request bodies of the API itself (lookup, access log).
-    #[error("{0}")]
-    InvalidRequest(String, Vec<Violation>),
-    /// 503: try again shortly.
-    #[error("{0}")]
-    Unavailable(String),
-    /// 503: more requests in flight than `[server] max_in_flight`; shed before any work.
-    #[error("the hub is at its limit of requests in flight; retry shortly")]
-    Overloaded,
-    /// 429: the department is over its `rate_limit`; the wait is sent as `Retry-After`.
-    #[error("this department is over its request rate limit")]
-    RateLimited(std::time::Duration),
-    /// 507: the disk is full; nothing was stored.
-    #[error("storage is full; nothing was stored")]
-    StorageFull,
-    /// 500: logged, not sent.
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Full => ApiError::StorageFull,
-            StoreError::WriterGone => ApiError::Unavailable("the hub is shutting down".into()),
-            StoreError::Aborted => ApiError::Unavailable("nothing was stored; send the request again".into()),
-            StoreError::Unavailable(_) => ApiError::Unavailable(
-                "the database cannot be reached; send the request again with the same Idempotency-Key".into(),
-            ),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<crate::exchange::PublishError> for ApiError {
-    fn from(e: crate::exchange::PublishError) -> Self {
-        use crate::exchange::PublishError as P;
-        match e {
-            P::UnknownType(_) => ApiError::NotFound(e.to_string()),
-            P::Malformed(m) => ApiError::BadRequest(m),
-            P::Repeated { message, violation } => ApiError::InvalidRequest(message, vec![violation]),
-            P::Invalid(v) => ApiError::Invalid(v),
-            P::Conflict => ApiError::Conflict(e.to_string()),
-            P::Store(s) => s.into(),
-            P::Internal(m) => ApiError::Internal(m),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [Violation],
-}
-
-impl ApiError {
-    /// Status code, problem type slug and title.
-    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
-        use ApiError::*;
-        match self {
-            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
-            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
-            Busy(_) => (StatusCode::CONFLICT, "busy", "Already under way"),
-            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
-            HeadersTooLarge(_) => {
-                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large")
-            }
-            UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
-            }
-            Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", "Schema violation"),
-            InvalidRequest(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request"),
-            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
-            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
-            StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage-full", "Storage full"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
-        }
-    }
-
-    /// The problem body for this error.
-    pub fn body(&self) -> serde_json::Value {
-        let (status, slug, title) = self.parts();
-        let errors: &[Violation] = match self {
-            ApiError::Invalid(v) | ApiError::InvalidRequest(_, v) => v,
-            _ => &[],
-        };
-        let detail = match self {
-            ApiError::Invalid(v) => format!("{} violation(s) of the record type's schema", v.len()),
-            other => crate::mask::scrub(&other.to_string()),
-        };
-        serde_json::to_value(Body {
-            kind: format!("urn:conghua-hub:problem:{slug}"),
-            title,
-            status: status.as_u16(),
-            detail,
-            errors,
-        })
-        .unwrap_or_default()
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let (status, ..) = self.parts();
-        if let ApiError::Internal(cause) = &self {
+        if let Problem::Internal(cause) = &self {
             tracing::error!(cause = %crate::mask::scrub(cause), "request failed");
         }
         let mut resp = (status, self.body().to_string()).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
-            ApiError::Unavailable(_) | ApiError::StorageFull => {
+            Problem::Unavailable(_) | Problem::StorageFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            ApiError::Overloaded => {
+            Problem::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimited(wait) => {
+            Problem::RateLimited(wait) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(super::admission::retry_after_secs(*wait)));
             }
             _ => {}
         }
-        if matches!(self, ApiError::Unauthenticated) {
+        if matches!(self, Problem::Unauthenticated) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"conghua-hub\""));
         }
         resp

@@ -11,7 +11,7 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{is_json, json_response, parse_json, read_body, ApiError, AppState, Context};
+use super::{is_json, json_response, parse_json, read_body, AppState, Context, Problem};
 use crate::catalog::pointer::project;
 use crate::catalog::{formats, RecordType, Violation};
 use crate::config::{is_kebab, Role};
@@ -19,11 +19,11 @@ use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
 
-fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, ApiError> {
+fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, Problem> {
     Ok(state.exchange.record_type(id)?)
 }
 
-async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), ApiError> {
+async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), Problem> {
     if matches!(who, Principal::Department(d) if *d == t.owner) {
         return Ok(());
     }
@@ -31,13 +31,13 @@ async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Res
     Err(state.refuse(who, reason, Context { record_type: Some(&t.id), ..Default::default() }).await)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     let text = v.to_str().ok().filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
     text.map(|s| Some(s.to_owned()))
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
+        .ok_or_else(|| Problem::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
 }
 
 /// `POST /v1/records/{type}`.
@@ -57,7 +57,7 @@ pub async fn publish(
     Path(type_id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
@@ -103,7 +103,7 @@ pub async fn batch(
     Path(type_id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
     let limits = &state.config.server;
@@ -113,15 +113,15 @@ pub async fn batch(
     let mut pending: Vec<(usize, NewVersion)> = Vec::new();
     let lines = crate::catalog::strict::ndjson_lines(&bytes);
     if lines.len() > limits.max_batch_lines {
-        return Err(ApiError::BadRequest(format!("a batch holds at most {} lines", limits.max_batch_lines)));
+        return Err(Problem::BadRequest(format!("a batch holds at most {} lines", limits.max_batch_lines)));
     }
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         let idem = base_key.as_ref().map(|k| format!("{k}:{n}"));
         let result = if line.iter().all(u8::is_ascii_whitespace) {
-            Err(ApiError::BadRequest("empty line".into()))
+            Err(Problem::BadRequest("empty line".into()))
         } else {
-            state.exchange.prepare(t, who.id(), line, idem).map_err(ApiError::from)
+            state.exchange.prepare(t, who.id(), line, idem).map_err(Problem::from)
         };
         match result {
             Ok(v) => {
@@ -152,12 +152,12 @@ pub async fn batch(
                 r.receipt = Some(receipt);
             }
             Ok(Published::Conflict) => {
-                let e = ApiError::from(crate::exchange::PublishError::Conflict);
+                let e = Problem::from(crate::exchange::PublishError::Conflict);
                 r.status = 409;
                 r.problem = Some(e.body());
             }
             Err(e) => {
-                let e = ApiError::from(e);
+                let e = Problem::from(e);
                 r.status = e.parts().0.as_u16();
                 r.problem = Some(e.body());
             }
@@ -169,7 +169,7 @@ pub async fn batch(
     if wants_ndjson {
         let mut out = Vec::new();
         for r in &results {
-            serde_json::to_writer(&mut out, r).map_err(|e| ApiError::Internal(e.to_string()))?;
+            serde_json::to_writer(&mut out, r).map_err(|e| Problem::Internal(e.to_string()))?;
             out.push(b'\n');
         }
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response());
@@ -183,10 +183,10 @@ pub struct ReadQuery {
     purpose: Option<String>,
 }
 
-fn check_purpose(purpose: Option<&str>) -> Result<(), ApiError> {
+fn check_purpose(purpose: Option<&str>) -> Result<(), Problem> {
     match purpose {
         Some(p) if !is_kebab(p) => {
-            Err(ApiError::BadRequest("purpose must be a kebab-case word such as income-tax-deduction".into()))
+            Err(Problem::BadRequest("purpose must be a kebab-case word such as income-tax-deduction".into()))
         }
         _ => Ok(()),
     }
@@ -219,7 +219,7 @@ pub async fn read(
     Extension(who): Extension<Principal>,
     Path((type_id, key)): Path<(String, String)>,
     Query(q): Query<ReadQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
     let purpose = q.purpose.as_deref();
     check_purpose(purpose)?;
@@ -241,7 +241,7 @@ pub async fn read(
     };
     // No audit, no data: the entry is durable before anything is sent.
     state.store.audit(entry).await?;
-    let v = found.ok_or_else(|| ApiError::NotFound(format!("there is no {} record with this key", t.id)))?;
+    let v = found.ok_or_else(|| Problem::NotFound(format!("there is no {} record with this key", t.id)))?;
     state.metrics.read(who.id(), &t.id);
     Ok(json_response(StatusCode::OK, &view(&v, &access)))
 }
@@ -255,7 +255,7 @@ pub async fn history(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path((type_id, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
     let allowed = match &who {
         Principal::Department(d) => *d == t.owner,
@@ -276,7 +276,7 @@ pub async fn history(
     };
     state.store.audit(entry).await?;
     if versions.is_empty() {
-        return Err(ApiError::NotFound(format!("there is no {} record with this key", t.id)));
+        return Err(Problem::NotFound(format!("there is no {} record with this key", t.id)));
     }
     let list: Vec<Value> = versions.iter().map(|v| view(v, &Access::Full)).collect();
     Ok(json_response(StatusCode::OK, &json!({ "type": t.id, "key": key, "versions": list })))
@@ -307,7 +307,7 @@ pub async fn lookup(
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Problem> {
     if !matches!(who, Principal::Department(_)) {
         return Err(state.refuse(&who, "only departments look up records".into(), Context::default()).await);
     }
@@ -315,7 +315,7 @@ pub async fn lookup(
     let doc = parse_json(&bytes)?;
     let req: LookupRequest = serde_json::from_value(doc).map_err(|e| {
         let msg = crate::mask::scrub(&e.to_string());
-        ApiError::InvalidRequest(
+        Problem::InvalidRequest(
             "the lookup body is not {\"subject\", \"purpose\", \"types\"?}".into(),
             vec![bad("", &msg)],
         )
@@ -345,7 +345,7 @@ pub async fn lookup(
         Some(_) => errors.push(bad("/types", "must be an array of record type ids")),
     }
     if !errors.is_empty() {
-        return Err(ApiError::InvalidRequest("the lookup request is invalid".into(), errors));
+        return Err(Problem::InvalidRequest("the lookup request is invalid".into(), errors));
     }
     let subject_hash = state.keys.subject_hash(&subject);
     let today = state.today();
