@@ -1,0 +1,167 @@
+//! The configuration's checks, each problem with its line.
+
+use super::*;
+
+#[test]
+fn kebab() {
+    assert!(is_kebab("civil-affairs"));
+    assert!(is_kebab("hrss"));
+    assert!(!is_kebab("Civil"));
+    assert!(!is_kebab("a--b"));
+    assert!(!is_kebab("-a"));
+    assert!(!is_kebab(""));
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let err = Config::parse(Path::new("x.toml"), "[hub]\nname = \"a\"\n[server]\nlisten = 5\n".into()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("x.toml:4: "), "{text}");
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let err = Config::parse(Path::new("x.toml"), "[hub]\nname = \"a\"\ncolour = \"red\"\n".into()).unwrap_err();
+    assert!(err.to_string().contains("x.toml:3:"), "{err}");
+}
+
+#[test]
+fn every_cross_check_problem_is_reported_with_its_line() {
+    let text = r#"[hub]
+name = "t"
+[[departments]]
+id = "a"
+name = "A"
+[[departments]]
+id = "a"
+name = "A again"
+[[record_types]]
+id = "r"
+owner = "nobody"
+schema = "s.json"
+key = "/k/*"
+subjects = ["no-slash"]
+sharing = "none"
+[[grants]]
+department = "ghost"
+record_type = "r"
+purposes = ["Bad Purpose"]
+fields = ["/k"]
+expires = "someday"
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![7, 11, 13, 14, 17, 18, 19, 21], "{problems:#?}");
+}
+
+#[test]
+fn a_zero_rate_limit_is_refused_with_its_line() {
+    let text = r#"[hub]
+name = "t"
+[[departments]]
+id = "civil-affairs"
+name = "民政局"
+rate_limit = { per_second = 0 }
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(found, [(6, "rate_limit per_second and burst must be at least 1")]);
+}
+
+#[test]
+fn a_misspelt_threshold_is_refused_with_its_line_and_the_names_the_kind_takes() {
+    let text = r#"[hub]
+name = "t"
+[[checks]]
+name = "backlog"
+kind = "delivery_backlog"
+schedule = "0 * * * * *"
+thresholds = { warn_pendng = 5 }
+[[checks]]
+name = "chain"
+kind = "audit_chain"
+schedule = "0 0 * * * *"
+thresholds = { warn_entries = 1 }
+[[checks]]
+name = "disk"
+kind = "storage"
+schedule = "0 * * * * *"
+thresholds = { warn_free_percent = "twenty" }
+[[checks]]
+name = "probe"
+kind = "synthetic"
+schedule = "0 * * * * *"
+thresholds = { warn_ms = 2000, critical_ms = 10000 }
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(found.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [7, 12, 17], "{found:#?}");
+    assert!(found[0].1.contains("\"backlog\" (delivery_backlog)") && found[0].1.contains("warn_pendng"), "{found:?}");
+    assert!(found[0].1.contains("warn_pending"), "the known names are listed: {found:?}");
+    assert!(found[1].1.contains("warn_entries"), "{found:?}");
+    assert!(found[2].1.contains("warn_free_percent"), "{found:?}");
+}
+
+#[test]
+fn a_zero_wal_bound_is_refused_with_its_line() {
+    let text = r#"[hub]
+name = "t"
+[storage]
+max_wal_mib = 0
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(found, [(4, "max_wal_mib must be between 1 and 1048576 (MiB)")]);
+}
+
+#[test]
+fn postgres_refuses_a_backup_check_and_a_lease_shorter_than_an_attempt_with_their_lines() {
+    let text = r#"[hub]
+name = "t"
+[storage]
+engine = "postgres"
+[delivery]
+attempt_timeout_secs = 30
+lease_secs = 30
+[[checks]]
+name = "nightly"
+kind = "backup"
+schedule = "0 0 2 * * *"
+backup = { dir = "backups", keep = 7 }
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|(_, m)| m.starts_with("delivery lease_secs must be longer")), "{found:?}");
+    assert!(found.iter().any(|(l, m)| *l == 10 && m.starts_with("a backup check copies the SQLite database")));
+}
+
+#[test]
+fn full_every_belongs_to_the_audit_chain_check_only() {
+    let text = r#"[hub]
+name = "t"
+[[checks]]
+name = "chain"
+kind = "audit_chain"
+schedule = "0 0 * * * *"
+full_every = 0
+[[checks]]
+name = "disk"
+kind = "storage"
+schedule = "0 * * * * *"
+full_every = 3
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(
+        found,
+        [(7, "full_every must be at least 1"), (12, "only an audit_chain check takes full_every")],
+        "{problems:#?}"
+    );
+}
