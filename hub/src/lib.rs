@@ -33,6 +33,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod events;
 pub mod exchange;
 pub mod inbound;
 pub mod ledger;

@@ -74,6 +74,13 @@ pub struct InboundLabels {
     pub outcome: String,
 }
 
+/// Labels of an audited refusal (403): who was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Department or operator id.
+    pub principal: String,
+}
+
 /// Labels of a check gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -102,6 +109,8 @@ pub struct Metrics {
     pub inbound: Family<InboundLabels, Counter>,
     /// Requests refused by admission control, by reason.
     pub shed: Family<ShedLabels, Counter>,
+    /// Audited refusals (403) by principal.
+    pub refusals: Family<RefusalLabels, Counter>,
     commits: Counter,
     operations: Counter,
     seen: (AtomicU64, AtomicU64),
@@ -159,6 +168,8 @@ impl Metrics {
         registry.register("inbound_records", "Records offered by inbound connections, by outcome", inbound.clone());
         let shed = Family::<ShedLabels, Counter>::default();
         registry.register("requests_shed", "Requests and connections refused before any handler ran, by reason (overloaded, rate_limited, connections, tls_refused)", shed.clone());
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register("access_refused", "Requests refused (403) and audited, by principal", refusals.clone());
         let commits = Counter::default();
         registry.register("store_commits", "Durable commits (one fsync each)", commits.clone());
         let operations = Counter::default();
@@ -196,17 +207,12 @@ impl Metrics {
             checks,
             inbound,
             shed,
+            refusals,
             commits,
             operations,
             seen: (AtomicU64::new(0), AtomicU64::new(0)),
             wal,
         }
-    }
-
-    /// Counts a published record version.
-    pub fn published(&self, department: &str, record_type: &str) {
-        let labels = RecordLabels { department: department.to_owned(), record_type: record_type.to_owned() };
-        self.published.get_or_create(&labels).inc();
     }
 
     /// Counts a record an inbound connection offered.

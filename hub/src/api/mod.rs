@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::events::Event as _;
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Directory, Policy, Principal};
@@ -101,7 +102,7 @@ impl AppState {
         };
         match self.store.audit(entry).await {
             Ok(_) => {
-                tracing::info!(principal = who.id(), reason = %reason, "request refused");
+                crate::events::AccessRefused { principal: who.id(), reason: &reason }.emit(&self.metrics);
                 Problem::Forbidden(reason)
             }
             Err(e) => e.into(),

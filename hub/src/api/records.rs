@@ -63,8 +63,6 @@ pub async fn publish(
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
     match state.exchange.publish(t, who.id(), &bytes, idempotency_key(&headers)?).await? {
         Published::Created(receipt) => {
-            tracing::info!(department = who.id(), record_type = %receipt.record_type, version = receipt.version,
-                audit_seq = receipt.audit_seq, "record published");
             let location = format!("/v1/records/{}/{}", receipt.record_type, receipt.key);
             let mut resp = json_response(StatusCode::CREATED, &receipt);
             if let Ok(v) = location.parse() {

@@ -2,7 +2,7 @@
 //! [`Exchange::prepare`] runs the pure steps ([`prepare`]: strict parse → schema and key →
 //! canonical form and digest) and adds what needs the hub's keys and subscriptions (keyed subject
 //! hashes, routes); [`Exchange::commit`] makes a group of versions durable in one store commit,
-//! wakes the workers of their routes and counts what was stored. The API, the inbound
+//! wakes the workers of their routes and emits a `RecordPublished` for each version created. The API, the inbound
 //! connections and the synthetic probe all publish through here; nothing here knows HTTP, and
 //! the owner check stays with the callers, which audit their refusals.
 
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, RecordType, Violation};
 use crate::delivery::Delivery;
+use crate::events::{Event, RecordPublished};
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::metrics::Metrics;
@@ -130,14 +131,20 @@ impl Exchange {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
-        let labels: Vec<(String, String, Vec<String>)> =
-            versions.iter().map(|v| (v.publisher.clone(), v.record_type.clone(), v.routes.clone())).collect();
+        let labels: Vec<(String, Vec<String>)> =
+            versions.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
         let outcomes = self.store.publish(versions).await?;
         // A replayed or conflicting version routed nothing new: only created ones wake workers.
         let mut woken = Vec::new();
-        for ((publisher, record_type, routes), outcome) in labels.into_iter().zip(&outcomes) {
-            if let Ok(Published::Created(_)) = outcome {
-                self.metrics.published(&publisher, &record_type);
+        for ((publisher, routes), outcome) in labels.into_iter().zip(&outcomes) {
+            if let Ok(Published::Created(r)) = outcome {
+                RecordPublished {
+                    department: &publisher,
+                    record_type: &r.record_type,
+                    version: r.version,
+                    audit_seq: r.audit_seq,
+                }
+                .emit(&self.metrics);
                 woken.extend(routes);
             }
         }

@@ -1,0 +1,94 @@
+//! An outbox entry becomes what its subscriber may see: the version projected to the grant as of
+//! now (then the subscription's own mapping), wrapped in a CloudEvents envelope; and the audit
+//! entry that records who received it.
+
+use adapters::{Envelope, EnvelopeFields};
+use serde_json::json;
+
+use super::{Delivery, Subscription, PROBE_SUBSCRIPTION, PROBE_TYPE};
+use crate::catalog::pointer::project;
+use crate::ledger::{Action, NewEntry};
+use crate::policy::{Access, Principal};
+use crate::store::{OutboxRow, RecordVersion, StoreError};
+
+impl Delivery {
+    /// The envelope for an outbox entry, projected to the subscriber's grant as of now.
+    /// `Ok(Err(reason))` when it can no longer be delivered at all.
+    pub async fn envelope(
+        &self,
+        sub: &Subscription,
+        row: &OutboxRow,
+    ) -> Result<Result<(Envelope, RecordVersion), String>, StoreError> {
+        let Some(rec) = self.store.version(&row.record_type, &row.key, row.version).await? else {
+            return Ok(Err("the record version no longer exists".into()));
+        };
+        if row.record_type == PROBE_TYPE && sub.name == PROBE_SUBSCRIPTION {
+            let envelope = Envelope::new(EnvelopeFields {
+                id: row.event_id.clone(),
+                source: format!("urn:hub:{}:probe", self.hub),
+                ty: "hub.probe.v1".into(),
+                subject: format!("{PROBE_TYPE}/{}", rec.key),
+                time: chrono::Utc::now(),
+                data: rec.payload.clone(),
+                record_version: rec.version,
+                audit_seq: rec.audit_seq,
+            });
+            return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
+        }
+        let Some(t) = self.catalog.get(&row.record_type) else {
+            return Ok(Err("the record type is no longer configured".into()));
+        };
+        let today = chrono::Utc::now().with_timezone(&self.tz).date_naive();
+        let who = Principal::Department(sub.department.clone());
+        let data = match self.grants.read_access(t, &who, Some(&sub.purpose), today) {
+            Ok(Access::Full) => rec.payload.clone(),
+            Ok(Access::Fields(fields)) => project(&rec.payload, &fields),
+            Err(denied) => return Ok(Err(format!("not delivered: {denied}"))),
+        };
+        // The department's own shape, after the projection: a mapping never sees ungranted fields.
+        let data = match &sub.mapping {
+            None => data,
+            Some(m) => match m.map(&data) {
+                Ok(mapped) => mapped,
+                Err(e) => return Ok(Err(format!("not delivered: {e}"))),
+            },
+        };
+        let time = chrono::DateTime::parse_from_rfc3339(&rec.received_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let envelope = Envelope::new(EnvelopeFields {
+            id: row.event_id.clone(),
+            source: format!("urn:hub:{}:department:{}", self.hub, t.owner),
+            ty: format!("hub.record.{}.v{}", t.id, rec.schema_version),
+            subject: format!("{}/{}", t.id, rec.key),
+            time,
+            data,
+            record_version: rec.version,
+            audit_seq: rec.audit_seq,
+        });
+        Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()))
+    }
+
+    /// The audit entry of a delivery (or dead letter) to `sub`: the subscriber is the actor, so a
+    /// citizen's access log shows who received their data.
+    pub fn receipt_entry(
+        sub: &Subscription,
+        rec: Option<&RecordVersion>,
+        row: &OutboxRow,
+        action: Action,
+        outcome: &str,
+        reason: Option<&str>,
+    ) -> NewEntry {
+        NewEntry {
+            record_type: Some(row.record_type.clone()),
+            record_key: Some(row.key.clone()),
+            record_version: Some(row.version),
+            subjects: rec.map(|r| r.subjects.clone()).unwrap_or_default(),
+            purpose: Some(sub.purpose.clone()),
+            detail: Some(json!({
+                "subscription": sub.name, "event_id": row.event_id, "attempts": row.attempts + 1, "reason": reason,
+            })),
+            ..NewEntry::new(sub.department.clone(), action, outcome)
+        }
+    }
+}
