@@ -15,6 +15,10 @@ pub enum Problem {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 400: a path segment or query parameter of the wrong shape, with its pointer
+    /// (`/path/NAME`, `/query/NAME`).
+    #[error("{0}")]
+    InvalidParameter(String, Vec<Violation>),
     /// 401: no certificate and no token, or neither is known.
     #[error("a client certificate signed by the hub's CA, or a bearer token, is required")]
     Unauthenticated,
@@ -108,6 +112,7 @@ impl Problem {
         use Problem::*;
         match self {
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            InvalidParameter(..) => (StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter"),
             Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -134,7 +139,7 @@ impl Problem {
     pub fn body(&self) -> serde_json::Value {
         let (status, slug, title) = self.parts();
         let errors: &[Violation] = match self {
-            Problem::Invalid(v) | Problem::InvalidRequest(_, v) => v,
+            Problem::Invalid(v) | Problem::InvalidRequest(_, v) | Problem::InvalidParameter(_, v) => v,
             _ => &[],
         };
         let detail = match self {

@@ -2,18 +2,29 @@
 //! so ops and the vendor may call it), and the citizen portal's access log.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Extension;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::Query;
 use super::{json_response, read_request, AppState, Problem};
 use crate::catalog::{formats, Violation};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
+
+/// The audit log, its verification and the citizen access log.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audit", get(list))
+        .route("/v1/audit/verify", get(verify))
+        .route("/v1/access-log", post(access_log))
+}
 
 /// Query of the export.
 #[derive(Deserialize)]

@@ -6,12 +6,19 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Extension;
+use axum::Router;
 use maud::{html, DOCTYPE};
 
 use super::{AppState, Problem};
 use crate::config::Role;
 use crate::policy::Principal;
+
+/// The operations dashboard.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/ops/", get(page)).route("/ops/style.css", get(style)).route("/ops/style.css", get(style))
+}
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; form-action 'none'; frame-ancestors 'none'";
 

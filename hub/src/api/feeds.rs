@@ -7,18 +7,26 @@ use std::time::Duration;
 
 use adapters::Direction;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Extension;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{Path, Query};
 use super::{json_response, read_request, AppState, Context, Problem};
 use crate::delivery::{Delivery, Subscription};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
 use crate::store::Settlement;
+
+/// Pull-mode subscriptions.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/feeds/{subscription}", get(read)).route("/v1/feeds/{subscription}/ack", post(ack))
+}
 
 /// Query of a feed read.
 #[derive(Deserialize)]

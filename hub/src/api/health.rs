@@ -2,17 +2,32 @@
 //! shape: overall status and every check with its status, time and output) and the check
 //! endpoints. Everything here is counts, durations and error classes: the vendor may call it all.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Extension;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::extract::{Path, Query};
 use super::{json_response, AppState, Problem};
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
+
+/// Checks, alerts, the SLA report and metrics.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/ops/checks", get(checks))
+        .route("/v1/ops/alerts", get(alerts))
+        .route("/v1/ops/reports/sla", get(sla))
+        .route("/v1/ops/checks/{name}/history", get(history))
+        .route("/v1/ops/checks/{name}/run", post(run))
+        .route("/metrics", get(metrics))
+}
 
 fn health_status(s: &str) -> &'static str {
     match s {

@@ -1,14 +1,27 @@
 //! Endpoints about the hub rather than about records: the resource catalogue, schemas, liveness,
 //! readiness and the OpenAPI description.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Extension;
+use axum::Router;
 use serde_json::{json, Value};
 
+use super::extract::Path;
 use super::{json_response, AppState, Problem};
 use crate::policy::Principal;
+
+/// The catalogue, schemas, the OpenAPI document and readiness.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/catalog", get(catalog))
+        .route("/v1/schemas/{type}", get(schema_latest))
+        .route("/v1/schemas/{type}/{version}", get(schema_version))
+        .route("/openapi.json", get(openapi))
+        .route("/readyz", get(readyz))
+}
 
 /// `GET /v1/catalog`: every record type, and the caller's own grants.
 #[utoipa::path(get, path = "/v1/catalog", tag = "catalogue",

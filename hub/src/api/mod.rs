@@ -5,6 +5,7 @@
 pub(crate) mod admission;
 pub(crate) mod audit;
 pub(crate) mod dashboard;
+mod extract;
 pub(crate) mod feeds;
 pub(crate) mod health;
 pub(crate) mod meta;
@@ -20,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
@@ -132,35 +133,13 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
     let router = Router::new()
-        .route("/v1/records/{type}", post(records::publish))
-        .route("/v1/batch/{type}", post(records::batch))
-        .route("/v1/records/{type}/{key}", get(records::read))
-        .route("/v1/records/{type}/{key}/history", get(records::history))
-        .route("/v1/lookup", post(records::lookup))
-        .route("/v1/catalog", get(meta::catalog))
-        .route("/v1/schemas/{type}", get(meta::schema_latest))
-        .route("/v1/schemas/{type}/{version}", get(meta::schema_version))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/access-log", post(audit::access_log))
-        .route("/v1/feeds/{subscription}", get(feeds::read))
-        .route("/v1/feeds/{subscription}/ack", post(feeds::ack))
-        .route("/v1/ops/deliveries", get(ops::deliveries))
-        .route("/v1/ops/deliveries/{id}/retry", post(ops::retry))
-        .route("/v1/ops/subscriptions", get(ops::subscriptions))
-        .route("/v1/ops/subscriptions/{name}/replay", post(ops::replay))
-        .route("/v1/ops/subscriptions/{name}/enable", post(ops::enable))
-        .route("/health", get(health::health))
-        .route("/v1/ops/checks", get(health::checks))
-        .route("/v1/ops/alerts", get(health::alerts))
-        .route("/v1/ops/reports/sla", get(health::sla))
-        .route("/v1/ops/checks/{name}/history", get(health::history))
-        .route("/v1/ops/checks/{name}/run", post(health::run))
-        .route("/openapi.json", get(meta::openapi))
-        .route("/readyz", get(meta::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/ops/", get(dashboard::page))
-        .route("/ops/style.css", get(dashboard::style))
+        .merge(records::router())
+        .merge(meta::router())
+        .merge(audit::router())
+        .merge(feeds::router())
+        .merge(ops::router())
+        .merge(health::router())
+        .merge(dashboard::router())
         .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { Problem::NotFound("no such endpoint".into()) })
         .layer(from_fn_with_state(state.clone(), authenticate))
@@ -388,6 +367,9 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
         Err(e) => Problem::Internal(e.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod oneshot;
 
 #[cfg(test)]
 mod tests {

@@ -3,18 +3,31 @@
 //! and error texts only: never a key, a payload or a subject.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Extension;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{Path, Query};
 use super::{json_response, read_request, AppState, Problem};
 use crate::catalog::Violation;
 use crate::config::Role;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
+
+/// Deliveries, dead letters and subscriptions, for operators.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/ops/deliveries", get(deliveries))
+        .route("/v1/ops/deliveries/{id}/retry", post(retry))
+        .route("/v1/ops/subscriptions", get(subscriptions))
+        .route("/v1/ops/subscriptions/{name}/replay", post(replay))
+        .route("/v1/ops/subscriptions/{name}/enable", post(enable))
+}
 
 /// Query of the deliveries view.
 #[derive(Deserialize)]

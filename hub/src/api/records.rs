@@ -4,13 +4,16 @@
 //! audits before it answers.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Extension;
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::extract::{Path, Query};
 use super::{is_json, json_response, parse_json, read_body, AppState, Context, Problem};
 use crate::catalog::pointer::project;
 use crate::catalog::{formats, RecordType, Violation};
@@ -18,6 +21,16 @@ use crate::config::{is_kebab, Role};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
+
+/// Publishing, reading, history and lookup.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/records/{type}", post(publish))
+        .route("/v1/batch/{type}", post(batch))
+        .route("/v1/records/{type}/{key}", get(read))
+        .route("/v1/records/{type}/{key}/history", get(history))
+        .route("/v1/lookup", post(lookup))
+}
 
 fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, Problem> {
     Ok(state.exchange.record_type(id)?)

@@ -1,0 +1,188 @@
+//! The core of the refusal matrix in process: the real router over a real store (the deployable
+//! config, a fresh data directory), one request at a time through `oneshot`, with the identity
+//! the TLS layer would have attached. Each refusal must be problem+json with its status and type,
+//! and name its field where it has one. The end-to-end suites cover the same over real mTLS.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::problem::PROBLEM_JSON;
+use super::{router, AppState, PeerIdentity};
+
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/conghua.toml");
+
+async fn hub(dir: &std::path::Path) -> AppState {
+    let (config, catalog) = crate::load(std::path::Path::new(CONFIG)).unwrap();
+    crate::server::open(config, catalog, dir).await.unwrap().0
+}
+
+fn resident_id(first17: &str) -> String {
+    format!("{first17}{}", crate::catalog::formats::resident_id_check(first17).unwrap())
+}
+
+fn marriage(no: &str) -> Value {
+    let party = |id: String, sex: &str| {
+        json!({"id_number": id, "name": "陈志明", "sex": sex, "birth_date": "1990-03-15", "nationality": "CHN",
+               "hukou_address": "广东省广州市从化区街口街道新村路8号"})
+    };
+    json!({"registration_no": no, "kind": "marriage", "registered_on": "2026-11-20",
+           "registry_office": "从化区民政局婚姻登记处",
+           "parties": [party(resident_id("44018419900315123"), "male"),
+                       party(resident_id("44018419920708124"), "female")]})
+}
+
+/// One request as `who` (None: no certificate), answered by a fresh router over `state`.
+async fn call(
+    state: &AppState,
+    who: Option<&str>,
+    method: Method,
+    uri: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> (StatusCode, String, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some((media, _)) = &body {
+        req = req.header(header::CONTENT_TYPE, *media);
+    }
+    let mut req = req.body(body.map_or_else(Body::empty, |(_, b)| Body::from(b))).unwrap();
+    req.extensions_mut().insert(PeerIdentity { common_name: who.map(str::to_owned) });
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let media = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, media, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn json_body(v: &Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", v.to_string().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_the_core_matrix_is_a_problem_with_its_status_type_and_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = hub(dir.path()).await;
+    let m = "/v1/records/marriage-registration";
+    let good = marriage("440184-2026-000001");
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("registered_on");
+    let too_large = Some(("application/json", vec![b' '; state.config.server.max_body_bytes + 1]));
+    let cases: Vec<(&str, Option<&str>, Method, String, Option<(&str, Vec<u8>)>, u16, &str, Option<&str>)> = vec![
+        ("no identity", None, Method::GET, "/v1/catalog".into(), None, 401, "unauthenticated", None),
+        ("unknown endpoint", Some("civil-affairs"), Method::GET, "/v1/nothing".into(), None, 404, "not-found", None),
+        ("wrong method", Some("civil-affairs"), Method::DELETE, "/v1/catalog".into(), None, 405, "http-405", None),
+        ("not the owner", Some("state-tax"), Method::POST, m.into(), json_body(&good), 403, "forbidden", None),
+        (
+            "unknown type",
+            Some("civil-affairs"),
+            Method::POST,
+            "/v1/records/no-such-type".into(),
+            json_body(&good),
+            404,
+            "not-found",
+            None,
+        ),
+        (
+            "not JSON",
+            Some("civil-affairs"),
+            Method::POST,
+            m.into(),
+            Some(("text/plain", b"x".to_vec())),
+            415,
+            "unsupported-media-type",
+            None,
+        ),
+        (
+            "bad JSON",
+            Some("civil-affairs"),
+            Method::POST,
+            m.into(),
+            Some(("application/json", b"{\"a\":".to_vec())),
+            400,
+            "bad-request",
+            None,
+        ),
+        ("too large", Some("civil-affairs"), Method::POST, m.into(), too_large, 413, "too-large", None),
+        (
+            "schema violation",
+            Some("civil-affairs"),
+            Method::POST,
+            m.into(),
+            json_body(&missing),
+            422,
+            "schema-violation",
+            Some("/registered_on"),
+        ),
+        (
+            "read for an ungranted purpose",
+            Some("state-tax"),
+            Method::GET,
+            format!("{m}/440184-2026-000001?purpose=marketing"),
+            None,
+            403,
+            "forbidden",
+            None,
+        ),
+        (
+            "operator endpoint as a department",
+            Some("civil-affairs"),
+            Method::GET,
+            "/v1/ops/deliveries".into(),
+            None,
+            403,
+            "forbidden",
+            None,
+        ),
+        (
+            "bad path parameter",
+            Some("ops-duty"),
+            Method::POST,
+            "/v1/ops/deliveries/abc/retry".into(),
+            None,
+            400,
+            "invalid-parameter",
+            Some("/path/id"),
+        ),
+        (
+            "bad query parameter",
+            Some("supervision"),
+            Method::GET,
+            "/v1/audit?limit=many".into(),
+            None,
+            400,
+            "invalid-parameter",
+            Some("/query/limit"),
+        ),
+    ];
+    for (what, who, method, uri, body, status, slug, pointer) in cases {
+        let (got, media, problem) = call(&state, who, method, &uri, body).await;
+        assert_eq!(got.as_u16(), status, "{what}: {problem}");
+        assert!(media.starts_with(PROBLEM_JSON), "{what}: answered as {media:?}");
+        assert_eq!(problem["status"], status, "{what}: {problem}");
+        assert_eq!(problem["type"], format!("urn:conghua-hub:problem:{slug}"), "{what}: {problem}");
+        if let Some(p) = pointer {
+            let pointers: Vec<&Value> = problem["errors"].as_array().unwrap().iter().map(|e| &e["pointer"]).collect();
+            assert!(pointers.iter().any(|q| *q == p), "{what}: {p} not among {pointers:?}");
+        }
+        assert!(!problem.to_string().contains("44018419900315123"), "{what}: a resident id in {problem}");
+    }
+
+    // The same Idempotency-Key with another body: 409, and the first receipt stands.
+    let publish = |body: &Value| {
+        let mut req = Request::post(m)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", "oneshot-1")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut().insert(PeerIdentity { common_name: Some("civil-affairs".into()) });
+        router(state.clone()).oneshot(req)
+    };
+    assert_eq!(publish(&good).await.unwrap().status(), StatusCode::CREATED);
+    let conflict = publish(&marriage("440184-2026-000002")).await.unwrap();
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    // Every refusal of a known caller above is on the record: the chain holds them.
+    let (_, _, audit) = call(&state, Some("supervision"), Method::GET, "/v1/audit?limit=1000", None).await;
+    let denied = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "deny").count();
+    assert!(denied >= 3, "403s and the 401 are audited: {audit}");
+    state.store.close().await;
+}
