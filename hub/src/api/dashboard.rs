@@ -17,7 +17,7 @@ use crate::policy::Principal;
 
 /// The operations dashboard.
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/ops/", get(page)).route("/ops/style.css", get(style)).route("/ops/style.css", get(style))
+    Router::new().route("/ops/", get(page)).route("/ops/style.css", get(style))
 }
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; form-action 'none'; frame-ancestors 'none'";

@@ -26,6 +26,17 @@ fn segment(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
+/// The route's name of path segment `index`, or of the only one when `index` is None.
+async fn nth_name<S: Send + Sync>(parts: &mut Parts, state: &S, index: Option<usize>) -> Option<String> {
+    let raw = RawPathParams::from_request_parts(parts, state).await.ok()?;
+    let names: Vec<&str> = raw.iter().map(|(k, _)| k).collect();
+    match index {
+        Some(i) => names.get(i).map(|k| (*k).to_owned()),
+        None if names.len() == 1 => Some(names[0].to_owned()),
+        None => None,
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
     type Rejection = Problem;
 
@@ -40,13 +51,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
                     ErrorKind::ParseErrorAtKey { key, .. }
                     | ErrorKind::InvalidUtf8InPathParam { key }
                     | ErrorKind::DeserializeError { key, .. } => Some(key),
-                    ErrorKind::ParseErrorAtIndex { index, .. } => {
-                        // Tuples name segments by position: find the name the route gave it.
-                        RawPathParams::from_request_parts(parts, state)
-                            .await
-                            .ok()
-                            .and_then(|raw| raw.iter().nth(index).map(|(k, _)| k.to_owned()))
-                    }
+                    // A tuple names segments by position, a single value not at all: find the
+                    // name the route gave it.
+                    ErrorKind::ParseErrorAtIndex { index, .. } => nth_name(parts, state, Some(index)).await,
+                    ErrorKind::ParseError { .. } => nth_name(parts, state, None).await,
                     _ => None,
                 };
                 let pointer = key.map_or_else(|| "/path".to_owned(), |k| format!("/path/{}", segment(&k)));

@@ -23,14 +23,14 @@ fn resident_id(first17: &str) -> String {
 }
 
 fn marriage(no: &str) -> Value {
-    let party = |id: String, sex: &str| {
-        json!({"id_number": id, "name": "陈志明", "sex": sex, "birth_date": "1990-03-15", "nationality": "CHN",
+    let party = |id: String, sex: &str, birth: &str| {
+        json!({"id_number": id, "name": "陈志明", "sex": sex, "birth_date": birth, "nationality": "CHN",
                "hukou_address": "广东省广州市从化区街口街道新村路8号"})
     };
     json!({"registration_no": no, "kind": "marriage", "registered_on": "2026-11-20",
            "registry_office": "从化区民政局婚姻登记处",
-           "parties": [party(resident_id("44018419900315123"), "male"),
-                       party(resident_id("44018419920708124"), "female")]})
+           "parties": [party(resident_id("44018419900315123"), "male", "1990-03-15"),
+                       party(resident_id("44018419920708124"), "female", "1992-07-08")]})
 }
 
 /// One request as `who` (None: no certificate), answered by a fresh router over `state`.
@@ -39,7 +39,7 @@ async fn call(
     who: Option<&str>,
     method: Method,
     uri: &str,
-    body: Option<(&str, Vec<u8>)>,
+    body: Payload<'_>,
 ) -> (StatusCode, String, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some((media, _)) = &body {
@@ -54,20 +54,26 @@ async fn call(
     (status, media, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-fn json_body(v: &Value) -> Option<(&'static str, Vec<u8>)> {
+fn json_body(v: &Value) -> Payload<'static> {
     Some(("application/json", v.to_string().into_bytes()))
 }
+
+/// A request body and its media type.
+type Payload<'a> = Option<(&'a str, Vec<u8>)>;
+
+/// What, as whom, method, URI, body → status, problem type, a pointer among its errors.
+type Case<'a> = (&'a str, Option<&'a str>, Method, String, Payload<'a>, u16, &'a str, Option<&'a str>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_of_the_core_matrix_is_a_problem_with_its_status_type_and_pointer() {
     let dir = tempfile::tempdir().unwrap();
     let state = hub(dir.path()).await;
     let m = "/v1/records/marriage-registration";
-    let good = marriage("440184-2026-000001");
+    let good = marriage("J440184-2026-000001");
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("registered_on");
     let too_large = Some(("application/json", vec![b' '; state.config.server.max_body_bytes + 1]));
-    let cases: Vec<(&str, Option<&str>, Method, String, Option<(&str, Vec<u8>)>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("no identity", None, Method::GET, "/v1/catalog".into(), None, 401, "unauthenticated", None),
         ("unknown endpoint", Some("civil-affairs"), Method::GET, "/v1/nothing".into(), None, 404, "not-found", None),
         ("wrong method", Some("civil-affairs"), Method::DELETE, "/v1/catalog".into(), None, 405, "http-405", None),
@@ -117,7 +123,7 @@ async fn every_refusal_of_the_core_matrix_is_a_problem_with_its_status_type_and_
             "read for an ungranted purpose",
             Some("state-tax"),
             Method::GET,
-            format!("{m}/440184-2026-000001?purpose=marketing"),
+            format!("{m}/J440184-2026-000001?purpose=marketing"),
             None,
             403,
             "forbidden",
@@ -177,8 +183,11 @@ async fn every_refusal_of_the_core_matrix_is_a_problem_with_its_status_type_and_
         req.extensions_mut().insert(PeerIdentity { common_name: Some("civil-affairs".into()) });
         router(state.clone()).oneshot(req)
     };
-    assert_eq!(publish(&good).await.unwrap().status(), StatusCode::CREATED);
-    let conflict = publish(&marriage("440184-2026-000002")).await.unwrap();
+    let first = publish(&good).await.unwrap();
+    let status = first.status();
+    let body = axum::body::to_bytes(first.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let conflict = publish(&marriage("J440184-2026-000002")).await.unwrap();
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
     // Every refusal of a known caller above is on the record: the chain holds them.
     let (_, _, audit) = call(&state, Some("supervision"), Method::GET, "/v1/audit?limit=1000", None).await;
