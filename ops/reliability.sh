@@ -10,8 +10,5 @@ if [ "${1:-}" = "--long" ]; then
   export HUB_RELIABILITY_LONG=1
   shift
 fi
-suites=()
-for f in tests/reliability_*.rs tests/security_*.rs; do
-  suites+=(--test "$(basename "$f" .rs)")
-done
-cargo test --release "${suites[@]}" "$@" -- --nocapture
+# Each suite is a module of the one end-to-end binary: the filters pick them by module path.
+cargo test --release --test e2e "$@" -- --nocapture reliability_ security_

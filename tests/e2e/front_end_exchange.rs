@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::{eventually, free_port, resident_id, uscc, HubProcess, TestConfig, TestHub};
+use harness::{eventually, free_port, resident_id, uscc, HubProcess, TestConfig, TestHub};
 use serde_json::{json, Value};
 
 fn server(var: &str) -> Option<String> {
@@ -122,7 +122,7 @@ async fn a_gb18030_csv_in_the_exchange_folder_is_published_line_by_line() -> Res
 
     // And out through the folder: a household registration, projected to the federation's grant.
     let police = hub.client("public-security");
-    let example = e2e::root().join("schemas/household-registration/v1/examples/valid/typical.json");
+    let example = harness::root().join("schemas/household-registration/v1/examples/valid/typical.json");
     let mut household: Value = serde_json::from_slice(&std::fs::read(example)?)?;
     household["household_no"] = json!("440184000077777");
     let published = police.publish("household-registration", &household).await?;
@@ -182,7 +182,7 @@ async fn staging_tables_in_postgres_and_mariadb_reach_each_others_exchange_table
             .iter()
             .fold(sql.to_owned(), |s, t| s.replace(t, &format!("{t}_{sfx}")))
     };
-    let root = e2e::root().join("config/examples/sql");
+    let root = harness::root().join("config/examples/sql");
     let pg = sqlx::PgPool::connect(&pg_url).await?;
     let my = sqlx::MySqlPool::connect(&my_url).await?;
     run_sql_pg(&pg, &rename(&std::fs::read_to_string(root.join("state-tax-postgres.sql"))?)).await?;
@@ -459,7 +459,7 @@ async fn a_folder_subscription_is_delivered_in_batches_keeping_each_records_orde
         TestConfig::conghua_with_exchange(&["household-to-disabled-federation-folder"]).without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     let police = hub.client("public-security");
-    let example = e2e::root().join("schemas/household-registration/v1/examples/valid/typical.json");
+    let example = harness::root().join("schemas/household-registration/v1/examples/valid/typical.json");
     let base: Value = serde_json::from_slice(&std::fs::read(example)?)?;
     // 200 households, then four more versions of the first, each with another address.
     let mut lines = String::new();
@@ -539,7 +539,7 @@ async fn a_batch_the_table_rejects_is_tried_entry_by_entry_so_only_the_bad_recor
     let sfx = suffix();
     let table = format!("qydj_exchange_{sfx}");
     let pg = sqlx::PgPool::connect(&pg_url).await?;
-    let ddl = std::fs::read_to_string(e2e::root().join("config/examples/sql/state-tax-postgres.sql"))?
+    let ddl = std::fs::read_to_string(harness::root().join("config/examples/sql/state-tax-postgres.sql"))?
         .replace("qydj_exchange", &table)
         .replace("swdj_staging", &format!("swdj_staging_{sfx}"));
     run_sql_pg(&pg, &ddl).await?;
@@ -552,7 +552,7 @@ async fn a_batch_the_table_rejects_is_tried_entry_by_entry_so_only_the_bad_recor
         .replace("table = \"qydj_exchange\" }", &format!("table = \"{table}\" }}"))
         .write();
     let hub = TestHub::start_with(&cfg).await?;
-    let example = e2e::root().join("schemas/enterprise-registration/v1/examples/valid/typical.json");
+    let example = harness::root().join("schemas/enterprise-registration/v1/examples/valid/typical.json");
     let base: Value = serde_json::from_slice(&std::fs::read(example)?)?;
     let mut lines = String::new();
     for n in 0..30u32 {

@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hub");
 
 fn bench(args: &[&str]) -> Result<Value> {
     let out = Command::new(BIN)
-        .current_dir(e2e::root())
+        .current_dir(harness::root())
         .args([
             "bench",
             "--connections",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use adapters::testkit::{Answer, Receiver};
 use anyhow::Result;
-use e2e::{free_port, marriage, resident_id, HubProcess, TestConfig};
+use harness::{free_port, marriage, resident_id, HubProcess, TestConfig};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -35,7 +35,7 @@ async fn sigterm_under_load_answers_what_it_took_in_and_exits_0_within_the_grace
     let client = hub.client("civil-affairs");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<e2e::Reply>)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<harness::Reply>)>();
     let mut writers = Vec::new();
     for w in 0..32u32 {
         let (client, stop, tx) = (client.clone(), stop.clone(), tx.clone());
@@ -51,7 +51,7 @@ async fn sigterm_under_load_answers_what_it_took_in_and_exits_0_within_the_grace
         }));
     }
     drop(tx);
-    let mut outcomes: HashMap<String, Result<e2e::Reply>> = HashMap::new();
+    let mut outcomes: HashMap<String, Result<harness::Reply>> = HashMap::new();
     while outcomes.values().filter(|r| r.as_ref().is_ok_and(|r| r.status == 201)).count() < 300 {
         let Some((no, r)) = rx.recv().await else { break };
         outcomes.insert(no, r);
@@ -62,7 +62,7 @@ async fn sigterm_under_load_answers_what_it_took_in_and_exits_0_within_the_grace
     let signalled = Instant::now();
     std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
     // New connections are refused while the hub drains.
-    let refused = e2e::eventually(Duration::from_secs(GRACE), "the listener to close", || async {
+    let refused = harness::eventually(Duration::from_secs(GRACE), "the listener to close", || async {
         Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err())
     })
     .await;
@@ -104,7 +104,7 @@ async fn sigterm_under_load_answers_what_it_took_in_and_exits_0_within_the_grace
         }
     }
     // The delivery cut off at shutdown is still owed, and arrives now with the rest.
-    e2e::eventually(Duration::from_secs(60), "every event delivered after the restart", || {
+    harness::eventually(Duration::from_secs(60), "every event delivered after the restart", || {
         let subjects: std::collections::HashSet<String> = fp
             .accepted()
             .iter()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use e2e::PgDatabase;
+use harness::PgDatabase;
 use hub::ledger::keys::HubKeys;
 use hub::ledger::{Action, NewEntry};
 use hub::store::postgres::{PgOptions, PostgresStore};

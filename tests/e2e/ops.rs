@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use adapters::testkit::{Answer, Receiver};
 use anyhow::Result;
-use e2e::{marriage, resident_id, TestConfig, TestHub};
+use harness::{marriage, resident_id, TestConfig, TestHub};
 use serde_json::{json, Value};
 
 /// Runs a check through the API, waiting while a scheduled or start-up run of it is under way
 /// (the hub refuses overlapping runs with 409).
-async fn run_now(ops: &e2e::Client, path: &str) -> Result<e2e::Reply> {
+async fn run_now(ops: &harness::Client, path: &str) -> Result<harness::Reply> {
     for _ in 0..400 {
         let r = ops.post(path, &json!({})).await?;
         if r.status != 409 {
@@ -30,7 +30,7 @@ fn run_check(v: &Value) -> (&str, &str) {
 async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> Result<()> {
     let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
     let alerts = Receiver::start().await;
-    let metrics_port = e2e::free_port()?;
+    let metrics_port = harness::free_port()?;
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .receiver(9103, &fp.url)
         .receiver(9102, &ps.url)
@@ -86,7 +86,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
 
     // The vendor's ticketing webhook got the change and the recovery, signed, in order.
     tokio::time::timeout(Duration::from_secs(20), alerts.wait_accepted(3)).await?;
-    let secret = e2e::dev_secret(hub.data.path(), "HUB_ALERT_SECRET");
+    let secret = harness::dev_secret(hub.data.path(), "HUB_ALERT_SECRET");
     let mut changes = Vec::new();
     for c in alerts.accepted() {
         standardwebhooks::Webhook::new(&secret)?.verify(&c.body, &c.headers)?;
@@ -103,7 +103,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
     );
     assert!(changes.contains(&("certificates".into(), "ok".into(), "warn".into())), "raised at start: {changes:?}");
     // The alert log records each delivery once the vendor's webhook confirmed it.
-    e2e::eventually(Duration::from_secs(20), "delivered alerts in the alert log", || {
+    harness::eventually(Duration::from_secs(20), "delivered alerts in the alert log", || {
         let ops = ops.clone();
         async move {
             let log = ops.get("/v1/ops/alerts").await?;
@@ -137,7 +137,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
 
     // The nightly backup: keeps the newest one, names the chain head in its manifest, and
     // restores into a hub whose chain verifies.
-    e2e::eventually(Duration::from_secs(30), "the backup taken at start", || {
+    harness::eventually(Duration::from_secs(30), "the backup taken at start", || {
         let ops = ops.clone();
         async move {
             Ok(ops.get("/v1/ops/checks/nightly-backup/history").await?.json["runs"]
@@ -372,7 +372,7 @@ async fn the_alert_rules_and_dashboard_query_real_metrics() -> Result<()> {
     // Families appear once they have a sample: wait for the first delivery attempt (the
     // configured receivers are absent, so it is a retry).
     let ops = hub.client("ops-duty");
-    e2e::eventually(Duration::from_secs(20), "a delivery attempt in the metrics", || {
+    harness::eventually(Duration::from_secs(20), "a delivery attempt in the metrics", || {
         let ops = ops.clone();
         async move { Ok(ops.get("/metrics").await?.text.contains("hub_delivery_attempts_total{")) }
     })
@@ -385,8 +385,8 @@ async fn the_alert_rules_and_dashboard_query_real_metrics() -> Result<()> {
         .flat_map(|n| [n.to_owned(), format!("{n}_bucket"), format!("{n}_sum"), format!("{n}_count")])
         .collect();
     let mut used = Vec::new();
-    let rules = std::fs::read_to_string(e2e::root().join("ops/alerts/hub.rules.yml"))?;
-    let dashboard = std::fs::read_to_string(e2e::root().join("ops/dashboards/hub.json"))?;
+    let rules = std::fs::read_to_string(harness::root().join("ops/alerts/hub.rules.yml"))?;
+    let dashboard = std::fs::read_to_string(harness::root().join("ops/dashboards/hub.json"))?;
     let dash: Value = serde_json::from_str(&dashboard)?;
     assert!(dash["panels"].as_array().is_some_and(|p| !p.is_empty()));
     for text in [&rules, &dashboard] {
@@ -402,7 +402,7 @@ async fn the_alert_rules_and_dashboard_query_real_metrics() -> Result<()> {
     hub.stop().await;
     match std::process::Command::new("promtool")
         .args(["check", "rules"])
-        .arg(e2e::root().join("ops/alerts/hub.rules.yml"))
+        .arg(harness::root().join("ops/alerts/hub.rules.yml"))
         .output()
     {
         Ok(out) => assert!(
@@ -433,7 +433,7 @@ async fn the_ops_cli_talks_to_a_running_hub_with_an_operator_certificate() -> Re
         )
         .await?;
     let ops = hub.client("ops-duty");
-    e2e::eventually(Duration::from_secs(20), "a dead letter", || {
+    harness::eventually(Duration::from_secs(20), "a dead letter", || {
         let ops = ops.clone();
         async move {
             Ok(ops.get("/v1/ops/deliveries?state=dead").await?.json["entries"]
@@ -518,7 +518,7 @@ fn chromium() -> Option<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_failing_check_in_headless_chromium() -> Result<()> {
     let ps = Receiver::start().await;
-    let port = e2e::free_port()?;
+    let port = harness::free_port()?;
     let (_cfg_dir, cfg) = TestConfig::conghua()
         .receiver(9102, &ps.url)
         .replace("[ops]\n", &format!("[ops]\nmetrics_listen = \"127.0.0.1:{port}\"\n"))

@@ -5,11 +5,11 @@ use anyhow::Result;
 
 #[test]
 fn every_example_is_judged_as_its_folder_says() -> Result<()> {
-    let (config, catalog) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, catalog) = hub::load(&harness::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
     assert_eq!(catalog.iter().count(), config.record_types.len());
     let mut checked = 0;
     for t in catalog.iter() {
-        let dir = e2e::root().join("schemas").join(&t.id).join(format!("v{}", t.schema_version)).join("examples");
+        let dir = harness::root().join("schemas").join(&t.id).join(format!("v{}", t.schema_version)).join("examples");
         for (kind, expect_valid) in [("valid", true), ("invalid", false)] {
             let mut seen = 0;
             for entry in std::fs::read_dir(dir.join(kind))? {

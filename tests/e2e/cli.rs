@@ -11,7 +11,7 @@ use anyhow::Result;
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
 
 fn hub(args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(BIN).args(args).current_dir(e2e::root()).output()?;
+    let out = Command::new(BIN).args(args).current_dir(harness::root()).output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -40,9 +40,9 @@ fn config_check_accepts_the_conghua_deployment() -> Result<()> {
 fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("config"))?;
-    std::os::unix::fs::symlink(e2e::root().join("schemas"), dir.path().join("schemas"))?;
-    std::os::unix::fs::symlink(e2e::root().join("config/samples"), dir.path().join("config/samples"))?;
-    let text = std::fs::read_to_string(e2e::conghua_config())?
+    std::os::unix::fs::symlink(harness::root().join("schemas"), dir.path().join("schemas"))?;
+    std::os::unix::fs::symlink(harness::root().join("config/samples"), dir.path().join("config/samples"))?;
+    let text = std::fs::read_to_string(harness::conghua_config())?
         .replace("department = \"hrss\"\nrecord_type = \"marriage-registration\"", "department = \"hrs\"\nrecord_type = \"marriage-registration\"")
         .replace("\"/registration_no\", \"/taxpayer_id\"", "\"/registration_no\", \"/taxpayer_iq\"")
         .replace("purposes = [\"enterprise-service\"]", "purposes = [\"Enterprise Service\"]")
@@ -75,17 +75,17 @@ fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
 
 #[test]
 fn every_adapter_example_checks_and_a_broken_mapping_is_located() -> Result<()> {
-    let examples = e2e::root().join("config/examples");
+    let examples = harness::root().join("config/examples");
     for name in ["file_drop.toml", "sql_table.toml", "amqp.toml"] {
         let example = std::fs::read_to_string(examples.join(name))?;
-        let (_dir, cfg) = e2e::TestConfig::conghua().append(&example).write();
+        let (_dir, cfg) = harness::TestConfig::conghua().append(&example).write();
         let (code, out, err) = hub(&["config", "check", "--config", cfg.to_str().unwrap()])?;
         assert_eq!(code, 0, "{name}: {out}{err}");
         assert!(out.contains("1 inbound connections"), "{name}: {out}");
     }
     // The mapping of State Tax's staging rows, with a field the schema does not know, and an
     // outbound mapping that fails on the schema's own example.
-    let (_dir, cfg) = e2e::TestConfig::conghua_with_exchange(&["state-tax-staging", "tax-to-civil-affairs-table"])
+    let (_dir, cfg) = harness::TestConfig::conghua_with_exchange(&["state-tax-staging", "tax-to-civil-affairs-table"])
         .replace(
             "registered_on: .djrq, tax_authority: .swjg,",
             "registered_on: .djrq, tax_authority: .swjg, djjg: .swjg,",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use adapters::testkit::{Answer, Receiver};
 use anyhow::{Context, Result};
-use e2e::{free_port, marriage, resident_id, Client, HubProcess, PgDatabase, TestConfig};
+use harness::{free_port, marriage, resident_id, Client, HubProcess, PgDatabase, TestConfig};
 use serde_json::Value;
 use sqlx::Connection as _;
 
@@ -125,7 +125,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         }
     }
     let want: usize = by_no.len();
-    e2e::eventually(Duration::from_secs(60), "both versions of every record at the receiver", || {
+    harness::eventually(Duration::from_secs(60), "both versions of every record at the receiver", || {
         let done = arrivals(&fp).values().filter(|v| v.len() == 2).count();
         async move { Ok(done == want) }
     })
@@ -136,7 +136,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
 
     // 2. Checks: on first start both nodes found `backlog` and `tick` never run; one node ran
     //    each. `tick` fires every 2 s and `backlog` every minute: wait for a minute's run.
-    e2e::eventually(Duration::from_secs(75), "a scheduled run of the every-minute check", || {
+    harness::eventually(Duration::from_secs(75), "a scheduled run of the every-minute check", || {
         let url = db.url.clone();
         async move { Ok(check_runs(&url, "backlog").await?.iter().any(|(_, t)| t == "schedule")) }
     })
@@ -145,7 +145,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
     // instant has run.
     let minute_run = check_runs(&db.url, "backlog").await?.into_iter().rfind(|(_, t)| t == "schedule");
     let minute_run = minute_run.map(|(s, _)| s).context("the minute's run")?;
-    e2e::eventually(Duration::from_secs(20), "a `tick` run 2 s after the minute's run", || {
+    harness::eventually(Duration::from_secs(20), "a `tick` run 2 s after the minute's run", || {
         let (url, after) = (db.url.clone(), minute_run.clone());
         async move {
             let later = chrono::DateTime::parse_from_rfc3339(&after)? + chrono::Duration::seconds(2);
@@ -193,7 +193,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
         publish(&nodes[i as usize % 2], &no, 3).await?;
         pending.push(no);
     }
-    e2e::eventually(Duration::from_secs(20), "attempts from both nodes", || {
+    harness::eventually(Duration::from_secs(20), "attempts from both nodes", || {
         let n = fp.captured().len();
         async move { Ok(n > before + 4) }
     })
@@ -218,7 +218,7 @@ async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -
     a.kill()?;
     eprintln!("node A killed holding {held_by_a} leased entries");
     fp.answer(Answer::Status(200, None));
-    e2e::eventually(Duration::from_secs(60), "every version of every record delivered by the survivor", || {
+    harness::eventually(Duration::from_secs(60), "every version of every record delivered by the survivor", || {
         let arrived = arrivals(&fp);
         let done =
             pending.iter().filter(|no| arrived.get(&format!("{TYPE}/{no}")).is_some_and(|v| v.len() == 3)).count();
@@ -342,7 +342,7 @@ async fn hub_migrate_moves_a_populated_sqlite_hub_to_postgres_with_its_chain_int
         .and_then(|t| t.split(' ').next()?.parse().ok())
         .context("head")?;
     assert!(next["audit_seq"].as_u64() > Some(head), "the chain did not go on from the migrated head");
-    e2e::eventually(Duration::from_secs(30), "the deliveries owed before the migration", || {
+    harness::eventually(Duration::from_secs(30), "the deliveries owed before the migration", || {
         let arrived = arrivals(&fp);
         let done = (60..70u32).filter(|i| arrived.contains_key(&format!("{TYPE}/J440184-2026-7{i:05}"))).count();
         async move { Ok(done == 10) }
@@ -438,7 +438,7 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
     let mut admin_conn = sqlx::PgConnection::connect(&admin).await?;
     let mut cut = 0i64;
     for _ in 0..3 {
-        e2e::eventually(Duration::from_secs(10), "connections to cut", || {
+        harness::eventually(Duration::from_secs(10), "connections to cut", || {
             let (admin, name) = (admin.clone(), name.clone());
             async move {
                 let mut c = sqlx::PgConnection::connect(&admin).await?;
@@ -485,9 +485,9 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
             async move { Ok(client.get("/readyz").await?.status == want) }
         }
     };
-    e2e::eventually(Duration::from_secs(20), "/readyz to fail without the database", readiness(503)).await?;
+    harness::eventually(Duration::from_secs(20), "/readyz to fail without the database", readiness(503)).await?;
     sqlx::query(sqlx::AssertSqlSafe(refuse(true))).execute(&mut admin_conn).await?;
-    e2e::eventually(Duration::from_secs(20), "/readyz to pass again", readiness(200)).await?;
+    harness::eventually(Duration::from_secs(20), "/readyz to pass again", readiness(200)).await?;
     let data_s = data.to_string_lossy().into_owned();
     let cfg_s = cfg.to_string_lossy().into_owned();
     let (ok, text) = run_hub(&["audit", "verify", "--data", &data_s, "--config", &cfg_s], &env)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use adapters::testkit::Receiver;
 use anyhow::Result;
-use e2e::{free_port, marriage, resident_id, Client, HubProcess, TestConfig};
+use harness::{free_port, marriage, resident_id, Client, HubProcess, TestConfig};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -42,7 +42,7 @@ struct Ledger {
     unanswered: HashMap<String, Value>,
 }
 
-async fn publish(client: &Client, no: &str, rec: &Value) -> Result<e2e::Reply> {
+async fn publish(client: &Client, no: &str, rec: &Value) -> Result<harness::Reply> {
     let url = format!("{}/v1/records/{TYPE}", client.url);
     client.send(client.http.post(url).header("idempotency-key", no).json(rec)).await
 }
@@ -168,7 +168,7 @@ async fn sigkill_cycles_lose_no_receipt_repeat_no_version_and_deliver_every_even
             .filter_map(|ev| ev["subject"].as_str().map(str::to_owned))
             .collect()
     };
-    e2e::eventually(Duration::from_secs(120), "every routed event at the receiver", || {
+    harness::eventually(Duration::from_secs(120), "every routed event at the receiver", || {
         let missing = want.difference(&arrived()).count();
         async move { Ok(missing == 0) }
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use adapters::testkit::{Answer, Captured, Receiver};
 use anyhow::Result;
-use e2e::{dev_secret, eventually, free_port, marriage, resident_id, HubProcess, TestConfig, TestHub};
+use harness::{dev_secret, eventually, free_port, marriage, resident_id, HubProcess, TestConfig, TestHub};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -32,7 +32,7 @@ fn batch_body(records: &[Value]) -> String {
     records.iter().map(|r| r.to_string() + "\n").collect()
 }
 
-async fn publish_batch(client: &e2e::Client, records: &[Value]) -> Result<u64> {
+async fn publish_batch(client: &harness::Client, records: &[Value]) -> Result<u64> {
     let req = client
         .http
         .post(format!("{}/v1/batch/marriage-registration", client.url))
@@ -448,7 +448,7 @@ async fn mutual_tls_receiver(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_receiver_that_asks_for_a_certificate_gets_the_hubs() -> Result<()> {
     let data = tempfile::tempdir()?;
-    let (config, _) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, _) = hub::load(&harness::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pki = hub::pki::DevPki::new(data.path());
     pki.ensure(hub::policy::Directory::new(&config).ids())?;
     let (url, mut received) = mutual_tls_receiver(&pki).await?;
@@ -495,11 +495,11 @@ async fn max_attempts_and_max_age_send_events_to_the_dead_letters() -> Result<()
         )
         .await?;
     let ops = hub.client("ops-duty");
-    let dead_error = |ops: e2e::Client, sub: &'static str| async move {
+    let dead_error = |ops: harness::Client, sub: &'static str| async move {
         let r = ops.get(&format!("/v1/ops/deliveries?state=dead&subscription={sub}")).await?;
         Ok::<_, anyhow::Error>(r.json["entries"][0]["last_error"].as_str().map(str::to_owned))
     };
-    e2e::eventually(Duration::from_secs(20), "a dead letter after three attempts", || {
+    harness::eventually(Duration::from_secs(20), "a dead letter after three attempts", || {
         let ops = ops.clone();
         async move { Ok(dead_error(ops, "marriage-to-public-security").await?.is_some()) }
     })
@@ -534,7 +534,7 @@ async fn max_attempts_and_max_age_send_events_to_the_dead_letters() -> Result<()
     }
     let hub = TestHub::start_in(&age_cfg, data).await?;
     let ops = hub.client("ops-duty");
-    e2e::eventually(Duration::from_secs(20), "an expired event in the dead letters", || {
+    harness::eventually(Duration::from_secs(20), "an expired event in the dead letters", || {
         let ops = ops.clone();
         async move { Ok(dead_error(ops, "marriage-to-public-security").await?.is_some()) }
     })

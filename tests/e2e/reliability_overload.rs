@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use e2e::{free_port, marriage, resident_id, HubProcess, TestConfig};
+use harness::{free_port, marriage, resident_id, HubProcess, TestConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,7 +229,7 @@ async fn past_max_connections_new_connections_are_closed_on_accept() -> Result<(
     let m = hub.client("ops-duty");
     drop(held);
     // Closed by the client, the 50 give their slots back as soon as the hub notices.
-    e2e::eventually(Duration::from_secs(10), "a slot after the held connections close", || async {
+    harness::eventually(Duration::from_secs(10), "a slot after the held connections close", || async {
         Ok(m.get("/v1/catalog").await.is_ok_and(|r| r.status == 200))
     })
     .await?;

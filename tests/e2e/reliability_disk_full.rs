@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::{free_port, marriage, resident_id, HubProcess, TestConfig};
+use harness::{free_port, marriage, resident_id, HubProcess, TestConfig};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use e2e::{free_port, marriage, resident_id, HubProcess, TestHub};
+use harness::{free_port, marriage, resident_id, HubProcess, TestHub};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -261,7 +261,7 @@ async fn backup_of_a_running_hub_restores_into_a_working_hub() -> Result<()> {
         Command::new(BIN).args(["restore", "--from"]).arg(&junk).arg("--data").arg(dir.path().join("x")).output()?;
     assert_eq!(out.status.code(), Some(1));
 
-    let (_cfg_dir, cfg) = e2e::TestConfig::conghua().write();
+    let (_cfg_dir, cfg) = harness::TestConfig::conghua().write();
     let hub = TestHub::start_in(&cfg, restored).await?;
     let owner = hub.client("civil-affairs");
     for receipt in &receipts {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::{client_presenting, identity_pem, marriage, resident_id, TestConfig, TestHub};
+use harness::{client_presenting, identity_pem, marriage, resident_id, TestConfig, TestHub};
 use serde_json::{json, Value};
 
 /// Callers, in the order of the table's columns.
@@ -130,7 +130,7 @@ async fn deny_entries_since(hub: &TestHub, after: &mut u64) -> Result<Vec<(Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_every_kind_of_caller_as_the_table_says_and_audits_each_refusal() -> Result<()> {
     let data = tempfile::tempdir()?;
-    let (config, _) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, _) = hub::load(&harness::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pki = hub::pki::DevPki::new(data.path());
     pki.ensure(hub::policy::Directory::new(&config).ids())?;
     pki.revoke("justice")?;
@@ -225,7 +225,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_the_table_says_and_audit
         )
     };
     let wanted = ["expired", "revoked", "not issued by the hub's CA"];
-    let all_there = e2e::eventually(Duration::from_secs(10), "handshake refusals in the audit", || async {
+    let all_there = harness::eventually(Duration::from_secs(10), "handshake refusals in the audit", || async {
         let reasons = refused().await?;
         Ok(wanted.iter().all(|w| reasons.iter().any(|o| o.contains(w))))
     })

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use e2e::{marriage, resident_id, TestHub};
+use harness::{marriage, resident_id, TestHub};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -185,7 +185,7 @@ async fn ten_thousand_bad_requests_get_4xx_problems_and_store_nothing() -> Resul
     let long = std::env::var("HUB_RELIABILITY_LONG").is_ok_and(|v| v == "1");
     let n = if long { 100_000 } else { 10_000 };
     // Without the scheduled checks: their probe publishes would be the only records stored.
-    let (_cfg_dir, cfg) = e2e::TestConfig::conghua().without_checks().write();
+    let (_cfg_dir, cfg) = harness::TestConfig::conghua().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     let before = hub.state.store.audit_after(0, 100_000).await?.len();
     let cases = cases(n);

@@ -3,7 +3,7 @@
 //! the audit endpoints and the citizen access log.
 
 use anyhow::Result;
-use e2e::{marriage, resident_id, uscc, TestHub};
+use harness::{marriage, resident_id, uscc, TestHub};
 use serde_json::{json, Value};
 
 const MARRIAGE: &str = "/v1/records/marriage-registration";
@@ -414,7 +414,8 @@ async fn identity_is_the_certificate_from_the_hubs_ca_or_a_known_token() -> Resu
     // A certificate issued by another CA (a second hub's development PKI) fails the handshake.
     let other = tempfile::tempdir()?;
     hub::pki::DevPki::new(other.path()).ensure(["civil-affairs"])?;
-    let foreign = e2e::client_presenting(hub.data.path(), Some(e2e::identity_pem(other.path(), "civil-affairs")?))?;
+    let foreign =
+        harness::client_presenting(hub.data.path(), Some(harness::identity_pem(other.path(), "civil-affairs")?))?;
     let result = foreign.get(format!("{}/v1/catalog", hub.url)).send().await;
     match result {
         Err(_) => {}
@@ -452,7 +453,7 @@ async fn bearer_tokens_named_by_digest_in_the_config_identify_callers() -> Resul
     use sha2::Digest;
     let token = "s3cret-token-of-the-tax-bureau";
     let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    let (_dir, cfg) = e2e::TestConfig::conghua()
+    let (_dir, cfg) = harness::TestConfig::conghua()
         .replace("id = \"state-tax\"\n", &format!("id = \"state-tax\"\ntoken_sha256 = \"{digest}\"\n"))
         .write();
     let hub = TestHub::start_with(&cfg).await?;
@@ -467,11 +468,11 @@ async fn bearer_tokens_named_by_digest_in_the_config_identify_callers() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused_at_the_handshake() -> Result<()> {
     let data = tempfile::tempdir()?;
-    let (config, _) = hub::load(&e2e::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, _) = hub::load(&harness::conghua_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pki = hub::pki::DevPki::new(data.path());
     pki.ensure(hub::policy::Directory::new(&config).ids())?;
     pki.revoke("hrss")?;
-    let (_cfg_dir, cfg) = e2e::TestConfig::conghua().write();
+    let (_cfg_dir, cfg) = harness::TestConfig::conghua().write();
     let hub = TestHub::start_in(&cfg, data).await?;
     let revoked = hub.client("hrss").get("/v1/catalog").await;
     assert!(revoked.is_err(), "a revoked certificate was accepted: {:?}", revoked.map(|r| r.status));

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::TestHub;
+use harness::TestHub;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
 
@@ -65,7 +65,7 @@ fn the_hub_refuses_to_start_on_a_private_key_others_can_read() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let (cfg_dir, cfg) = e2e::TestConfig::conghua().without_checks().write();
+    let (cfg_dir, cfg) = harness::TestConfig::conghua().without_checks().write();
     let init = Command::new(BIN).args(["pki", "init", "--data"]).arg(&data).arg("--config").arg(&cfg).output()?;
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let key = data.join("pki/server.key");
