@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the benchmark matrix of BENCHMARKS.md: every scenario three times (ratios to the bare TLS
-# ceilings and the PostgreSQL peer measured in the same runs) and prints medians with min–max.
+# ceilings and the peers — a PostgreSQL exchange table through a pool, the real pgbench, RabbitMQ
+# quorum queues — measured in the same runs) and prints medians with min–max.
 # Usage: ops/bench.sh [OUT_DIR] [DURATION]   (defaults: target/bench, 10s)
-# Needs the PostgreSQL of HUB_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
+# Needs the PostgreSQL of HUB_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
+# pgbench on the PATH, and the RabbitMQ of HUB_BENCH_AMQP_URL (default guest on 127.0.0.1:5672).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/bench}
@@ -20,8 +22,10 @@ run() { # name, repetitions, hub bench arguments...
   done
 }
 
-run publish-256 3 --scenario publish --connections 256 --baseline --peer postgres
-run publish-64 3 --scenario publish --connections 64 --baseline --peer postgres
+peers=(--peer postgres --peer pgbench --peer rabbitmq)
+run publish-256 3 --scenario publish --connections 256 --baseline "${peers[@]}"
+run publish-64 3 --scenario publish --connections 64 --baseline "${peers[@]}"
+run publish-pg-64 3 --scenario publish --connections 64 --engine postgres --peer pgbench
 run publish-64-h2 3 --scenario publish --connections 64 --http2
 run publish-open-2000 3 --scenario publish --connections 64 --rate 2000
 run publish-invalid-64 3 --scenario publish-invalid --connections 64
@@ -41,8 +45,8 @@ def fig(vals, fmt="{:.0f}"):
     if not vals:
         return "–"
     return f"{fmt.format(statistics.median(vals))} ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
-print("| run | records or requests/s | p50 ms | p99 ms | p99.9 ms | errors | hub RSS peak MiB | hub CPU cores | ÷ parse | ÷ validate | ÷ postgres | deliveries/s | publish→receipt p99 ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| run | records or requests/s | p50 ms | p99 ms | p99.9 ms | errors | hub RSS peak MiB | hub CPU cores | ÷ parse | ÷ validate | ÷ postgres | ÷ pgbench | ÷ rabbitmq | deliveries/s | publish→receipt p99 ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name, rs in runs.items():
     g = lambda f: [f(r) for r in rs]
     print("| " + " | ".join([
@@ -57,11 +61,13 @@ for name, rs in runs.items():
         fig(g(lambda r: r.get("ratio_to_parse")), "{:.2f}"),
         fig(g(lambda r: r.get("ratio_to_validate")), "{:.2f}"),
         fig(g(lambda r: r.get("ratio_to_postgres")), "{:.2f}"),
+        fig(g(lambda r: r.get("ratio_to_pgbench")), "{:.2f}"),
+        fig(g(lambda r: r.get("ratio_to_rabbitmq")), "{:.2f}"),
         fig(g(lambda r: r.get("deliveries", {}).get("per_s"))),
         fig(g(lambda r: r.get("deliveries", {}).get("publish_to_receipt_ms", {}).get("p99")), "{:.1f}"),
     ]) + " |")
 for name, rs in runs.items():
-    for key in ("baseline_parse", "baseline_validate", "peer_postgres"):
+    for key in ("baseline_parse", "baseline_validate", "peer_postgres", "peer_pgbench", "peer_rabbitmq"):
         if key in rs[0]:
             print(f"{name} {key}: " + fig([r[key]["per_s"] for r in rs]) + "/s, p99 " + fig([r[key]["latency_ms"]["p99"] for r in rs], "{:.2f}") + " ms")
 m = next(iter(runs.values()))[0]["machine"]

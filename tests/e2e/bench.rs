@@ -50,13 +50,29 @@ fn every_scenario_runs_without_errors() -> Result<()> {
 }
 
 #[test]
-fn the_postgres_peer_runs_when_its_server_is_there() -> Result<()> {
+fn the_postgres_peers_run_when_their_server_is_there() -> Result<()> {
     let Ok(url) = std::env::var("HUB_TEST_POSTGRES_URL") else {
         eprintln!("skipped: HUB_TEST_POSTGRES_URL is not set");
         return Ok(());
     };
-    let v = bench(&["--scenario", "publish", "--peer", "postgres", "--peer-url", &url])?;
-    assert_eq!(v["peer_postgres"]["errors"], 0, "{v}");
-    assert!(v["ratio_to_postgres"].as_f64().is_some());
+    let v = bench(&["--scenario", "publish", "--peer", "postgres", "--peer", "pgbench", "--peer-url", &url])?;
+    for peer in ["postgres", "pgbench"] {
+        assert_eq!(v[format!("peer_{peer}")]["errors"], 0, "{v}");
+        assert!(v[format!("peer_{peer}")]["requests"].as_u64() > Some(0), "{v}");
+        assert!(v[format!("ratio_to_{peer}")].as_f64().is_some(), "{v}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rabbitmq_peer_runs_when_its_broker_is_there() -> Result<()> {
+    let Ok(url) = std::env::var("HUB_TEST_AMQP_URL") else {
+        eprintln!("skipped: HUB_TEST_AMQP_URL is not set");
+        return Ok(());
+    };
+    let v = bench(&["--scenario", "publish", "--peer", "rabbitmq", "--peer-amqp-url", &url])?;
+    assert_eq!(v["peer_rabbitmq"]["errors"], 0, "{v}");
+    assert!(v["peer_rabbitmq"]["requests"].as_u64() > Some(0), "{v}");
+    assert!(v["ratio_to_rabbitmq"].as_f64().is_some(), "{v}");
     Ok(())
 }

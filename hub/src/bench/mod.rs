@@ -5,9 +5,8 @@
 //! from each request's intended start, so a stalled server cannot hide its queue: no coordinated
 //! omission) — and reports latency percentiles from an HDR histogram, throughput, errors, and
 //! the hub's peak RSS and CPU. `--baseline` runs the same requests against a bare TLS server that
-//! parses (and then also validates) and answers 202, and `--peer postgres` the same records
-//! inserted with four outbox rows per transaction into PostgreSQL: the report gives the hub's
-//! figure as a ratio of each. Like `cli`, this is a command-line tool: errors are `anyhow`.
+//! parses (and then also validates) and answers 202, and `--peer` the same records through what a
+//! city could use instead (see `peer`): the report gives the hub's figure as a ratio of each. Like `cli`, this is a command-line tool: errors are `anyhow`.
 
 mod baseline;
 mod load;
@@ -26,6 +25,7 @@ use serde_json::{json, Value};
 
 pub use baseline::{serve_baseline, BaselineMode};
 use load::{Load, Outcome};
+pub use peer::Peer;
 
 /// What to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -54,13 +54,6 @@ pub enum BenchEngine {
     Postgres,
 }
 
-/// Peers measured in the same run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Peer {
-    /// A PostgreSQL exchange table: record + 4 outbox rows per transaction.
-    Postgres,
-}
-
 /// `hub bench` options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -85,11 +78,14 @@ pub struct BenchArgs {
     /// Also measure the bare TLS parse, and parse + validate, servers with the same requests.
     #[arg(long)]
     pub baseline: bool,
-    /// Also measure a peer with the same records and connections.
+    /// Also measure a peer with the same records and connections (repeatable).
     #[arg(long, value_enum)]
-    pub peer: Option<Peer>,
-    /// The PostgreSQL of `--peer postgres` and of `--engine postgres` (which makes a database of
-    /// its own there for the run and drops it after).
+    pub peer: Vec<Peer>,
+    /// The RabbitMQ of `--peer rabbitmq`.
+    #[arg(long, env = "HUB_BENCH_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub peer_amqp_url: String,
+    /// The PostgreSQL of `--peer postgres`, `--peer pgbench` and of `--engine postgres` (which
+    /// makes a database of its own there for the run and drops it after).
     #[arg(long, env = "HUB_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
     pub peer_url: String,
     /// The hub's store.
@@ -324,9 +320,10 @@ async fn run_async(args: BenchArgs) -> Result<()> {
             compare(&mut results, &hub_result, &format!("bare TLS {}", mode.as_str()), &r, mode.as_str(), "baseline");
         }
     }
-    if args.peer == Some(Peer::Postgres) {
-        let r = peer::postgres(&args).await?;
-        compare(&mut results, &hub_result, "postgres exchange table", &r, "postgres", "peer");
+    for &p in &args.peer {
+        let (key, name) = p.names();
+        let r = p.run(&args).await.with_context(|| format!("--peer {key}"))?;
+        compare(&mut results, &hub_result, name, &r, key, "peer");
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;

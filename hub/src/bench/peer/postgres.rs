@@ -1,4 +1,4 @@
-//! `--peer postgres`: what a city would otherwise build, measured in the same run. The same
+//! `--peer postgres`: what a city would otherwise build, written as an application would. The same
 //! records, over as many connections, go into a PostgreSQL exchange table with one outbox row for
 //! each of four subscribers, in one transaction each (`synchronous_commit` as the server has
 //! it). No validation, grants, audit or TLS: the hub does all of those on top.
@@ -11,12 +11,12 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::AssertSqlSafe;
 use tokio::time::Instant;
 
-use super::load::Outcome;
-use super::records::Generator;
-use super::{BenchArgs, Scenario};
+use crate::bench::load::Outcome;
+use crate::bench::records::Generator;
+use crate::bench::{BenchArgs, Scenario};
 
 /// Runs the peer for the configured connections and duration.
-pub async fn postgres(args: &BenchArgs) -> Result<Outcome> {
+pub async fn run(args: &BenchArgs) -> Result<Outcome> {
     let pool = PgPoolOptions::new()
         .max_connections(args.connections as u32)
         .connect(&args.peer_url)
@@ -98,41 +98,4 @@ pub async fn postgres(args: &BenchArgs) -> Result<Outcome> {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {t}_{suffix}"))).execute(&pool).await?;
     }
     Ok(out)
-}
-
-/// A database of its own for a `--engine postgres` run, on the `--peer-url` server.
-pub struct Database {
-    /// Its URL (given to the hub nodes as `HUB_DATABASE_URL`).
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl Database {
-    /// Creates `hub_bench_db_PID` on the server of `admin`.
-    pub async fn create(admin: &str) -> Result<Self> {
-        use sqlx::Connection as _;
-        let name = format!("hub_bench_db_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(admin).await.context("connecting to the --peer-url PostgreSQL")?;
-        sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
-        let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
-        let (server, _) = base.rsplit_once('/').context("--peer-url names no database")?;
-        let url = match query {
-            Some(q) => format!("{server}/{name}?{q}"),
-            None => format!("{server}/{name}"),
-        };
-        Ok(Self { url, admin: admin.to_owned(), name })
-    }
-
-    /// Drops it (the hub nodes have stopped).
-    pub async fn drop_now(self) {
-        use sqlx::Connection as _;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await {
-                eprintln!("could not drop the benchmark database {}: {e}", self.name);
-            }
-        }
-    }
 }
