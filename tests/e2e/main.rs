@@ -10,6 +10,7 @@ mod durability;
 mod exchange;
 mod front_end_exchange;
 mod ops;
+mod reliability_audit_fail_closed;
 mod reliability_crash;
 mod reliability_disk_full;
 mod reliability_overload;
