@@ -20,3 +20,4 @@ mod security_hostile_input;
 mod security_matrix;
 mod security_tls;
 mod store_conformance;
+mod upgrade;

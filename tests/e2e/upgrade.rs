@@ -1,0 +1,200 @@
+//! Upgrades lose nothing. `tests/fixtures/upgrade/sqlite-v6/` is a data directory written by the
+//! release whose SQLite schema is version 6 (the last before the log-and-cursor store), with what
+//! its API showed before it stopped (`manifest.json`): every record version and its digest, every
+//! audit entry's sequence and digest, the pending and dead deliveries by event id, and what the
+//! two feeds still owed. The current release must open a copy of it and show the same, and the
+//! chain must verify offline afterwards.
+//!
+//! The fixture is written by `write_the_upgrade_fixture` (ignored; run it with
+//! `HUB_WRITE_UPGRADE_FIXTURE=DIR` on the release being captured) and committed whole: a newer
+//! release cannot make an older one's files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use harness::{eventually, free_port, marriage, resident_id, HubProcess, TestConfig};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hub");
+
+fn fixture() -> PathBuf {
+    harness::root().join("tests/fixtures/upgrade/sqlite-v6")
+}
+
+/// The config both releases run: every subscription; Family Planning's receiver at `fp`, the
+/// other webhooks on ports where nothing listens (their entries stay pending).
+fn config(fp: &str) -> TestConfig {
+    TestConfig::conghua().receiver(9103, fp).without_checks()
+}
+
+/// Everything the manifest holds, read through the API in an order where the audited reads come
+/// before the audit listing that ends it.
+async fn observe(hub: &HubProcess, keys: &[String]) -> Result<Value> {
+    let (civil, ops, auditor) = (hub.client("civil-affairs"), hub.client("ops-duty"), hub.client("supervision"));
+    let mut records = Vec::new();
+    for key in keys {
+        let h = civil.get(&format!("/v1/records/marriage-registration/{key}/history")).await?;
+        anyhow::ensure!(h.status == 200, "history of {key}: {}", h.text);
+        let versions: Vec<Value> = h.json["versions"]
+            .as_array()
+            .context("versions")?
+            .iter()
+            .map(|v| json!({"version": v["version"], "digest": v["digest"], "received_at": v["received_at"], "data": v["data"]}))
+            .collect();
+        records.push(json!({"key": key, "versions": versions}));
+    }
+    let mut deliveries = json!({});
+    for state in ["pending", "dead"] {
+        let r = ops.get(&format!("/v1/ops/deliveries?state={state}&limit=1000")).await?;
+        anyhow::ensure!(r.status == 200, "{state} deliveries: {}", r.text);
+        let ids: BTreeSet<String> = r.json["entries"]
+            .as_array()
+            .context("entries")?
+            .iter()
+            .map(|e| format!("{} {}", e["subscription"].as_str().unwrap_or(""), e["event_id"].as_str().unwrap_or("")))
+            .collect();
+        deliveries[state] = json!(ids);
+    }
+    let mut feeds = json!({});
+    for (dept, feed) in [("hrss", "marriage-to-hrss"), ("state-tax", "marriage-to-state-tax")] {
+        let r = hub.client(dept).get(&format!("/v1/feeds/{feed}?limit=1000")).await?;
+        anyhow::ensure!(r.status == 200, "{feed}: {}", r.text);
+        let ids: Vec<&str> =
+            r.json["events"].as_array().context("events")?.iter().filter_map(|e| e["id"].as_str()).collect();
+        feeds[feed] = json!(ids);
+    }
+    let mut audit = Vec::new();
+    loop {
+        let after = audit.last().and_then(|e: &Value| e["seq"].as_u64()).unwrap_or(0);
+        let r = auditor.get(&format!("/v1/audit?after={after}&limit=1000")).await?;
+        anyhow::ensure!(r.status == 200, "audit: {}", r.text);
+        let page = r.json["entries"].as_array().context("entries")?.clone();
+        audit.extend(page.iter().map(|e| json!({"seq": e["seq"], "action": e["action"], "digest": e["digest"]})));
+        // Each page read is audited too: a short page is the end of what was there before.
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    Ok(json!({"records": records, "deliveries": deliveries, "feeds": feeds, "audit": audit}))
+}
+
+fn keys() -> Vec<String> {
+    (1..=6).map(|i| format!("J440184-2026-{:06}", 900 + i)).collect()
+}
+
+/// Writes the fixture with the release under test. Not a check: run it on purpose, once per
+/// schema version worth keeping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the upgrade fixture; run with HUB_WRITE_UPGRADE_FIXTURE=DIR"]
+async fn write_the_upgrade_fixture() -> Result<()> {
+    let out = PathBuf::from(std::env::var("HUB_WRITE_UPGRADE_FIXTURE").context("HUB_WRITE_UPGRADE_FIXTURE")?);
+    let fp = adapters::testkit::Receiver::start().await;
+    let (_cfg_dir, cfg) = config(&fp.url).fast_retries().write();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;
+    let (civil, fpc, hrss) = (hub.client("civil-affairs"), hub.client("family-planning"), hub.client("hrss"));
+    let ops = hub.client("ops-duty");
+    let keys = keys();
+    let person = |i: u32| resident_id("19900315", 100 + i);
+    // Records 1–3 delivered to Family Planning; record 1 in three versions.
+    for (n, key) in keys.iter().take(3).enumerate() {
+        let r = civil
+            .publish("marriage-registration", &marriage(key, &person(2 * n as u32), &person(2 * n as u32 + 1)))
+            .await?;
+        anyhow::ensure!(r.status == 201, "{}", r.text);
+    }
+    for v in 0..2u32 {
+        let r = civil.publish("marriage-registration", &marriage(&keys[0], &person(0), &person(50 + v))).await?;
+        anyhow::ensure!(r.status == 201, "{}", r.text);
+    }
+    fp.wait_accepted(5).await;
+    // Record 4: Family Planning refuses it for good (a dead letter).
+    fp.answer(adapters::testkit::Answer::Status(400, None));
+    let r = civil.publish("marriage-registration", &marriage(&keys[3], &person(7), &person(8))).await?;
+    anyhow::ensure!(r.status == 201, "{}", r.text);
+    eventually(std::time::Duration::from_secs(20), "a dead letter", || async {
+        let r = ops.get("/v1/ops/deliveries?state=dead").await?;
+        Ok(r.json["entries"].as_array().is_some_and(|e| e.len() == 1))
+    })
+    .await?;
+    // Records 5 and 6: Family Planning is down (they stay pending with it, as with the others).
+    fp.answer(adapters::testkit::Answer::Status(503, None));
+    for (n, key) in keys.iter().enumerate().skip(4) {
+        let r = civil.publish("marriage-registration", &marriage(key, &person(10 + n as u32), &person(20))).await?;
+        anyhow::ensure!(r.status == 201, "{}", r.text);
+    }
+    // HRSS acknowledges the first three events of its feed; State Tax none.
+    let f = hrss.get("/v1/feeds/marriage-to-hrss?limit=3").await?;
+    let cursor = f.json["cursor"].as_str().context("cursor")?.to_owned();
+    let ack = hrss.post("/v1/feeds/marriage-to-hrss/ack", &json!({ "cursor": cursor })).await?;
+    anyhow::ensure!(ack.status == 200, "{}", ack.text);
+    // A read and a lookup, for audit entries of those kinds.
+    let r =
+        fpc.get(&format!("/v1/records/marriage-registration/{}?purpose=birth-service-registration", keys[1])).await?;
+    anyhow::ensure!(r.status == 200, "{}", r.text);
+    let r = fpc.post("/v1/lookup", &json!({"subject": person(3), "purpose": "birth-service-registration"})).await?;
+    anyhow::ensure!(r.status == 200, "{}", r.text);
+    let manifest = observe(&hub, &keys).await?;
+    let mut hub = hub;
+    hub.terminate()?;
+
+    std::fs::create_dir_all(&out)?;
+    let target = out.join("data");
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(&target)?;
+    // The database (checkpointed into one file at shutdown) and the hub's keys; the development
+    // PKI is made afresh by whichever release opens it, so no certificate in the fixture expires.
+    std::fs::copy(data.join("hub.db"), target.join("hub.db"))?;
+    copy_dir(&data.join("keys"), &target.join("keys"))?;
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// An audit listing as (sequence, digest) pairs.
+fn seqs(audit: &Value) -> Vec<(u64, String)> {
+    audit
+        .as_array()
+        .map(|a| {
+            a.iter().map(|e| (e["seq"].as_u64().unwrap_or(0), e["digest"].as_str().unwrap_or("").to_owned())).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_schema_6_release_opens_with_everything_in_it() -> Result<()> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(fixture().join("manifest.json"))?)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    copy_dir(&fixture().join("data"), &data)?;
+    // Nothing listens for Family Planning now: its pending entries stay pending.
+    let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?)).write();
+    let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;
+    let now = observe(&hub, &keys()).await?;
+    assert_eq!(now["records"], manifest["records"], "every record version, its digest and its audit entry");
+    assert_eq!(now["deliveries"], manifest["deliveries"], "pending and dead deliveries");
+    assert_eq!(now["feeds"], manifest["feeds"], "what each feed still owes, by event id");
+    let (before, after) = (seqs(&manifest["audit"]), seqs(&now["audit"]));
+    assert!(!before.is_empty());
+    assert_eq!(after[..before.len()], before[..], "every audit entry of the old release, unchanged");
+    hub.terminate()?;
+    let out = std::process::Command::new(BIN).args(["audit", "verify", "--data"]).arg(&data).output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("audit chain ok"), "hub audit verify: {text}");
+    Ok(())
+}
