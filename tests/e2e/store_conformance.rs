@@ -63,8 +63,9 @@ impl Backend {
     async fn sabotage(&self) -> Result<()> {
         match self {
             Backend::Sqlite { dir } => {
+                // The subject index is written after the record row (SQLite keeps no `latest` table).
                 rusqlite::Connection::open(db_path(dir.path()))?.execute_batch(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON latest WHEN NEW.key = 'boom'
+                    "CREATE TRIGGER refuse BEFORE INSERT ON subjects WHEN NEW.key = 'boom'
                      BEGIN SELECT RAISE(ABORT, 'refused'); END;",
                 )?;
             }

@@ -30,21 +30,15 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records (
-    type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL, payload TEXT NOT NULL, digest TEXT NOT NULL,
-    publisher TEXT NOT NULL, received_at TEXT NOT NULL, audit_seq INTEGER NOT NULL,
-    subjects TEXT NOT NULL,
-    PRIMARY KEY (type, key, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest (
-    type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (type, key)
-) WITHOUT ROWID;
+    audit_seq INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL,
+    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_by_key ON records (type, key, version);
 CREATE TABLE IF NOT EXISTS subjects (
     subject_hash TEXT NOT NULL, type TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY (subject_hash, type, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS subjects_by_record ON subjects (type, key);
 CREATE TABLE IF NOT EXISTS idempotency (
     publisher TEXT NOT NULL, idem_key TEXT NOT NULL, request_digest TEXT NOT NULL,
     receipt TEXT NOT NULL, created_at TEXT NOT NULL,
@@ -95,7 +89,33 @@ CREATE TABLE IF NOT EXISTS schedule_claims (
     check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
     PRIMARY KEY (check_name, slot)
 ) WITHOUT ROWID;
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;
+"#;
+
+/// The schema version `SCHEMA` writes.
+const SCHEMA_VERSION: i64 = 7;
+
+/// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
+/// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
+/// over ~1,000 bytes took a 4 KiB overflow page of its own); `latest` is the last entry of
+/// `records_by_key`; the subject index is kept up to date from the previous version's subjects
+/// instead of through an index by record.
+const FROM_6: &str = r#"
+CREATE TABLE records_v7 (
+    audit_seq INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL,
+    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL
+);
+INSERT INTO records_v7 (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload)
+    SELECT audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload
+    FROM records ORDER BY audit_seq;
+DROP TABLE records;
+ALTER TABLE records_v7 RENAME TO records;
+CREATE UNIQUE INDEX records_by_key ON records (type, key, version);
+CREATE INDEX records_by_seq ON records (type, audit_seq);
+DROP TABLE IF EXISTS latest;
+DROP INDEX IF EXISTS subjects_by_record;
+PRAGMA user_version = 7;
 "#;
 
 const RECORD_COLUMNS: &str =
@@ -249,6 +269,7 @@ impl SqliteStore {
         // (see `wal`): inline, the auto-checkpoint took a tenth of the writer's time.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let wal = Wal::new(&path, &conn, opts.max_wal_bytes)?;
+        upgrade(&conn)?;
         conn.execute_batch(SCHEMA)?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -321,6 +342,33 @@ impl SqliteStore {
         tx.send(Job { ops, reply, isolated }).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// Brings a database written by an earlier release to `SCHEMA_VERSION` in one transaction (a
+/// failed upgrade leaves it as it was), and refuses one written by a newer release.
+fn upgrade(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Mismatch(format!(
+            "the database has schema version {version}, written by a newer release; this one knows up to {SCHEMA_VERSION}"
+        )));
+    }
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'records'", [], |r| {
+            r.get(0)
+        })?;
+    if tables == 0 || version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Every release before schema 7 kept `records` as a WITHOUT ROWID table beside `latest`.
+    let records: i64 = conn.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
+    tracing::info!(from = version, to = SCHEMA_VERSION, records, "upgrading the database schema");
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    if let Err(e) = conn.execute_batch(FROM_6).and_then(|()| conn.execute_batch("COMMIT")) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 fn writer_loop(
@@ -477,42 +525,47 @@ fn publish_op(v: NewVersion) -> WriteFn {
                 return Ok(Done::Published(outcome));
             }
         }
-        let version = conn
-            .prepare_cached("SELECT version FROM latest WHERE type = ?1 AND key = ?2")?
-            .query_row(params![v.record_type, v.key], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map_or(1, |n| n as u64 + 1);
+        let previous: Option<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT version, subjects FROM records WHERE type = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row(params![v.record_type, v.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let version = previous.as_ref().map_or(1, |(n, _)| *n as u64 + 1);
         let mut entry = v.audit;
         entry.record_version = Some(version);
         let e = tx.audit(entry)?;
         let time = tx.time;
         let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         conn.prepare_cached(
-            "INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at, audit_seq, subjects)
+            "INSERT INTO records (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
+            e.seq as i64,
             v.record_type,
             v.key,
             version as i64,
             v.schema_version,
-            v.canonical,
             v.digest,
             v.publisher,
             time,
-            e.seq as i64,
-            subjects
+            subjects,
+            v.canonical
         ])?;
-        conn.prepare_cached(
-            "INSERT INTO latest (type, key, version) VALUES (?1, ?2, ?3)
-             ON CONFLICT (type, key) DO UPDATE SET version = excluded.version",
-        )?
-        .execute(params![v.record_type, v.key, version as i64])?;
         // The index follows the latest version: a person removed from a household is no longer
-        // found through it.
-        conn.prepare_cached("DELETE FROM subjects WHERE type = ?1 AND key = ?2")?
-            .execute(params![v.record_type, v.key])?;
-        for s in &v.subjects {
+        // found through it. Only what changed since the previous version is written.
+        let before: Vec<String> = match &previous {
+            Some((_, text)) => {
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        for s in before.iter().filter(|s| !v.subjects.contains(s)) {
+            conn.prepare_cached("DELETE FROM subjects WHERE subject_hash = ?1 AND type = ?2 AND key = ?3")?
+                .execute(params![s, v.record_type, v.key])?;
+        }
+        for s in v.subjects.iter().filter(|s| !before.contains(s)) {
             conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
                 .execute(params![s, v.record_type, v.key])?;
         }
@@ -808,9 +861,7 @@ impl Store for SqliteStore {
         self.readers
             .with(move |c| {
                 let sql = format!(
-                    "SELECT {RECORD_COLUMNS} FROM latest l JOIN records r
-                     ON r.type = l.type AND r.key = l.key AND r.version = l.version
-                     WHERE l.type = ?1 AND l.key = ?2"
+                    "SELECT {RECORD_COLUMNS} FROM records r WHERE r.type = ?1 AND r.key = ?2 ORDER BY r.version DESC LIMIT 1"
                 );
                 Ok(records(c, &sql, &[&t, &k])?.pop())
             })
@@ -835,8 +886,8 @@ impl Store for SqliteStore {
             .with(move |c| {
                 let sql = format!(
                     "SELECT {RECORD_COLUMNS} FROM subjects s
-                     JOIN latest l ON l.type = s.type AND l.key = s.key
-                     JOIN records r ON r.type = l.type AND r.key = l.key AND r.version = l.version
+                     JOIN records r ON r.type = s.type AND r.key = s.key
+                       AND r.version = (SELECT MAX(m.version) FROM records m WHERE m.type = s.type AND m.key = s.key)
                      WHERE s.subject_hash = ?1 ORDER BY r.type, r.key"
                 );
                 records(c, &sql, &[&h])
@@ -1434,7 +1485,7 @@ mod tests {
         Connection::open(db_path(dir.path()))
             .unwrap()
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON latest WHEN NEW.key = 'boom'
+                "CREATE TRIGGER refuse BEFORE INSERT ON subjects WHEN NEW.key = 'boom'
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();
