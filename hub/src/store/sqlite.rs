@@ -974,9 +974,12 @@ impl Store for SqliteStore {
             .readers
             .with(move |c| {
                 // An entry may go when it is due and no earlier version of the same record is still
-                // pending: versions of one record arrive in order.
+                // pending: versions of one record arrive in order. Walked in id order and stopped at
+                // the limit: left to itself, the planner takes `outbox_due` for the due range and
+                // sorts every due entry of the backlog on each claim (deliveries fell to ~20/s per
+                // subscription behind a growing backlog).
                 let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_queue
                      WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
                        AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
                            AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
