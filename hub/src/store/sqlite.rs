@@ -63,9 +63,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     event_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER
 );
-CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (subscription, state, id);
-CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (subscription, record_type, key, state, id);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (subscription, state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (subscription, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_pending_by_record ON outbox (subscription, record_type, key, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_pending_due ON outbox (subscription, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (subscription, id) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS subscription_state (
     name TEXT PRIMARY KEY, disabled INTEGER NOT NULL, reason TEXT, since TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -89,11 +90,11 @@ CREATE TABLE IF NOT EXISTS schedule_claims (
     check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
     PRIMARY KEY (check_name, slot)
 ) WITHOUT ROWID;
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;
 "#;
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -117,6 +118,24 @@ DROP TABLE IF EXISTS latest;
 DROP INDEX IF EXISTS subjects_by_record;
 PRAGMA user_version = 7;
 "#;
+
+/// From schema 7: the outbox is indexed only where entries wait (pending, dead). An index with
+/// the state in its key moved three entries on every settlement and grew with every delivery
+/// ever made; partial indexes lose an entry when one is delivered and stay the size of the
+/// backlog.
+const FROM_7: &str = r#"
+DROP INDEX IF EXISTS outbox_queue;
+DROP INDEX IF EXISTS outbox_by_record;
+DROP INDEX IF EXISTS outbox_due;
+CREATE INDEX outbox_pending ON outbox (subscription, id) WHERE state = 'pending';
+CREATE INDEX outbox_pending_by_record ON outbox (subscription, record_type, key, id) WHERE state = 'pending';
+CREATE INDEX outbox_pending_due ON outbox (subscription, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_dead ON outbox (subscription, id) WHERE state = 'dead';
+PRAGMA user_version = 8;
+"#;
+
+/// Each upgrade step: the version it leaves and its statements.
+const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
@@ -360,11 +379,14 @@ fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     if tables == 0 || version >= SCHEMA_VERSION {
         return Ok(());
     }
-    // Every release before schema 7 kept `records` as a WITHOUT ROWID table beside `latest`.
+    // Releases before schema 7 created their tables additively and all had schema 6's
+    // `records` (WITHOUT ROWID, beside `latest`), so they take the same first step.
     let records: i64 = conn.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
     tracing::info!(from = version, to = SCHEMA_VERSION, records, "upgrading the database schema");
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    if let Err(e) = conn.execute_batch(FROM_6).and_then(|()| conn.execute_batch("COMMIT")) {
+    let steps = UPGRADES.iter().filter(|(to, _)| *to > version).map(|(_, sql)| *sql);
+    let done = steps.into_iter().try_for_each(|sql| conn.execute_batch(sql));
+    if let Err(e) = done.and_then(|()| conn.execute_batch("COMMIT")) {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(e.into());
     }
@@ -975,11 +997,11 @@ impl Store for SqliteStore {
             .with(move |c| {
                 // An entry may go when it is due and no earlier version of the same record is still
                 // pending: versions of one record arrive in order. Walked in id order and stopped at
-                // the limit: left to itself, the planner takes `outbox_due` for the due range and
+                // the limit: left to itself, the planner takes the due index for the due range and
                 // sorts every due entry of the backlog on each claim (deliveries fell to ~20/s per
                 // subscription behind a growing backlog).
                 let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_queue
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_pending
                      WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
                        AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
                            AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
@@ -1162,14 +1184,25 @@ impl Store for SqliteStore {
         subscription: Option<String>,
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let state = state.to_owned();
+        // The state is written into the statement, not bound: only a literal lets the planner use
+        // the partial index of that state.
+        let state = match state {
+            "pending" => "pending",
+            "dead" => "dead",
+            _ => return Ok(Vec::new()),
+        };
         self.readers
             .with(move |c| {
-                let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = ?1 AND (?2 IS NULL OR o.subscription = ?2)
-                     ORDER BY o.id LIMIT ?3"
-                );
-                outbox_rows(c, &sql, &[&state, &subscription, &limit])
+                let sql = match subscription {
+                    Some(_) => format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}' AND o.subscription = ?1
+                         ORDER BY o.id LIMIT ?2"
+                    ),
+                    None => format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}' AND ?1 IS NULL ORDER BY o.id LIMIT ?2"
+                    ),
+                };
+                outbox_rows(c, &sql, &[&subscription, &limit])
             })
             .await
     }
@@ -1177,9 +1210,13 @@ impl Store for SqliteStore {
     async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>, StoreError> {
         self.readers
             .with(move |c| {
+                // One pass over each partial index (a state IN (...) would scan the whole table).
                 let mut stmt = c.prepare_cached(
-                    "SELECT subscription, state, COUNT(*), MIN(created_at) FROM outbox
-                     WHERE state IN ('pending', 'dead') GROUP BY subscription, state ORDER BY subscription",
+                    "SELECT subscription, 'pending', COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'
+                     GROUP BY subscription
+                     UNION ALL
+                     SELECT subscription, 'dead', COUNT(*), NULL FROM outbox WHERE state = 'dead' GROUP BY subscription
+                     ORDER BY 1, 2 DESC",
                 )?;
                 let mut out: Vec<DeliveryCounts> = Vec::new();
                 let rows = stmt.query_map([], |r| {
