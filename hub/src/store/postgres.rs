@@ -37,6 +37,10 @@ const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
 const OUTBOX_COLUMNS: &str =
     "o.id, o.subscription, o.record_type, o.key, o.version, o.event_id, o.state, o.attempts, o.next_attempt_at, o.created_at, o.last_error";
+/// The first pending version of the record of outbox entry `o` for its subscription: an entry may
+/// go only when it is that one (versions of one record arrive in order).
+const FIRST_PENDING_OF_RECORD: &str = "(SELECT MIN(p.id) FROM outbox p WHERE p.subscription = o.subscription
+     AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending')";
 const CHECK_COLUMNS: &str = "name, kind, started, duration_ms, status, summary, measurements, trigger";
 const AUDIT_COLUMNS: &str =
     "a.seq, a.time, a.actor, a.action, a.record_type, a.record_key, a.record_version, a.subjects, a.purpose, a.outcome, a.detail, a.prev, a.digest";
@@ -1153,13 +1157,18 @@ impl Store for PostgresStore {
         // SKIP LOCKED: two nodes claiming at once take disjoint entries instead of queueing. An
         // earlier version that is pending (leased or not, locked or not) holds back later ones,
         // so per-record order holds across nodes.
+        //
+        // Written so that no statistics can turn it into a sort of the whole backlog: the entries
+        // are walked in id order (`+ 0` keeps the due index out of it) and stop at the limit, and
+        // the first pending version of each record is a subquery run per entry (one index probe)
+        // rather than an anti-join the planner may build over every pending entry. With the
+        // statistics of a young table it did both: 257 ms per claim behind a 25,000-entry backlog.
         let sql = format!(
             "WITH due AS (
                  SELECT o.id FROM outbox o
-                 WHERE o.subscription = $1 AND o.state = 'pending' AND o.next_attempt_at <= $2
+                 WHERE o.subscription = $1 AND o.state = 'pending' AND o.next_attempt_at + 0 <= $2
                    AND (o.lease_until IS NULL OR o.lease_until <= $2)
-                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                       AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                   AND o.id = {FIRST_PENDING_OF_RECORD}
                  ORDER BY o.id LIMIT $3
                  FOR UPDATE SKIP LOCKED
              )
@@ -1184,15 +1193,24 @@ impl Store for PostgresStore {
     }
 
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(GREATEST(o.next_attempt_at, COALESCE(o.lease_until, 0))) FROM outbox o
-             WHERE o.subscription = $1 AND o.state = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                   AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)",
-        )
-        .bind(subscription)
-        .fetch_one(&self.pool)
-        .await?)
+        // The earliest entries by due time, not the minimum over the whole backlog: a MIN over
+        // every pending entry (each with its NOT EXISTS) cost the database O(backlog) after
+        // every claim. An entry further on falls due no earlier than the last one read, so that
+        // bounds the answer when the leases of those read end later.
+        const LOOK: i64 = 64;
+        let sql = format!(
+            "SELECT o.next_attempt_at, o.lease_until FROM outbox o
+             WHERE o.subscription = $1 AND o.state = 'pending' AND o.id = {FIRST_PENDING_OF_RECORD}
+             ORDER BY o.next_attempt_at LIMIT $2"
+        );
+        let rows: Vec<(i64, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(subscription).bind(LOOK).fetch_all(&self.pool).await?;
+        let due = rows.iter().map(|(at, lease)| (*at).max(lease.unwrap_or(0))).min();
+        let bound = (rows.len() as i64 == LOOK).then(|| rows.last().map(|(at, _)| *at)).flatten();
+        Ok(match (due, bound) {
+            (Some(d), Some(b)) => Some(d.min(b)),
+            (d, _) => d,
+        })
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
