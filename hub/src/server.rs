@@ -51,21 +51,23 @@ pub enum ServeError {
 /// Copies what every node of a cluster must hold the same of, the keys (`DATA/keys`) and the
 /// certificates (`DATA/pki`), from one node's data directory to another's (ops/deploy/cluster.md).
 pub fn copy_node_identity(from: &Path, to: &Path) -> std::io::Result<()> {
-    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            let target = to.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                copy_dir(&entry.path(), &target)?;
-            } else {
-                std::fs::copy(entry.path(), &target)?;
-            }
-        }
-        Ok(())
-    }
     for part in ["keys", "pki"] {
-        copy_dir(&from.join(part), &to.join(part))?;
+        copy_tree(&from.join(part), &to.join(part))?;
+    }
+    Ok(())
+}
+
+/// Copies a folder and everything under it (files keep their permissions).
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! release cannot make an older one's files.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use harness::{eventually, free_port, marriage, resident_id, HubProcess, TestConfig};
@@ -147,22 +147,8 @@ async fn write_the_upgrade_fixture() -> Result<()> {
     // The database (checkpointed into one file at shutdown) and the hub's keys; the development
     // PKI is made afresh by whichever release opens it, so no certificate in the fixture expires.
     std::fs::copy(data.join("hub.db"), target.join("hub.db"))?;
-    copy_dir(&data.join("keys"), &target.join("keys"))?;
+    hub::server::copy_tree(&data.join("keys"), &target.join("keys"))?;
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }
 
@@ -181,7 +167,7 @@ async fn a_data_directory_of_the_schema_6_release_opens_with_everything_in_it() 
     let manifest: Value = serde_json::from_slice(&std::fs::read(fixture().join("manifest.json"))?)?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    copy_dir(&fixture().join("data"), &data)?;
+    hub::server::copy_tree(&fixture().join("data"), &data)?;
     // Nothing listens for Family Planning now: its pending entries stay pending.
     let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?)).write();
     let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;

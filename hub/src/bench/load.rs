@@ -64,7 +64,31 @@ pub struct Outcome {
     pub samples: Vec<String>,
 }
 
+/// What one worker counted: its latencies, answers as expected, failures and a few of their
+/// descriptions.
+pub type Tally = (Histogram<u64>, u64, u64, Vec<String>);
+
 impl Outcome {
+    /// Nothing yet, over `elapsed`.
+    pub fn empty(elapsed: Duration) -> Result<Self> {
+        Ok(Self {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            ok: 0,
+            errors: 0,
+            elapsed,
+            samples: Vec::new(),
+        })
+    }
+
+    /// Adds one worker's tally, keeping at most three error samples in all.
+    pub fn add(&mut self, (h, ok, errors, samples): Tally) -> Result<()> {
+        self.histogram.add(h)?;
+        self.ok += ok;
+        self.errors += errors;
+        self.samples.extend(samples.into_iter().take(3usize.saturating_sub(self.samples.len())));
+        Ok(())
+    }
+
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -184,19 +208,9 @@ impl Load {
                 (h, ok, errors, samples)
             }));
         }
-        let mut out = Outcome {
-            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            ok: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-            samples: Vec::new(),
-        };
+        let mut out = Outcome::empty(Duration::ZERO)?;
         for t in tasks {
-            let (h, ok, errors, samples) = t.await?;
-            out.histogram.add(h)?;
-            out.ok += ok;
-            out.errors += errors;
-            out.samples.extend(samples.into_iter().take(3usize.saturating_sub(out.samples.len())));
+            out.add(t.await?)?;
         }
         out.elapsed =
             Instant::now().saturating_duration_since(measure_from).min(self.duration).max(Duration::from_millis(1));

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::AssertSqlSafe;
 
@@ -102,13 +101,8 @@ async fn drive(args: &BenchArgs, clients: i64, t: &str, dir: &Path) -> Result<Ou
     let measure_from =
         started.duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64 + args.warmup.as_micros() as u64;
     let measure_to = measure_from + args.duration.as_micros() as u64;
-    let mut out = Outcome {
-        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        ok: 0,
-        errors: failed,
-        elapsed: args.duration,
-        samples: Vec::new(),
-    };
+    let mut out = Outcome::empty(args.duration)?;
+    out.errors = failed;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("log")) {

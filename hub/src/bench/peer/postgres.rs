@@ -79,21 +79,10 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome> {
             (h, ok, errors, samples)
         }));
     }
-    let mut out = Outcome {
-        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        ok: 0,
-        errors: 0,
-        elapsed: args.duration,
-        samples: Vec::new(),
-    };
+    let mut out = Outcome::empty(args.duration)?;
     for task in tasks {
-        let (h, ok, errors, samples) = task.await?;
-        out.histogram.add(h)?;
-        out.ok += ok;
-        out.errors += errors;
-        out.samples.extend(samples);
+        out.add(task.await?)?;
     }
-    out.samples.truncate(3);
     for suffix in ["outbox", "records"] {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {t}_{suffix}"))).execute(&pool).await?;
     }

@@ -142,20 +142,9 @@ async fn drive(args: &BenchArgs, exchange: &str) -> Result<Outcome> {
             anyhow::Ok((h, ok, errors, samples))
         }));
     }
-    let mut out = Outcome {
-        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        ok: 0,
-        errors: 0,
-        elapsed: args.duration,
-        samples: Vec::new(),
-    };
+    let mut out = Outcome::empty(args.duration)?;
     for task in tasks {
-        let (h, ok, errors, samples) = task.await??;
-        out.histogram.add(h)?;
-        out.ok += ok;
-        out.errors += errors;
-        out.samples.extend(samples);
+        out.add(task.await??)?;
     }
-    out.samples.truncate(3);
     Ok(out)
 }
