@@ -152,6 +152,21 @@ async fn write_the_upgrade_fixture() -> Result<()> {
     Ok(())
 }
 
+/// Git keeps no file modes but the executable bit, and the hub refuses secrets others can read:
+/// the copy gets back the 0600 the release wrote (public keys too, which is stricter than needed).
+fn owner_only(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            owner_only(&entry.path())?;
+        } else {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// An audit listing as (sequence, digest) pairs.
 fn seqs(audit: &Value) -> Vec<(u64, String)> {
     audit
@@ -168,6 +183,7 @@ async fn a_data_directory_of_the_schema_6_release_opens_with_everything_in_it() 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     hub::server::copy_tree(&fixture().join("data"), &data)?;
+    owner_only(&data)?;
     // Nothing listens for Family Planning now: its pending entries stay pending.
     let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?)).write();
     let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;
