@@ -150,7 +150,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 
 /// Where a target table's rows come from in the SQLite database: the table of the same name, but
 /// for `latest`, which SQLite keeps as the last entry of its records index (schema 7).
-fn source(table: &str) -> &str {
+fn rows_of(table: &str) -> &str {
     match table {
         "latest" => "(SELECT type, key, MAX(version) AS version FROM records GROUP BY type, key)",
         other => other,
@@ -193,7 +193,7 @@ pub async fn sqlite_to_postgres(
     };
     let mut counts = Vec::with_capacity(TABLES.len());
     for (table, _) in TABLES {
-        let n: i64 = source.query_row(&format!("SELECT COUNT(*) FROM {}", self::source(table)), [], |r| r.get(0))?;
+        let n: i64 = source.query_row(&format!("SELECT COUNT(*) FROM {}", rows_of(table)), [], |r| r.get(0))?;
         counts.push((*table, n as u64));
     }
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
@@ -213,7 +213,7 @@ pub async fn sqlite_to_postgres(
     let mut done = 0u64;
     for (table, columns) in TABLES {
         let names = columns.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
-        let mut stmt = source.prepare(&format!("SELECT {names} FROM {}", self::source(table)))?;
+        let mut stmt = source.prepare(&format!("SELECT {names} FROM {}", rows_of(table)))?;
         let mut rows = stmt.query([])?;
         let mut chunk: Vec<Vec<Cell>> = Vec::with_capacity(CHUNK);
         loop {

@@ -1206,7 +1206,7 @@ impl Store for PostgresStore {
         let rows: Vec<(i64, Option<i64>)> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(subscription).bind(LOOK).fetch_all(&self.pool).await?;
         let due = rows.iter().map(|(at, lease)| (*at).max(lease.unwrap_or(0))).min();
-        let bound = (rows.len() as i64 == LOOK).then(|| rows.last().map(|(at, _)| *at)).flatten();
+        let bound = rows.last().filter(|_| rows.len() as i64 == LOOK).map(|(at, _)| *at);
         Ok(match (due, bound) {
             (Some(d), Some(b)) => Some(d.min(b)),
             (d, _) => d,

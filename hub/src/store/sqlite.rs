@@ -1193,16 +1193,15 @@ impl Store for SqliteStore {
         };
         self.readers
             .with(move |c| {
-                let sql = match subscription {
-                    Some(_) => format!(
-                        "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}' AND o.subscription = ?1
-                         ORDER BY o.id LIMIT ?2"
+                let all = format!("SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}'");
+                match &subscription {
+                    Some(s) => outbox_rows(
+                        c,
+                        &format!("{all} AND o.subscription = ?1 ORDER BY o.id LIMIT ?2"),
+                        &[s as &dyn rusqlite::ToSql, &limit],
                     ),
-                    None => format!(
-                        "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}' AND ?1 IS NULL ORDER BY o.id LIMIT ?2"
-                    ),
-                };
-                outbox_rows(c, &sql, &[&subscription, &limit])
+                    None => outbox_rows(c, &format!("{all} ORDER BY o.id LIMIT ?1"), &[&limit]),
+                }
             })
             .await
     }

@@ -11,6 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::AssertSqlSafe;
 use tokio::time::Instant;
 
+use super::SUBSCRIBERS;
 use crate::bench::load::Outcome;
 use crate::bench::records::Generator;
 use crate::bench::{BenchArgs, Scenario};
@@ -41,9 +42,8 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome> {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
             let insert_record = format!("INSERT INTO {t}_records (key, body) VALUES ($1, $2::jsonb) RETURNING id");
-            let insert_outbox = format!(
-                "INSERT INTO {t}_outbox (record_id, subscription) VALUES ($1, 'family-planning'), ($1, 'public-security'), ($1, 'hrss'), ($1, 'state-tax')"
-            );
+            let rows = SUBSCRIBERS.iter().map(|s| format!("($1, '{s}')")).collect::<Vec<_>>().join(", ");
+            let insert_outbox = format!("INSERT INTO {t}_outbox (record_id, subscription) VALUES {rows}");
             while Instant::now() < deadline {
                 let req = gen.publish(true);
                 let key = serde_json::from_slice::<serde_json::Value>(&req.body)
@@ -54,8 +54,11 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome> {
                 let began = Instant::now();
                 let result: Result<(), sqlx::Error> = async {
                     let mut tx = pool.begin().await?;
-                    let (id,): (i64,) =
-                        sqlx::query_as(AssertSqlSafe(insert_record.clone())).bind(&key).bind(&body).fetch_one(&mut *tx).await?;
+                    let (id,): (i64,) = sqlx::query_as(AssertSqlSafe(insert_record.clone()))
+                        .bind(&key)
+                        .bind(&body)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     sqlx::query(AssertSqlSafe(insert_outbox.clone())).bind(id).execute(&mut *tx).await?;
                     tx.commit().await
                 }
