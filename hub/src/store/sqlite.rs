@@ -1508,6 +1508,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let conn = Connection::open(db_path(dir.path())).unwrap();
+        conn.execute_batch("CREATE TABLE records (x); PRAGMA user_version = 99;").unwrap();
+        drop(conn);
+        let opts = SqliteOptions {
+            group_commit_max: 8,
+            read_connections: 1,
+            checkpoint_every: 1000,
+            max_wal_bytes: 256 << 20,
+        };
+        match SqliteStore::open(dir.path(), keys, opts) {
+            Err(StoreError::Mismatch(m)) => assert!(m.contains("schema version 99"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+        let conn = Connection::open(db_path(dir.path())).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 99);
+    }
+
     #[tokio::test]
     async fn a_publish_failing_after_its_first_writes_rolls_back_its_group_and_leaves_the_chain_whole() {
         let dir = tempfile::tempdir().unwrap();
