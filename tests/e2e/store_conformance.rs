@@ -2,7 +2,9 @@
 //! PostgreSQL store (a fresh database per test, when `HUB_TEST_POSTGRES_URL` is set). It holds the
 //! promises the exchange relies on: a version, its index rows, its audit entry and its outbox
 //! entries commit together or not at all; idempotency; versions and audit sequence in order;
-//! leases; feeds; schedule claims; and everything intact after a restart.
+//! leases; feeds; schedule claims; and everything intact after a restart. SQLite runs it twice:
+//! with outbox rows for every subscription, and with the push subscription `tax` served as a
+//! cursor over the log (what `hub serve` does for every push subscription).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +21,17 @@ use hub::store::{Lease, NewVersion, Published, Receipt, Settlement, Store};
 /// refuse one key after the record row is written, as a failing disk would.
 enum Backend {
     Sqlite { dir: tempfile::TempDir },
+    SqliteLog { dir: tempfile::TempDir },
     Postgres { db: PgDatabase, dir: tempfile::TempDir },
 }
 
 impl Backend {
     async fn sqlite() -> Result<Option<Self>> {
         Ok(Some(Backend::Sqlite { dir: tempfile::tempdir()? }))
+    }
+
+    async fn sqlite_log() -> Result<Option<Self>> {
+        Ok(Some(Backend::SqliteLog { dir: tempfile::tempdir()? }))
     }
 
     async fn postgres() -> Result<Option<Self>> {
@@ -35,21 +42,25 @@ impl Backend {
 
     fn dir(&self) -> &Path {
         match self {
-            Backend::Sqlite { dir } | Backend::Postgres { dir, .. } => dir.path(),
+            Backend::Sqlite { dir } | Backend::SqliteLog { dir } | Backend::Postgres { dir, .. } => dir.path(),
         }
     }
 
     async fn open(&self) -> Result<Arc<dyn Store>> {
         let keys = Arc::new(HubKeys::load_or_create(self.dir())?);
         Ok(match self {
-            Backend::Sqlite { dir } => {
+            Backend::Sqlite { dir } | Backend::SqliteLog { dir } => {
                 let opts = SqliteOptions {
                     group_commit_max: 64,
                     read_connections: 2,
                     checkpoint_every: 4,
                     max_wal_bytes: 256 << 20,
                 };
-                Arc::new(SqliteStore::open(dir.path(), keys, opts)?)
+                let store = Arc::new(SqliteStore::open(dir.path(), keys, opts)?);
+                if matches!(self, Backend::SqliteLog { .. }) {
+                    store.serve_from_log(vec![("tax".into(), "marriage".into())]).await?;
+                }
+                store
             }
             Backend::Postgres { db, .. } => {
                 let opts =
@@ -62,7 +73,7 @@ impl Backend {
     /// Makes the database refuse to index key `boom` (after the record row is in).
     async fn sabotage(&self) -> Result<()> {
         match self {
-            Backend::Sqlite { dir } => {
+            Backend::Sqlite { dir } | Backend::SqliteLog { dir } => {
                 // The subject index is written after the record row (SQLite keeps no `latest` table).
                 rusqlite::Connection::open(db_path(dir.path()))?.execute_batch(
                     "CREATE TRIGGER refuse BEFORE INSERT ON subjects WHEN NEW.key = 'boom'
@@ -276,8 +287,12 @@ async fn dead_letters_and_expiry(b: Backend) -> Result<()> {
     let counts = store.delivery_counts().await?;
     let tax = counts.iter().find(|c| c.subscription == "tax").expect("tax counts");
     assert_eq!((tax.pending, tax.dead), (0, 1));
-    assert_eq!(store.retry_dead(rows[0].id, NewEntry::new("ops", Action::Admin, "ok")).await?.as_deref(), Some("tax"));
-    assert_eq!(store.retry_dead(rows[0].id, NewEntry::new("ops", Action::Admin, "ok")).await?, None);
+    // A dead letter is a row (an entry from the log becomes one when it dies), with its event id.
+    let dead_rows = store.deliveries("dead", Some("tax".into()), 10).await?;
+    assert_eq!(dead_rows.iter().map(|o| &o.event_id).collect::<Vec<_>>(), [&rows[0].event_id]);
+    let id = dead_rows[0].id;
+    assert_eq!(store.retry_dead(id, NewEntry::new("ops", Action::Admin, "ok")).await?.as_deref(), Some("tax"));
+    assert_eq!(store.retry_dead(id, NewEntry::new("ops", Action::Admin, "ok")).await?, None);
     let expired = store.expire("tax", now_ms() + 1, "too old".into(), dead).await?;
     assert_eq!(expired, 1);
     assert_eq!(store.deliveries("dead", Some("tax".into()), 10).await?.len(), 1);
@@ -334,7 +349,13 @@ async fn restart(b: Backend) -> Result<()> {
     let second = created(publish_one(&*store, version("m1", "b")).await?)?;
     assert_eq!((second.version, second.audit_seq), (2, 3));
     let outbox_after = store.deliveries("pending", None, 10).await?;
-    assert!(outbox_after.iter().filter(|o| o.version == 2).all(|o| outbox_before.iter().all(|b| b.id < o.id)));
+    // Ids go on from there: rows count up, and an entry from the log is named by its record's
+    // audit sequence, which does.
+    assert_eq!(outbox_after.len(), 4);
+    for o in outbox_after.iter().filter(|o| o.version == 2) {
+        assert!(outbox_before.iter().all(|b| b.id != o.id && b.event_id != o.event_id));
+        assert!(o.id < 0 || outbox_before.iter().all(|b| b.id < o.id));
+    }
     let report = store.verify_audit().await?.map_err(anyhow::Error::from)?;
     assert_eq!(report.head_seq, 3);
     store.close().await;
@@ -376,6 +397,65 @@ async fn repeats_within_one_commit(b: Backend) -> Result<()> {
     Ok(())
 }
 
+/// SQLite's cursors over the log, through a restart: an entry that failed is a row and goes once,
+/// from its row; what lies past the first entry still out when the store closed goes again (at
+/// least once), delivered or not; what was settled below it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once() -> Result<()> {
+    let b = Backend::SqliteLog { dir: tempfile::tempdir()? };
+    let store = b.open().await?;
+    for k in ["m1", "m2", "m3", "m4"] {
+        created(publish_one(&*store, version(k, "a")).await?)?;
+    }
+    let t0 = now_ms();
+    let out = store.claim("tax", t0, 10, lease("a", t0 + 60_000)).await?;
+    assert_eq!(out.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m1", "m2", "m3", "m4"]);
+    assert!(out.iter().all(|o| o.id < 0), "entries from the log are not rows");
+    let at = t0 + 1_000;
+    store.settle(out[0].id, Settlement::Delivered, None).await?;
+    store.settle(out[1].id, Settlement::Retry { at_ms: at, error: "503".into() }, None).await?;
+    store.settle(out[3].id, Settlement::Delivered, None).await?;
+    // The store closes with m3 out.
+    store.close().await;
+    drop(store);
+
+    let store = b.open().await?;
+    let again = store.claim("tax", at, 10, lease("b", at + 60_000)).await?;
+    let mut got: Vec<(&str, u32, bool)> = again.iter().map(|o| (o.key.as_str(), o.attempts, o.id > 0)).collect();
+    got.sort();
+    assert_eq!(got, [("m2", 1, true), ("m3", 0, false), ("m4", 0, false)]);
+    assert_eq!(again.iter().find(|o| o.key == "m2").map(|o| o.event_id.clone()), Some(out[1].event_id.clone()));
+    let counts = store.delivery_counts().await?;
+    assert_eq!(counts.iter().find(|c| c.subscription == "tax").map(|c| c.pending), Some(3));
+    store.settle_many(again.iter().map(|o| (o.id, Settlement::Delivered, None)).collect()).await?;
+    assert!(store.claim("tax", at + 120_000, 10, lease("c", at + 180_000)).await?.is_empty());
+    assert_eq!(store.next_due("tax").await?, None);
+    store.close().await;
+    Ok(())
+}
+
+/// Entries that waited in the log past their age become dead letters with an audit entry each;
+/// a version not routed to a cursor is not owed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_entries_expire_and_only_routed_versions_are_owed() -> Result<()> {
+    let b = Backend::SqliteLog { dir: tempfile::tempdir()? };
+    let store = b.open().await?;
+    created(publish_one(&*store, version("m1", "a")).await?)?;
+    created(publish_one(&*store, NewVersion { routes: vec!["police".into()], ..version("m2", "a") }).await?)?;
+    created(publish_one(&*store, version("m3", "a")).await?)?;
+    let dead = NewEntry::new("tax", Action::DeadLetter, "dead");
+    assert_eq!(store.expire("tax", now_ms() + 1, "too old".into(), dead).await?, 2);
+    let dead_rows = store.deliveries("dead", Some("tax".into()), 10).await?;
+    assert_eq!(dead_rows.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m1", "m3"]);
+    assert!(store.claim("tax", now_ms(), 10, lease("a", now_ms() + 60_000)).await?.is_empty());
+    let audits = store.audit_after(0, 10).await?;
+    let dead_letters: Vec<_> = audits.iter().filter(|e| e.action == "dead_letter").collect();
+    assert_eq!(dead_letters.len(), 2);
+    assert!(dead_letters.iter().all(|e| e.subjects.len() == 1 && e.record_version == Some(1)));
+    store.close().await;
+    Ok(())
+}
+
 macro_rules! conformance {
     ($backend:ident: $($name:ident),+ $(,)?) => {
         mod $backend {
@@ -393,6 +473,8 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+conformance!(sqlite_log: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
     dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
 conformance!(postgres: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
     dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);

@@ -280,8 +280,11 @@ impl Delivery {
         }
     }
 
-    /// Marks stopped subscriptions from the store (after a restart).
+    /// Marks stopped subscriptions from the store (after a restart) and tells the store which
+    /// subscriptions a worker here pushes, so it may serve them from the log.
     pub async fn load_states(&self) -> Result<(), StoreError> {
+        let pushed = self.subs.iter().filter(|s| s.adapter.is_some());
+        self.store.serve_from_log(pushed.map(|s| (s.name.clone(), s.record_type.clone())).collect()).await?;
         for st in self.store.subscription_states().await? {
             self.set_disabled(&st.name, st.disabled);
         }

@@ -196,6 +196,13 @@ pub async fn sqlite_to_postgres(
         let n: i64 = source.query_row(&format!("SELECT COUNT(*) FROM {}", rows_of(table)), [], |r| r.get(0))?;
         counts.push((*table, n as u64));
     }
+    // What the log still owes push subscriptions (cursors, in SQLite) becomes pending outbox
+    // rows after those already there: the PostgreSQL store keeps rows for every subscription.
+    let owed = crate::store::sqlite::owed_from_log(&source)?;
+    let first_id: i64 = source.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox", [], |r| r.get(0))?;
+    if let Some(c) = counts.iter_mut().find(|(t, _)| *t == "outbox") {
+        c.1 += owed.len() as u64;
+    }
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     let pool = target.pool();
     for (table, _) in TABLES {
@@ -231,6 +238,33 @@ pub async fn sqlite_to_postgres(
                 break;
             }
         }
+    }
+    let owed: Vec<Vec<Cell>> = owed
+        .into_iter()
+        .zip(first_id..)
+        .map(|(o, id)| {
+            vec![
+                Cell::Integer(id),
+                Cell::Text(o.subscription),
+                Cell::Text(o.record_type),
+                Cell::Text(o.key),
+                Cell::Integer(o.version as i64),
+                Cell::Text(o.event_id),
+                Cell::Text(o.state),
+                Cell::Integer(i64::from(o.attempts)),
+                Cell::Integer(o.next_attempt_at),
+                Cell::Integer(o.created_at),
+                Cell::Null,
+                Cell::Null,
+            ]
+        })
+        .collect();
+    let outbox = TABLES.iter().find(|(t, _)| *t == "outbox").map_or(&[][..], |(_, c)| *c);
+    let names = outbox.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+    for chunk in owed.chunks(CHUNK) {
+        insert(&mut tx, "outbox", &names, outbox, chunk).await?;
+        done += chunk.len() as u64;
+        progress("outbox", done, total);
     }
     for table in ["outbox", "check_runs", "alerts"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(

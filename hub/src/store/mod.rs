@@ -432,6 +432,13 @@ pub trait Store: Send + Sync {
         limit: u32,
         lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Serves these push subscriptions (name, record type) as cursors over the log where the
+    /// store can: a version routed to one writes no outbox row unless an attempt fails. Called
+    /// once at start, before the first publish; a store that cannot keeps rows for all.
+    async fn serve_from_log(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
+        let _ = subscriptions;
+        Ok(())
+    }
     /// Gives back the leases of `owner` (a node stopping): its unfinished entries may go from
     /// another node at once instead of when the leases run out. Returns how many.
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;

@@ -1,14 +1,12 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL`. One write connection is owned by
 //! the ledger-writer thread, which drains its queue into one transaction (group commit: many
-//! commits, one fsync), gives each operation but publishes a savepoint so one failure cannot
-//! spoil its neighbours (a failed publish rolls back its whole group), assigns audit sequence
-//! numbers and chains digests. Reads use a small pool of read-only connections on blocking
-//! threads; WAL lets them run beside the writer.
-//!
-//! One piece for now, and over the ~600 lines the layout allows: the log-and-cursor store of the
-//! speed issue (issue 16) rewrites this file's writer and tables, and its split (writer, reads,
-//! outbox, audit) is made there, once, rather than here and again there.
+//! commits, one fsync), gives each operation but publishes and settlements a savepoint so one
+//! failure cannot spoil its neighbours (a failed publish rolls back its whole group), assigns
+//! audit sequence numbers and chains digests. Reads use a small pool of read-only connections on
+//! blocking threads; WAL lets them run beside the writer. Push subscriptions are cursors over the
+//! log (`log.rs`); the schema and its upgrade steps are the SQL files beside this one.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +18,10 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+mod log;
+
+pub(crate) use log::owed as owed_from_log;
+
 use super::wal::{Wal, WalWriter};
 use super::{
     AlertRecord, Audited, CheckRun, DeliveryCounts, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
@@ -28,114 +30,32 @@ use super::{
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS records (
-    audit_seq INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL,
-    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS records_by_key ON records (type, key, version);
-CREATE TABLE IF NOT EXISTS subjects (
-    subject_hash TEXT NOT NULL, type TEXT NOT NULL, key TEXT NOT NULL,
-    PRIMARY KEY (subject_hash, type, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS idempotency (
-    publisher TEXT NOT NULL, idem_key TEXT NOT NULL, request_digest TEXT NOT NULL,
-    receipt TEXT NOT NULL, created_at TEXT NOT NULL,
-    PRIMARY KEY (publisher, idem_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    record_type TEXT, record_key TEXT, record_version INTEGER, subjects TEXT NOT NULL,
-    purpose TEXT, outcome TEXT NOT NULL, detail TEXT, prev TEXT NOT NULL, digest TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_subjects (
-    subject_hash TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (subject_hash, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, signature TEXT NOT NULL, time TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_by_seq ON records (type, audit_seq);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    subscription TEXT NOT NULL, record_type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-    event_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT, settled_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (subscription, id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_pending_by_record ON outbox (subscription, record_type, key, id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_pending_due ON outbox (subscription, next_attempt_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (subscription, id) WHERE state = 'dead';
-CREATE TABLE IF NOT EXISTS subscription_state (
-    name TEXT PRIMARY KEY, disabled INTEGER NOT NULL, reason TEXT, since TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS feed_cursor (
-    subscription TEXT PRIMARY KEY, acked INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS check_runs (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, started TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL,
-    measurements TEXT NOT NULL, trigger TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS check_runs_by_name ON check_runs (name, started);
-CREATE INDEX IF NOT EXISTS check_runs_by_time ON check_runs (started);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, check_name TEXT NOT NULL, from_status TEXT NOT NULL,
-    to_status TEXT NOT NULL, summary TEXT NOT NULL, time TEXT NOT NULL, flapping INTEGER NOT NULL,
-    delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time);
-CREATE TABLE IF NOT EXISTS schedule_claims (
-    check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
-    PRIMARY KEY (check_name, slot)
-) WITHOUT ROWID;
-PRAGMA user_version = 8;
-"#;
+const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
 /// over ~1,000 bytes took a 4 KiB overflow page of its own); `latest` is the last entry of
 /// `records_by_key`; the subject index is kept up to date from the previous version's subjects
 /// instead of through an index by record.
-const FROM_6: &str = r#"
-CREATE TABLE records_v7 (
-    audit_seq INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
-    schema_version INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL,
-    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL
-);
-INSERT INTO records_v7 (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload)
-    SELECT audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload
-    FROM records ORDER BY audit_seq;
-DROP TABLE records;
-ALTER TABLE records_v7 RENAME TO records;
-CREATE UNIQUE INDEX records_by_key ON records (type, key, version);
-CREATE INDEX records_by_seq ON records (type, audit_seq);
-DROP TABLE IF EXISTS latest;
-DROP INDEX IF EXISTS subjects_by_record;
-PRAGMA user_version = 7;
-"#;
+const FROM_6: &str = include_str!("upgrade-7.sql");
 
 /// From schema 7: the outbox is indexed only where entries wait (pending, dead). An index with
 /// the state in its key moved three entries on every settlement and grew with every delivery
 /// ever made; partial indexes lose an entry when one is delivered and stay the size of the
 /// backlog.
-const FROM_7: &str = r#"
-DROP INDEX IF EXISTS outbox_queue;
-DROP INDEX IF EXISTS outbox_by_record;
-DROP INDEX IF EXISTS outbox_due;
-CREATE INDEX outbox_pending ON outbox (subscription, id) WHERE state = 'pending';
-CREATE INDEX outbox_pending_by_record ON outbox (subscription, record_type, key, id) WHERE state = 'pending';
-CREATE INDEX outbox_pending_due ON outbox (subscription, next_attempt_at) WHERE state = 'pending';
-CREATE INDEX outbox_dead ON outbox (subscription, id) WHERE state = 'dead';
-PRAGMA user_version = 8;
-"#;
+const FROM_7: &str = include_str!("upgrade-8.sql");
+
+/// From schema 8: push subscriptions become cursors over the log (`log.rs`). A record names the
+/// cursors it is routed to as bits of `routes`, which `records_by_seq` carries so that a cursor
+/// reads its way and counts its backlog from the index alone; outbox rows are left for what
+/// cannot go in log order.
+const FROM_8: &str = include_str!("upgrade-9.sql");
 
 /// Each upgrade step: the version it leaves and its statements.
-const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7)];
+const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
@@ -166,6 +86,7 @@ pub fn db_path(data: &Path) -> PathBuf {
 /// What a write operation produced.
 enum Done {
     Published(Published),
+    Cursors(Vec<(String, i64, i64)>),
     Audited(Audited),
     Count(u64),
     Subscription(Option<String>),
@@ -257,6 +178,8 @@ pub struct SqliteStore {
     stats: Arc<Stats>,
     keys: Arc<HubKeys>,
     wal: Arc<Wal>,
+    /// Push subscriptions served from the log; set once at start, before the first publish.
+    cursors: std::sync::RwLock<Arc<log::Cursors>>,
 }
 
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -322,6 +245,7 @@ impl SqliteStore {
             stats,
             keys,
             wal,
+            cursors: std::sync::RwLock::default(),
         })
     }
 
@@ -353,6 +277,131 @@ impl SqliteStore {
 
     async fn submit(&self, ops: Vec<WriteFn>) -> JobResult {
         self.send(ops, true).await
+    }
+
+    fn cursors(&self) -> Arc<log::Cursors> {
+        self.cursors.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn cursor(&self, subscription: &str) -> Option<Arc<log::Cursor>> {
+        self.cursors().by_name.get(subscription).cloned()
+    }
+
+    /// Leases due pending outbox rows of a subscription, leaving out records in `busy` (a
+    /// version of theirs is out from the log).
+    async fn claim_rows(
+        &self,
+        subscription: &str,
+        now_ms: i64,
+        limit: u32,
+        lease: &Lease,
+        busy: HashSet<(String, String)>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sub = subscription.to_owned();
+        // One worker per subscription claims, so two claims never race for the same entries.
+        let leased: Vec<i64> = {
+            let mut leases = lock(&self.leases);
+            leases.retain(|_, l| l.until_ms > now_ms);
+            leases.keys().copied().collect()
+        };
+        let rows = self
+            .readers
+            .with(move |c| {
+                // An entry may go when it is due and no earlier version of the same record is still
+                // pending: versions of one record arrive in order. Walked in id order and stopped at
+                // the limit: left to itself, the planner takes the due index for the due range and
+                // sorts every due entry of the backlog on each claim (deliveries fell to ~20/s per
+                // subscription behind a growing backlog).
+                let sql = format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_pending
+                     WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                     ORDER BY o.id LIMIT ?3"
+                );
+                let fetch = limit + (leased.len() + busy.len()) as u32;
+                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|r| !leased.contains(&r.id) && !busy.contains(&(r.record_type.clone(), r.key.clone())))
+                    .take(limit as usize)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut leases = lock(&self.leases);
+        for r in &rows {
+            leases.insert(r.id, lease.clone());
+        }
+        Ok(rows)
+    }
+
+    async fn next_due_rows(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
+        let sub = subscription.to_owned();
+        let leased: std::collections::HashMap<i64, i64> =
+            lock(&self.leases).iter().map(|(id, l)| (*id, l.until_ms)).collect();
+        self.readers
+            .with(move |c| {
+                // Oldest due first; a leased entry counts from the end of its lease. Past the
+                // leased ones, the first that is not leased bounds the answer.
+                let mut stmt = c.prepare_cached(
+                    "SELECT o.id, o.next_attempt_at FROM outbox o
+                     WHERE o.subscription = ?1 AND o.state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                     ORDER BY o.next_attempt_at LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![sub, leased.len() as i64 + 1], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut due: Option<i64> = None;
+                for row in rows {
+                    let (id, at) = row?;
+                    let at = leased.get(&id).map_or(at, |until| at.max(*until));
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
+                Ok(due)
+            })
+            .await
+    }
+
+    async fn expire_rows(
+        &self,
+        subscription: &str,
+        cutoff_ms: i64,
+        error: String,
+        template: NewEntry,
+    ) -> Result<u64, StoreError> {
+        let sub = subscription.to_owned();
+        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
+            let sql = format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.created_at < ?2
+                 ORDER BY o.id LIMIT 1000"
+            );
+            let rows = outbox_rows(tx.conn, &sql, &[&sub, &cutoff_ms])?;
+            for row in &rows {
+                tx.conn
+                    .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
+                    .execute(params![row.id, tx.now_ms, error])?;
+                let subjects: Option<String> = tx
+                    .conn
+                    .prepare_cached("SELECT subjects FROM records WHERE type = ?1 AND key = ?2 AND version = ?3")?
+                    .query_row(params![row.record_type, row.key, row.version as i64], |r| r.get(0))
+                    .optional()?;
+                let entry = NewEntry {
+                    record_type: Some(row.record_type.clone()),
+                    record_key: Some(row.key.clone()),
+                    record_version: Some(row.version),
+                    subjects: subjects.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+                    detail: Some(serde_json::json!({
+                        "subscription": row.subscription, "event_id": row.event_id, "reason": error,
+                    })),
+                    ..template.clone()
+                };
+                tx.audit(entry)?;
+            }
+            Ok(Done::Count(rows.len() as u64))
+        });
+        self.count(op).await
     }
 
     async fn send(&self, ops: Vec<WriteFn>, isolated: bool) -> JobResult {
@@ -528,7 +577,8 @@ fn settle_op(id: i64, settlement: Settlement, audit: Option<NewEntry>) -> WriteF
     })
 }
 
-fn publish_op(v: NewVersion) -> WriteFn {
+/// Stores a version; `bits` are the cursors it is routed to beside the outbox rows of `v.routes`.
+fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
     Box::new(move |tx: &mut Tx<'_>| {
         let conn = tx.conn;
         if let Some((idem_key, request_digest)) = &v.idempotency {
@@ -560,8 +610,8 @@ fn publish_op(v: NewVersion) -> WriteFn {
         let time = tx.time;
         let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         conn.prepare_cached(
-            "INSERT INTO records (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO records (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload, routes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             e.seq as i64,
@@ -573,7 +623,8 @@ fn publish_op(v: NewVersion) -> WriteFn {
             v.publisher,
             time,
             subjects,
-            v.canonical
+            v.canonical,
+            (bits != 0).then_some(bits)
         ])?;
         // The index follows the latest version: a person removed from a household is no longer
         // found through it. Only what changed since the previous version is written.
@@ -601,7 +652,7 @@ fn publish_op(v: NewVersion) -> WriteFn {
             digest: v.digest,
             audit_seq: e.seq,
             received_at: time.to_owned(),
-            routed: v.routes.len() as u64,
+            routed: v.routes.len() as u64 + u64::from(bits.count_ones()),
         };
         if let Some((idem_key, request_digest)) = &v.idempotency {
             let text = serde_json::to_string(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -859,7 +910,23 @@ fn verify_from(
 #[async_trait]
 impl Store for SqliteStore {
     async fn publish(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
-        let done = self.send(versions.into_iter().map(publish_op).collect(), false).await?;
+        let cursors = self.cursors();
+        let ops = versions
+            .into_iter()
+            .map(|mut v| {
+                // Routes to a cursor are a bit of the record's row; the others get outbox rows.
+                let mut bits = 0i64;
+                v.routes.retain(|r| match cursors.by_name.get(r) {
+                    Some(c) => {
+                        bits |= c.bit();
+                        false
+                    }
+                    None => true,
+                });
+                publish_op(v, bits)
+            })
+            .collect();
+        let done = self.send(ops, false).await?;
         Ok(done
             .into_iter()
             .map(|d| match d {
@@ -978,6 +1045,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn serve_from_log(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.register(subscriptions).await
+    }
+
     async fn claim(
         &self,
         subscription: &str,
@@ -985,94 +1056,53 @@ impl Store for SqliteStore {
         limit: u32,
         lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let sub = subscription.to_owned();
-        // One worker per subscription claims, so two claims never race for the same entries.
-        let leased: Vec<i64> = {
-            let mut leases = lock(&self.leases);
-            leases.retain(|_, l| l.until_ms > now_ms);
-            leases.keys().copied().collect()
-        };
-        let rows = self
-            .readers
-            .with(move |c| {
-                // An entry may go when it is due and no earlier version of the same record is still
-                // pending: versions of one record arrive in order. Walked in id order and stopped at
-                // the limit: left to itself, the planner takes the due index for the due range and
-                // sorts every due entry of the backlog on each claim (deliveries fell to ~20/s per
-                // subscription behind a growing backlog).
-                let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_pending
-                     WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
-                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
-                     ORDER BY o.id LIMIT ?3"
-                );
-                let fetch = limit + leased.len() as u32;
-                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
-                Ok(rows.into_iter().filter(|r| !leased.contains(&r.id)).take(limit as usize).collect::<Vec<_>>())
-            })
-            .await?;
-        let mut leases = lock(&self.leases);
-        for r in &rows {
-            leases.insert(r.id, lease.clone());
+        match self.cursor(subscription) {
+            Some(c) => self.claim_log(c, now_ms, limit, lease).await,
+            None => self.claim_rows(subscription, now_ms, limit, &lease, HashSet::new()).await,
         }
-        Ok(rows)
     }
 
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
-        let sub = subscription.to_owned();
-        let leased: std::collections::HashMap<i64, i64> =
-            lock(&self.leases).iter().map(|(id, l)| (*id, l.until_ms)).collect();
-        self.readers
-            .with(move |c| {
-                // Oldest due first; a leased entry counts from the end of its lease. Past the
-                // leased ones, the first that is not leased bounds the answer.
-                let mut stmt = c.prepare_cached(
-                    "SELECT o.id, o.next_attempt_at FROM outbox o
-                     WHERE o.subscription = ?1 AND o.state = 'pending'
-                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
-                     ORDER BY o.next_attempt_at LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![sub, leased.len() as i64 + 1], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                let mut due: Option<i64> = None;
-                for row in rows {
-                    let (id, at) = row?;
-                    let at = leased.get(&id).map_or(at, |until| at.max(*until));
-                    due = Some(due.map_or(at, |d| d.min(at)));
-                }
-                Ok(due)
-            })
-            .await
+        let rows = self.next_due_rows(subscription).await?;
+        let log = match self.cursor(subscription) {
+            Some(c) => self.next_due_log(&c).await?,
+            None => None,
+        };
+        Ok(match (rows, log) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
-        self.count(settle_op(id, settlement, audit)).await?;
-        lock(&self.leases).remove(&id);
-        Ok(())
+        self.settle_many(vec![(id, settlement, audit)]).await
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut leases = lock(&self.leases);
-        let before = leases.len();
-        leases.retain(|_, l| l.owner != owner);
-        Ok((before - leases.len()) as u64)
+        let rows = {
+            let mut leases = lock(&self.leases);
+            let before = leases.len();
+            leases.retain(|_, l| l.owner != owner);
+            (before - leases.len()) as u64
+        };
+        Ok(rows + self.release_log(owner).await)
     }
 
-    async fn settle_many(&self, settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
-        // One job: the writer commits the batch's settlements together, each in its savepoint.
+    async fn settle_many(&self, mut settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
+        // One job, without a savepoint each: a settlement fails only with the database, and then
+        // its group is rolled back whole and the entries go again.
+        let (mut ops, settling) = self.settle_log(&mut settlements).await;
         let ids: Vec<i64> = settlements.iter().map(|(id, _, _)| *id).collect();
-        let ops = settlements.into_iter().map(|(id, s, audit)| settle_op(id, s, audit)).collect();
-        for done in self.submit(ops).await? {
-            done?;
+        ops.extend(settlements.into_iter().map(|(id, s, audit)| settle_op(id, s, audit)));
+        let result = self.send(ops, false).await.and_then(|done| done.into_iter().try_for_each(|d| d.map(|_| ())));
+        self.settled_log(settling, result.is_ok()).await;
+        if result.is_ok() {
+            let mut leases = lock(&self.leases);
+            for id in ids {
+                leases.remove(&id);
+            }
         }
-        let mut leases = lock(&self.leases);
-        for id in ids {
-            leases.remove(&id);
-        }
-        Ok(())
+        result
     }
 
     async fn expire(
@@ -1082,37 +1112,11 @@ impl Store for SqliteStore {
         error: String,
         template: NewEntry,
     ) -> Result<u64, StoreError> {
-        let sub = subscription.to_owned();
-        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
-            let sql = format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.created_at < ?2
-                 ORDER BY o.id LIMIT 1000"
-            );
-            let rows = outbox_rows(tx.conn, &sql, &[&sub, &cutoff_ms])?;
-            for row in &rows {
-                tx.conn
-                    .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
-                    .execute(params![row.id, tx.now_ms, error])?;
-                let subjects: Option<String> = tx
-                    .conn
-                    .prepare_cached("SELECT subjects FROM records WHERE type = ?1 AND key = ?2 AND version = ?3")?
-                    .query_row(params![row.record_type, row.key, row.version as i64], |r| r.get(0))
-                    .optional()?;
-                let entry = NewEntry {
-                    record_type: Some(row.record_type.clone()),
-                    record_key: Some(row.key.clone()),
-                    record_version: Some(row.version),
-                    subjects: subjects.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
-                    detail: Some(serde_json::json!({
-                        "subscription": row.subscription, "event_id": row.event_id, "reason": error,
-                    })),
-                    ..template.clone()
-                };
-                tx.audit(entry)?;
-            }
-            Ok(Done::Count(rows.len() as u64))
-        });
-        self.count(op).await
+        let rows = self.expire_rows(subscription, cutoff_ms, error.clone(), template.clone()).await?;
+        match self.cursor(subscription) {
+            Some(c) => Ok(rows + self.expire_log(&c, cutoff_ms, error, template).await?),
+            None => Ok(rows),
+        }
     }
 
     async fn enqueue(
@@ -1191,7 +1195,10 @@ impl Store for SqliteStore {
             "dead" => "dead",
             _ => return Ok(Vec::new()),
         };
-        self.readers
+        let log = state == "pending";
+        let one = subscription.clone();
+        let mut rows = self
+            .readers
             .with(move |c| {
                 let all = format!("SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.state = '{state}'");
                 match &subscription {
@@ -1203,11 +1210,28 @@ impl Store for SqliteStore {
                     None => outbox_rows(c, &format!("{all} ORDER BY o.id LIMIT ?1"), &[&limit]),
                 }
             })
-            .await
+            .await?;
+        if log {
+            let cursors = self.cursors();
+            let mut subs: Vec<&Arc<log::Cursor>> = match &one {
+                Some(name) => cursors.by_name.get(name).into_iter().collect(),
+                None => cursors.by_name.values().collect(),
+            };
+            subs.sort_by_key(|c| c.slot);
+            for c in subs {
+                let room = limit.saturating_sub(rows.len() as u32);
+                if room == 0 {
+                    break;
+                }
+                rows.extend(self.pending_log(c, room).await?);
+            }
+        }
+        Ok(rows)
     }
 
     async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>, StoreError> {
-        self.readers
+        let mut out = self
+            .readers
             .with(move |c| {
                 // One pass over each partial index (a state IN (...) would scan the whole table).
                 let mut stmt = c.prepare_cached(
@@ -1242,7 +1266,28 @@ impl Store for SqliteStore {
                 }
                 Ok(out)
             })
-            .await
+            .await?;
+        for c in self.cursors().by_name.values() {
+            let (pending, oldest) = self.count_log(c).await?;
+            if pending == 0 {
+                continue;
+            }
+            let i = match out.iter().position(|d| d.subscription == c.name) {
+                Some(i) => i,
+                None => {
+                    out.push(DeliveryCounts { subscription: c.name.clone(), ..Default::default() });
+                    out.len() - 1
+                }
+            };
+            let d = &mut out[i];
+            d.pending += pending;
+            d.oldest_pending_ms = match (d.oldest_pending_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        out.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+        Ok(out)
     }
 
     async fn retry_dead(&self, id: i64, audit: NewEntry) -> Result<Option<String>, StoreError> {

@@ -1,0 +1,616 @@
+//! Push subscriptions served from the log. Each has a cursor (a position in the audit sequence)
+//! and a slot, its bit in `records.routes`: a record version routed to it is owed while it lies
+//! past the cursor, and nothing else is written for it at publish. An outbox row is made only for
+//! what cannot go in log order: a failed attempt (retry, dead letter) and a version held back
+//! behind another of the same record. In memory, per subscription: the entries handed out and
+//! not yet settled, which bound how far the cursor may move. One process has the database (the
+//! ledger writer), so that state lives here and a restart starts again from the durable cursor:
+//! entries between it and the last settlement go again (at least once, with the same event id).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Done, Tx, WriteFn};
+use crate::ledger::NewEntry;
+use crate::store::{event_id, Lease, OutboxRow, Settlement, StoreError};
+
+/// Bits of `records.routes`: the most push subscriptions served from the log. Past them a
+/// subscription keeps outbox rows, as every subscription did before.
+pub(super) const SLOTS: i64 = 63;
+
+/// The id of a log entry: below zero (outbox rows count up from one), from its record's audit
+/// sequence and the subscription's slot, so it is the same in every claim and listing.
+pub(super) fn entry_id(seq: i64, slot: i64) -> i64 {
+    -(seq * 64 + slot)
+}
+
+/// The audit sequence and slot of a log entry's id.
+pub(super) fn split_id(id: i64) -> (i64, i64) {
+    let n = -id;
+    (n / 64, n % 64)
+}
+
+/// How far a subscription has got, in memory.
+#[derive(Default)]
+pub(super) struct State {
+    /// The position on disk.
+    pub durable: i64,
+    /// Every routed entry at or below this one was handed out, settled, or made a row.
+    pub scanned: i64,
+    /// Entries handed out and not settled, by audit sequence.
+    pub out: BTreeMap<i64, Out>,
+}
+
+/// An entry handed out.
+pub(super) struct Out {
+    pub row: OutboxRow,
+    pub lease: Lease,
+    /// Its settlement is on its way to disk: not handed out again, and still bounds the cursor.
+    pub settling: bool,
+}
+
+impl State {
+    /// The furthest the cursor may move once the entries `settling` are settled: every routed
+    /// entry at or below it is then settled or a row.
+    pub fn frontier(&self, settling: &[i64]) -> i64 {
+        self.out.keys().find(|s| !settling.contains(s)).map_or(self.scanned, |s| s - 1)
+    }
+
+    /// Records (type, key) with a version out: another version of them must wait.
+    pub fn busy(&self) -> HashSet<(String, String)> {
+        self.out.values().map(|o| (o.row.record_type.clone(), o.row.key.clone())).collect()
+    }
+}
+
+/// A push subscription served from the log.
+pub(super) struct Cursor {
+    pub name: String,
+    pub record_type: String,
+    pub slot: i64,
+    pub state: tokio::sync::Mutex<State>,
+}
+
+impl Cursor {
+    pub fn bit(&self) -> i64 {
+        1 << self.slot
+    }
+}
+
+/// The subscriptions served from the log.
+#[derive(Default)]
+pub(super) struct Cursors {
+    pub by_name: HashMap<String, std::sync::Arc<Cursor>>,
+    pub by_slot: HashMap<i64, std::sync::Arc<Cursor>>,
+}
+
+/// Gives each subscription its slot and, when it is new, a cursor at the end of the log (it is
+/// owed only what is published from now on). Returns (name, slot, position); a subscription
+/// left without a slot is not in it.
+pub(super) fn register_op(subscriptions: Vec<String>) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let mut taken: HashMap<String, (i64, i64)> = HashMap::new();
+        {
+            let mut stmt = tx.conn.prepare_cached("SELECT subscription, slot, position FROM cursors")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
+            for row in rows {
+                let (name, at) = row?;
+                taken.insert(name, at);
+            }
+        }
+        let mut free = (0..SLOTS).filter(|s| taken.values().all(|(t, _)| t != s)).collect::<Vec<_>>().into_iter();
+        let mut out = Vec::new();
+        for name in subscriptions {
+            if let Some((slot, position)) = taken.get(&name) {
+                out.push((name, *slot, *position));
+                continue;
+            }
+            let Some(slot) = free.next() else {
+                tracing::warn!(subscription = %name, "every log slot is taken; this subscription keeps outbox rows");
+                continue;
+            };
+            let position = tx.head.seq as i64;
+            tx.conn
+                .prepare_cached("INSERT INTO cursors (subscription, slot, position) VALUES (?1, ?2, ?3)")?
+                .execute(params![name, slot, position])?;
+            out.push((name, slot, position));
+        }
+        Ok(Done::Cursors(out))
+    })
+}
+
+/// A routed entry past a position, as a scan finds it.
+pub(super) struct Scanned {
+    pub row: OutboxRow,
+    pub subjects: String,
+    /// An outbox row already holds this version (made before a restart the cursor did not see).
+    pub is_row: bool,
+    /// An earlier version of the record waits as a pending row.
+    pub behind_row: bool,
+}
+
+fn millis(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
+}
+
+/// Up to `limit` entries routed to `cursor` after `after`, oldest first, and how far the scan
+/// got: to the last entry when it found `limit`, else to the end of the log it saw.
+pub(super) fn scan(
+    conn: &Connection,
+    cursor: (&str, &str, i64),
+    after: i64,
+    limit: u32,
+) -> Result<(Vec<Scanned>, i64), StoreError> {
+    let (name, record_type, slot) = cursor;
+    // The end first: whatever commits after this read has a later sequence number.
+    let end: Option<i64> = conn
+        .prepare_cached("SELECT MAX(audit_seq) FROM records WHERE type = ?1")?
+        .query_row(params![record_type], |r| r.get(0))?;
+    let Some(end) = end.filter(|e| *e > after) else { return Ok((Vec::new(), after)) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.audit_seq, r.key, r.version, r.received_at, r.subjects FROM records r INDEXED BY records_by_seq
+         WHERE r.type = ?1 AND r.audit_seq > ?2 AND r.audit_seq <= ?3 AND (r.routes & ?4) != 0
+         ORDER BY r.audit_seq LIMIT ?5",
+    )?;
+    let found = stmt
+        .query_map(params![record_type, after, end, 1i64 << slot, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+        })?
+        .collect::<Result<Vec<(i64, String, i64, String, String)>, _>>()?;
+    let upto = if found.len() as u32 == limit { found.last().map_or(end, |f| f.0) } else { end };
+    let mut pending = conn.prepare_cached(
+        "SELECT version FROM outbox WHERE subscription = ?1 AND record_type = ?2 AND key = ?3 AND state = 'pending'",
+    )?;
+    let mut dead = conn.prepare_cached(
+        "SELECT 1 FROM outbox WHERE subscription = ?1 AND record_type = ?2 AND key = ?3 AND version = ?4 AND state = 'dead'",
+    )?;
+    let mut out = Vec::with_capacity(found.len());
+    for (seq, key, version, received_at, subjects) in found {
+        let waiting = pending
+            .query_map(params![name, record_type, key], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        let is_dead = dead.query_row(params![name, record_type, key, version], |_| Ok(())).optional()?.is_some();
+        let created = millis(&received_at);
+        out.push(Scanned {
+            is_row: is_dead || waiting.contains(&version),
+            behind_row: waiting.iter().any(|v| *v < version),
+            row: OutboxRow {
+                id: entry_id(seq, slot),
+                subscription: name.to_owned(),
+                record_type: record_type.to_owned(),
+                event_id: event_id(name, record_type, &key, version as u64),
+                key,
+                version: version as u64,
+                state: "pending".into(),
+                attempts: 0,
+                next_attempt_at: created,
+                created_at: created,
+                last_error: None,
+            },
+            subjects,
+        });
+    }
+    Ok((out, upto))
+}
+
+/// How many entries routed to a cursor lie past `after`, and the audit sequence of the first.
+pub(super) fn backlog(
+    conn: &Connection,
+    record_type: &str,
+    bit: i64,
+    after: i64,
+) -> Result<(u64, Option<i64>), StoreError> {
+    // From the index alone: it carries the routes.
+    let (n, first): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(audit_seq) FROM records INDEXED BY records_by_seq
+             WHERE type = ?1 AND audit_seq > ?2 AND (routes & ?3) != 0",
+        )?
+        .query_row(params![record_type, after, bit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((n as u64, first))
+}
+
+/// When the record of this audit sequence was accepted (ms).
+pub(super) fn received_ms(conn: &Connection, seq: i64) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT received_at FROM records WHERE audit_seq = ?1")?
+        .query_row(params![seq], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|t| millis(&t)))
+}
+
+fn insert_row(
+    tx: &Tx<'_>,
+    row: &OutboxRow,
+    state: &str,
+    attempts: u32,
+    next_ms: i64,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let settled = (state == "dead").then_some(tx.now_ms);
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO outbox (subscription, record_type, key, version, event_id, state, attempts, next_attempt_at,
+                                 created_at, last_error, settled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            row.subscription,
+            row.record_type,
+            row.key,
+            row.version as i64,
+            row.event_id,
+            state,
+            attempts,
+            next_ms,
+            row.created_at,
+            error,
+            settled
+        ])?;
+    Ok(())
+}
+
+fn advance(tx: &Tx<'_>, subscription: &str, position: i64) -> Result<(), StoreError> {
+    // MAX: two settlements of one subscription may reach the disk in either order.
+    tx.conn
+        .prepare_cached("UPDATE cursors SET position = MAX(position, ?2) WHERE subscription = ?1")?
+        .execute(params![subscription, position])?;
+    Ok(())
+}
+
+/// Settles entries handed out from the log: a delivery writes nothing but its audit entry, a
+/// failure becomes an outbox row; the cursor moves to `position`. One operation for the lot.
+pub(super) fn settle_op(
+    subscription: String,
+    entries: Vec<(OutboxRow, Settlement, Option<NewEntry>)>,
+    position: i64,
+) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let n = entries.len() as u64;
+        for (row, settlement, audit) in entries {
+            match &settlement {
+                Settlement::Delivered => {}
+                Settlement::Retry { at_ms, error } => {
+                    insert_row(tx, &row, "pending", row.attempts + 1, *at_ms, Some(error))?;
+                }
+                Settlement::Dead { error } => {
+                    insert_row(tx, &row, "dead", row.attempts + 1, tx.now_ms, Some(error))?;
+                }
+            }
+            if let Some(entry) = audit {
+                tx.audit(entry)?;
+            }
+        }
+        advance(tx, &subscription, position)?;
+        Ok(Done::Count(n))
+    })
+}
+
+/// Makes rows of entries that cannot go in log order now (another version of their record is
+/// out or waits as a row): pending, due at once, behind it in id order.
+pub(super) fn hold_op(subscription: String, held: Vec<OutboxRow>, position: i64) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        for row in &held {
+            insert_row(tx, row, "pending", 0, tx.now_ms, None)?;
+        }
+        advance(tx, &subscription, position)?;
+        Ok(Done::Count(held.len() as u64))
+    })
+}
+
+/// Dead-letters entries that waited in the log past their age, each with its audit entry made
+/// from `template`.
+pub(super) fn expire_op(
+    subscription: String,
+    old: Vec<Scanned>,
+    position: i64,
+    error: String,
+    template: NewEntry,
+) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        for s in &old {
+            let row = &s.row;
+            insert_row(tx, row, "dead", 0, tx.now_ms, Some(&error))?;
+            tx.audit(NewEntry {
+                record_type: Some(row.record_type.clone()),
+                record_key: Some(row.key.clone()),
+                record_version: Some(row.version),
+                subjects: serde_json::from_str(&s.subjects).unwrap_or_default(),
+                detail: Some(serde_json::json!({
+                    "subscription": row.subscription, "event_id": row.event_id, "reason": error,
+                })),
+                ..template.clone()
+            })?;
+        }
+        advance(tx, &subscription, position)?;
+        Ok(Done::Count(old.len() as u64))
+    })
+}
+
+/// Outbox rows for what the log still owes each cursor (for `hub migrate`, whose target keeps
+/// rows): every routed version past a cursor that no row holds yet, oldest first.
+pub(crate) fn owed(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
+    let schema_9: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'cursors'", [], |r| {
+            r.get(0)
+        })?;
+    if schema_9 == 0 {
+        return Ok(Vec::new());
+    }
+    let cursors: Vec<(String, i64, i64)> = {
+        let mut stmt = conn.prepare("SELECT subscription, slot, position FROM cursors ORDER BY slot")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    for (name, slot, position) in cursors {
+        let types: Vec<String> = {
+            let mut stmt =
+                conn.prepare("SELECT DISTINCT type FROM records WHERE audit_seq > ?1 AND (routes & ?2) != 0")?;
+            let rows = stmt.query_map(params![position, 1i64 << slot], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for t in types {
+            let (found, _) = scan(conn, (&name, &t, slot), position, u32::MAX)?;
+            out.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
+        }
+    }
+    Ok(out)
+}
+
+/// A settlement of log entries on its way to disk: the cursor, its entries, where it may move.
+pub(super) struct Settling {
+    cursor: std::sync::Arc<Cursor>,
+    seqs: Vec<i64>,
+    position: i64,
+}
+
+impl super::SqliteStore {
+    /// Claims for a subscription served from the log: its due rows first (retries and held-back
+    /// versions are older than anything past the cursor), then entries whose lease ran out, then
+    /// the log past what was handed out.
+    pub(super) async fn claim_log(
+        &self,
+        cursor: std::sync::Arc<Cursor>,
+        now_ms: i64,
+        limit: u32,
+        lease: Lease,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut st = cursor.state.lock().await;
+        let mut busy = st.busy();
+        let mut rows = self.claim_rows(&cursor.name, now_ms, limit, &lease, busy.clone()).await?;
+        busy.extend(rows.iter().map(|r| (r.record_type.clone(), r.key.clone())));
+        for o in st.out.values_mut() {
+            if rows.len() as u32 >= limit {
+                break;
+            }
+            if !o.settling && o.lease.until_ms <= now_ms {
+                o.lease = lease.clone();
+                rows.push(o.row.clone());
+            }
+        }
+        let room = limit.saturating_sub(rows.len() as u32);
+        if room == 0 {
+            return Ok(rows);
+        }
+        let (name, record_type, slot, after) =
+            (cursor.name.clone(), cursor.record_type.clone(), cursor.slot, st.scanned);
+        let (found, upto) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, room)).await?;
+        let (mut held, mut handed) = (Vec::new(), Vec::new());
+        for s in found {
+            if s.is_row {
+                continue;
+            }
+            let record = (s.row.record_type.clone(), s.row.key.clone());
+            if s.behind_row || busy.contains(&record) {
+                held.push(s.row);
+                continue;
+            }
+            busy.insert(record);
+            handed.push(s.row.id);
+            st.out.insert(split_id(s.row.id).0, Out { row: s.row.clone(), lease: lease.clone(), settling: false });
+            rows.push(s.row);
+        }
+        let before = st.scanned;
+        st.scanned = upto;
+        // The cursor moves with settlements; a subscription whose filter lets little through has
+        // few, so a scan that ran far ahead writes it too (a restart would walk it all again).
+        let position = st.frontier(&[]);
+        if !held.is_empty() || position > st.durable + 4096 {
+            if let Err(e) = self.count(hold_op(cursor.name.clone(), held, position)).await {
+                st.scanned = before;
+                for id in handed {
+                    st.out.remove(&split_id(id).0);
+                }
+                return Err(e);
+            }
+            st.durable = st.durable.max(position);
+        }
+        Ok(rows)
+    }
+
+    /// When a log subscription must look again: now if the log has grown past its scan, else
+    /// when the first lease of an entry out runs out.
+    pub(super) async fn next_due_log(&self, cursor: &Cursor) -> Result<Option<i64>, StoreError> {
+        let (scanned, lease) = {
+            let st = cursor.state.lock().await;
+            (st.scanned, st.out.values().filter(|o| !o.settling).map(|o| o.lease.until_ms).min())
+        };
+        let record_type = cursor.record_type.clone();
+        let end: Option<i64> = self
+            .readers
+            .with(move |c| {
+                Ok(c.prepare_cached("SELECT MAX(audit_seq) FROM records WHERE type = ?1")?
+                    .query_row(params![record_type], |r| r.get(0))?)
+            })
+            .await?;
+        if end.is_some_and(|e| e > scanned) {
+            return Ok(Some(chrono::Utc::now().timestamp_millis()));
+        }
+        Ok(lease)
+    }
+
+    /// Takes the log entries among `settlements` out of them: marks them settling and returns
+    /// one write per subscription, with the position its cursor may take once it is on disk.
+    pub(super) async fn settle_log(
+        &self,
+        settlements: &mut Vec<(i64, Settlement, Option<NewEntry>)>,
+    ) -> (Vec<WriteFn>, Vec<Settling>) {
+        let cursors = self.cursors();
+        let mut by_slot: BTreeMap<i64, Vec<(i64, Settlement, Option<NewEntry>)>> = BTreeMap::new();
+        for s in std::mem::take(settlements) {
+            if s.0 < 0 {
+                by_slot.entry(split_id(s.0).1).or_default().push(s);
+            } else {
+                settlements.push(s);
+            }
+        }
+        let (mut ops, mut settling) = (Vec::new(), Vec::new());
+        for (slot, group) in by_slot {
+            // A slot no subscription holds now: nothing of it is out.
+            let Some(cursor) = cursors.by_slot.get(&slot).cloned() else { continue };
+            let mut st = cursor.state.lock().await;
+            let mut entries = Vec::with_capacity(group.len());
+            let mut seqs = Vec::with_capacity(group.len());
+            for (id, settlement, audit) in group {
+                let seq = split_id(id).0;
+                // Not out (settled already, by an attempt whose lease ran out): nothing changes.
+                if let Some(o) = st.out.get_mut(&seq).filter(|o| !o.settling) {
+                    o.settling = true;
+                    entries.push((o.row.clone(), settlement, audit));
+                    seqs.push(seq);
+                }
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            let position = st.frontier(&seqs);
+            drop(st);
+            ops.push(settle_op(cursor.name.clone(), entries, position));
+            settling.push(Settling { cursor, seqs, position });
+        }
+        (ops, settling)
+    }
+
+    /// After the writer answered: a settled entry is no longer out and the cursor has moved; one
+    /// that was not stored goes again when its lease runs out.
+    pub(super) async fn settled_log(&self, settling: Vec<Settling>, stored: bool) {
+        for s in settling {
+            let mut st = s.cursor.state.lock().await;
+            for seq in &s.seqs {
+                if stored {
+                    st.out.remove(seq);
+                } else if let Some(o) = st.out.get_mut(seq) {
+                    o.settling = false;
+                }
+            }
+            if stored {
+                st.durable = st.durable.max(s.position);
+            }
+        }
+    }
+
+    /// Gives back the leases `owner` holds on log entries.
+    pub(super) async fn release_log(&self, owner: &str) -> u64 {
+        let mut n = 0;
+        for cursor in self.cursors().by_name.values() {
+            let mut st = cursor.state.lock().await;
+            for o in st.out.values_mut().filter(|o| !o.settling && o.lease.owner == owner) {
+                o.lease.until_ms = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Dead-letters what waited in the log since before `cutoff_ms`: the oldest entries past
+    /// the scan, up to the first younger one.
+    pub(super) async fn expire_log(
+        &self,
+        cursor: &Cursor,
+        cutoff_ms: i64,
+        error: String,
+        template: NewEntry,
+    ) -> Result<u64, StoreError> {
+        let mut st = cursor.state.lock().await;
+        let (name, record_type, slot, after) =
+            (cursor.name.clone(), cursor.record_type.clone(), cursor.slot, st.scanned);
+        let (found, _) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, 1000)).await?;
+        let old: Vec<Scanned> = found.into_iter().take_while(|s| s.row.created_at < cutoff_ms).collect();
+        let Some(last) = old.last().map(|s| split_id(s.row.id).0) else { return Ok(0) };
+        let old: Vec<Scanned> = old.into_iter().filter(|s| !s.is_row).collect();
+        let before = st.scanned;
+        st.scanned = last;
+        let position = st.frontier(&[]);
+        match self.count(expire_op(cursor.name.clone(), old, position, error, template)).await {
+            Ok(n) => {
+                st.durable = st.durable.max(position);
+                Ok(n)
+            }
+            Err(e) => {
+                st.scanned = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// Entries owed from the log to `cursor`, as pending rows: those out, then the log past the
+    /// scan, at most `limit`.
+    pub(super) async fn pending_log(&self, cursor: &Cursor, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let (mut rows, after) = {
+            let st = cursor.state.lock().await;
+            (st.out.values().map(|o| o.row.clone()).take(limit as usize).collect::<Vec<_>>(), st.scanned)
+        };
+        let room = limit.saturating_sub(rows.len() as u32);
+        if room > 0 {
+            let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
+            let (found, _) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, room)).await?;
+            rows.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
+        }
+        Ok(rows)
+    }
+
+    /// How many entries the log owes `cursor`, and since when the oldest waits (ms).
+    pub(super) async fn count_log(&self, cursor: &Cursor) -> Result<(u64, Option<i64>), StoreError> {
+        let (out, oldest_out, after) = {
+            let st = cursor.state.lock().await;
+            (st.out.len() as u64, st.out.values().map(|o| o.row.created_at).min(), st.scanned)
+        };
+        let (record_type, bit) = (cursor.record_type.clone(), cursor.bit());
+        let (n, first) = self
+            .readers
+            .with(move |c| {
+                let (n, first) = backlog(c, &record_type, bit, after)?;
+                let first = match first {
+                    Some(seq) => received_ms(c, seq)?,
+                    None => None,
+                };
+                Ok((n, first))
+            })
+            .await?;
+        let oldest = match (oldest_out, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok((out + n, oldest))
+    }
+
+    /// Serves these push subscriptions (name, record type) from the log.
+    pub(super) async fn register(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
+        let names = subscriptions.iter().map(|(n, _)| n.clone()).collect();
+        let Done::Cursors(taken) = self.one(register_op(names)).await? else {
+            return Err(StoreError::Corrupt("writer gave no cursors".into()));
+        };
+        let types: HashMap<String, String> = subscriptions.into_iter().collect();
+        let mut cursors = Cursors::default();
+        for (name, slot, position) in taken {
+            let Some(record_type) = types.get(&name).cloned() else { continue };
+            let state = State { durable: position, scanned: position, out: BTreeMap::new() };
+            let c = std::sync::Arc::new(Cursor { name: name.clone(), record_type, slot, state: state.into() });
+            cursors.by_slot.insert(slot, c.clone());
+            cursors.by_name.insert(name, c);
+        }
+        *self.cursors.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(cursors);
+        Ok(())
+    }
+}
