@@ -3,6 +3,7 @@
 //! dead-lettered, or the subscription stopped when the receiver is gone). Each settlement carries
 //! its audit entry, and each outcome is emitted as an event (log line and metric together).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::Outcome;
@@ -15,13 +16,13 @@ use crate::ledger::{Action, NewEntry};
 use crate::store::{OutboxRow, RecordVersion, Settlement};
 
 /// The pause after the store failed to load or record something: the entries stay pending.
-const STORE_PAUSE: Duration = Duration::from_secs(1);
+pub(super) const STORE_PAUSE: Duration = Duration::from_secs(1);
 
 impl Delivery {
     /// Delivers `rows` (in claim order) in one call. The receiver's answer settles them together;
     /// when it rejects a batch, each entry is tried alone so that only the bad one goes to the
     /// dead letters.
-    pub(super) async fn attempt(&self, sub: &Subscription, rows: Vec<OutboxRow>) -> Verdict {
+    pub(super) async fn attempt(&self, sub: &Arc<Subscription>, rows: Vec<OutboxRow>) -> Verdict {
         let Some(adapter) = &sub.adapter else { return Verdict::Settled };
         let mut verdict = Verdict::Settled;
         let (mut ready, mut envelopes) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
@@ -56,12 +57,22 @@ impl Delivery {
                         (row.id, Settlement::Delivered, Some(entry))
                     })
                     .collect();
-                if let Err(e) = self.store.settle_many(settlements).await {
-                    // Not recorded: the entries stay pending and go again (at least once).
-                    tracing::error!(subscription = %sub.name, error = %e, "delivered but not recorded");
-                    return Verdict::Retry(STORE_PAUSE);
-                }
-                Delivered { subscription: &sub.name, events: ready.len() }.emit(&self.metrics);
+                let Ok(permit) = sub.settle_permits.clone().acquire_owned().await else { return Verdict::Settled };
+                let (store, metrics, events, owner) =
+                    (self.store.clone(), self.metrics.clone(), ready.len(), sub.clone());
+                sub.settling.spawn(async move {
+                    let _permit = permit;
+                    match store.settle_many(settlements).await {
+                        Ok(()) => Delivered { subscription: &owner.name, events }.emit(&metrics),
+                        // Not recorded: the entries stay leased, then go again (at least once).
+                        Err(e) => {
+                            owner.settle_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            tracing::error!(subscription = %owner.name, error = %e, "delivered but not recorded");
+                        }
+                    }
+                    // The worker may have found the records' next versions waiting on these.
+                    owner.notify.notify_waiters();
+                });
                 Verdict::Delivered
             }
             Outcome::Retry { reason, retry_after } => {

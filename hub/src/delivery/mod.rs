@@ -67,6 +67,15 @@ pub struct Subscription {
     adapter: Option<Arc<dyn Outbound>>,
     notify: Notify,
     disabled: AtomicBool,
+    /// Settlements of delivered entries on their way to disk. An attempt's slot is free once the
+    /// receiver has answered: waiting for the commit too would bound each subscription to
+    /// `concurrency` deliveries per group commit. The entries stay leased (and their records'
+    /// later versions wait) until their settlement is stored.
+    settling: tokio_util::task::TaskTracker,
+    /// Bounds those settlements: past it an attempt waits for its own.
+    settle_permits: Arc<tokio::sync::Semaphore>,
+    /// One of them was not stored: the worker pauses as it does when the store fails under it.
+    settle_failed: AtomicBool,
 }
 
 impl Subscription {
@@ -88,6 +97,10 @@ impl Subscription {
         }
     }
 }
+
+/// Settlements of one subscription that may be on their way to disk at once: a few group commits'
+/// worth at full width.
+const SETTLING_PER_SUBSCRIPTION: usize = 64;
 
 /// The internal record type of synthetic probes: not in the catalogue, so no department can
 /// read, look up or subscribe to it.
@@ -199,6 +212,9 @@ impl Delivery {
                 adapter,
                 notify: Notify::new(),
                 disabled: AtomicBool::new(false),
+                settling: tokio_util::task::TaskTracker::new(),
+                settle_permits: Arc::new(tokio::sync::Semaphore::new(SETTLING_PER_SUBSCRIPTION)),
+                settle_failed: AtomicBool::new(false),
             }));
         }
         let probes: Arc<ProbeBoard> = Arc::default();
@@ -316,5 +332,8 @@ fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adap
         adapter: Some(Arc::new(adapter)),
         notify: Notify::new(),
         disabled: AtomicBool::new(false),
+        settling: tokio_util::task::TaskTracker::new(),
+        settle_permits: Arc::new(tokio::sync::Semaphore::new(SETTLING_PER_SUBSCRIPTION)),
+        settle_failed: AtomicBool::new(false),
     }))
 }

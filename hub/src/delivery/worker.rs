@@ -66,6 +66,9 @@ impl Delivery {
                 self.pace(&v, &mut failures, &mut paused_until);
             }
             let now = Instant::now();
+            if sub.settle_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                paused_until = Some(now + super::attempt::STORE_PAUSE);
+            }
             let paused = paused_until.is_some_and(|t| t > now);
             // While the receiver fails, only one entry probes it; the rest wait on disk.
             let width = if failures > 0 { 1 } else { concurrency };
@@ -128,6 +131,10 @@ impl Delivery {
                 }
                 _ => break,
             }
+        }
+        sub.settling.close();
+        if tokio::time::timeout(grace, sub.settling.wait()).await.is_err() {
+            tracing::warn!(subscription = %sub.name, "settlements still unrecorded at shutdown; those entries go again");
         }
     }
 
