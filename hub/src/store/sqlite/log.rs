@@ -129,6 +129,14 @@ pub(super) struct Scanned {
     pub behind_row: bool,
 }
 
+/// The earlier of two times either of which may be missing.
+pub(super) fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn millis(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
 }
@@ -588,11 +596,7 @@ impl super::SqliteStore {
                 Ok((n, first))
             })
             .await?;
-        let oldest = match (oldest_out, first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok((out + n, oldest))
+        Ok((out + n, earliest(oldest_out, first)))
     }
 
     /// Serves these push subscriptions (name, record type) from the log.

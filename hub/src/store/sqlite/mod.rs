@@ -1083,10 +1083,7 @@ impl Store for SqliteStore {
             Some(c) => self.next_due_log(&c).await?,
             None => None,
         };
-        Ok(match (rows, log) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(log::earliest(rows, log))
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
@@ -1296,10 +1293,7 @@ impl Store for SqliteStore {
             };
             let d = &mut out[i];
             d.pending += pending;
-            d.oldest_pending_ms = match (d.oldest_pending_ms, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            d.oldest_pending_ms = log::earliest(d.oldest_pending_ms, oldest);
         }
         out.sort_by(|a, b| a.subscription.cmp(&b.subscription));
         Ok(out)
