@@ -1,11 +1,12 @@
-//! Upgrades lose nothing. `tests/fixtures/upgrade/sqlite-v6/` is a data directory written by the
-//! release whose SQLite schema is version 6 (the last before the log-and-cursor store), with what
-//! its API showed before it stopped (`manifest.json`): every record version and its digest, every
-//! audit entry's sequence and digest, the pending and dead deliveries by event id, and what the
-//! two feeds still owed. The current release must open a copy of it and show the same, and the
-//! chain must verify offline afterwards.
+//! Upgrades lose nothing. Each folder of `tests/fixtures/upgrade/` is a data directory written by
+//! one release, with what its API showed before it stopped (`manifest.json`): every record
+//! version and its digest, every audit entry's sequence and digest, the pending and dead
+//! deliveries by event id, and what the two feeds still owed. `sqlite-v6` is SQLite schema 6 (the
+//! last before the log-and-cursor store), `sqlite-v8` schema 8 (the last with an outbox row per
+//! route). The current release must open a copy of each and show the same, and the chain must
+//! verify offline afterwards.
 //!
-//! The fixture is written by `write_the_upgrade_fixture` (ignored; run it with
+//! A fixture is written by `write_the_upgrade_fixture` (ignored; run it with
 //! `HUB_WRITE_UPGRADE_FIXTURE=DIR` on the release being captured) and committed whole: a newer
 //! release cannot make an older one's files.
 
@@ -18,8 +19,8 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
 
-fn fixture() -> PathBuf {
-    harness::root().join("tests/fixtures/upgrade/sqlite-v6")
+fn fixture(name: &str) -> PathBuf {
+    harness::root().join("tests/fixtures/upgrade").join(name)
 }
 
 /// The config both releases run: every subscription; Family Planning's receiver at `fp`, the
@@ -179,10 +180,19 @@ fn seqs(audit: &Value) -> Vec<(u64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_the_schema_6_release_opens_with_everything_in_it() -> Result<()> {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(fixture().join("manifest.json"))?)?;
+    opens_with_everything_in_it("sqlite-v6").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_schema_8_release_opens_with_everything_in_it() -> Result<()> {
+    opens_with_everything_in_it("sqlite-v8").await
+}
+
+async fn opens_with_everything_in_it(name: &str) -> Result<()> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(fixture(name).join("manifest.json"))?)?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    hub::server::copy_tree(&fixture().join("data"), &data)?;
+    hub::server::copy_tree(&fixture(name).join("data"), &data)?;
     owner_only(&data)?;
     // Nothing listens for Family Planning now: its pending entries stay pending.
     let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?)).write();
