@@ -32,7 +32,6 @@ pub(super) fn split_id(id: i64) -> (i64, i64) {
 }
 
 /// How far a subscription has got, in memory.
-#[derive(Default)]
 pub(super) struct State {
     /// The position on disk.
     pub durable: i64,
@@ -122,7 +121,6 @@ pub(super) fn register_op(subscriptions: Vec<String>) -> WriteFn {
 /// A routed entry past a position, as a scan finds it.
 pub(super) struct Scanned {
     pub row: OutboxRow,
-    pub subjects: String,
     /// An outbox row already holds this version (made before a restart the cursor did not see).
     pub is_row: bool,
     /// An earlier version of the record waits as a pending row.
@@ -156,15 +154,15 @@ pub(super) fn scan(
         .query_row(params![record_type], |r| r.get(0))?;
     let Some(end) = end.filter(|e| *e > after) else { return Ok((Vec::new(), after)) };
     let mut stmt = conn.prepare_cached(
-        "SELECT r.audit_seq, r.key, r.version, r.received_at, r.subjects FROM records r INDEXED BY records_by_seq
+        "SELECT r.audit_seq, r.key, r.version, r.received_at FROM records r INDEXED BY records_by_seq
          WHERE r.type = ?1 AND r.audit_seq > ?2 AND r.audit_seq <= ?3 AND (r.routes & ?4) != 0
          ORDER BY r.audit_seq LIMIT ?5",
     )?;
     let found = stmt
         .query_map(params![record_type, after, end, 1i64 << slot, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
         })?
-        .collect::<Result<Vec<(i64, String, i64, String, String)>, _>>()?;
+        .collect::<Result<Vec<(i64, String, i64, String)>, _>>()?;
     let upto = if found.len() as u32 == limit { found.last().map_or(end, |f| f.0) } else { end };
     let mut pending = conn.prepare_cached(
         "SELECT version FROM outbox WHERE subscription = ?1 AND record_type = ?2 AND key = ?3 AND state = 'pending'",
@@ -173,7 +171,7 @@ pub(super) fn scan(
         "SELECT 1 FROM outbox WHERE subscription = ?1 AND record_type = ?2 AND key = ?3 AND version = ?4 AND state = 'dead'",
     )?;
     let mut out = Vec::with_capacity(found.len());
-    for (seq, key, version, received_at, subjects) in found {
+    for (seq, key, version, received_at) in found {
         let waiting = pending
             .query_map(params![name, record_type, key], |r| r.get::<_, i64>(0))?
             .collect::<Result<Vec<i64>, _>>()?;
@@ -195,7 +193,6 @@ pub(super) fn scan(
                 created_at: created,
                 last_error: None,
             },
-            subjects,
         });
     }
     Ok((out, upto))
@@ -317,18 +314,9 @@ pub(super) fn expire_op(
 ) -> WriteFn {
     Box::new(move |tx: &mut Tx<'_>| {
         for s in &old {
-            let row = &s.row;
-            insert_row(tx, row, "dead", 0, tx.now_ms, Some(&error))?;
-            tx.audit(NewEntry {
-                record_type: Some(row.record_type.clone()),
-                record_key: Some(row.key.clone()),
-                record_version: Some(row.version),
-                subjects: serde_json::from_str(&s.subjects).unwrap_or_default(),
-                detail: Some(serde_json::json!({
-                    "subscription": row.subscription, "event_id": row.event_id, "reason": error,
-                })),
-                ..template.clone()
-            })?;
+            insert_row(tx, &s.row, "dead", 0, tx.now_ms, Some(&error))?;
+            let entry = super::expired_entry(tx, &s.row, &error, &template)?;
+            tx.audit(entry)?;
         }
         advance(tx, &subscription, position)?;
         Ok(Done::Count(old.len() as u64))
@@ -374,6 +362,12 @@ pub(super) struct Settling {
 }
 
 impl super::SqliteStore {
+    /// `scan` of `cursor` on a read connection.
+    async fn scan_log(&self, cursor: &Cursor, after: i64, limit: u32) -> Result<(Vec<Scanned>, i64), StoreError> {
+        let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
+        self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, limit)).await
+    }
+
     /// Claims for a subscription served from the log: its due rows first (retries and held-back
     /// versions are older than anything past the cursor), then entries whose lease ran out, then
     /// the log past what was handed out.
@@ -401,9 +395,7 @@ impl super::SqliteStore {
         if room == 0 {
             return Ok(rows);
         }
-        let (name, record_type, slot, after) =
-            (cursor.name.clone(), cursor.record_type.clone(), cursor.slot, st.scanned);
-        let (found, upto) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, room)).await?;
+        let (found, upto) = self.scan_log(&cursor, st.scanned, room).await?;
         let (mut held, mut handed) = (Vec::new(), Vec::new());
         for s in found {
             if s.is_row {
@@ -541,9 +533,7 @@ impl super::SqliteStore {
         template: NewEntry,
     ) -> Result<u64, StoreError> {
         let mut st = cursor.state.lock().await;
-        let (name, record_type, slot, after) =
-            (cursor.name.clone(), cursor.record_type.clone(), cursor.slot, st.scanned);
-        let (found, _) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, 1000)).await?;
+        let (found, _) = self.scan_log(cursor, st.scanned, 1000).await?;
         let old: Vec<Scanned> = found.into_iter().take_while(|s| s.row.created_at < cutoff_ms).collect();
         let Some(last) = old.last().map(|s| split_id(s.row.id).0) else { return Ok(0) };
         let old: Vec<Scanned> = old.into_iter().filter(|s| !s.is_row).collect();
@@ -571,8 +561,7 @@ impl super::SqliteStore {
         };
         let room = limit.saturating_sub(rows.len() as u32);
         if room > 0 {
-            let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
-            let (found, _) = self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, room)).await?;
+            let (found, _) = self.scan_log(cursor, after, room).await?;
             rows.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
         }
         Ok(rows)

@@ -397,21 +397,7 @@ impl SqliteStore {
                 tx.conn
                     .prepare_cached("UPDATE outbox SET state = 'dead', settled_at = ?2, last_error = ?3 WHERE id = ?1")?
                     .execute(params![row.id, tx.now_ms, error])?;
-                let subjects: Option<String> = tx
-                    .conn
-                    .prepare_cached("SELECT subjects FROM records WHERE type = ?1 AND key = ?2 AND version = ?3")?
-                    .query_row(params![row.record_type, row.key, row.version as i64], |r| r.get(0))
-                    .optional()?;
-                let entry = NewEntry {
-                    record_type: Some(row.record_type.clone()),
-                    record_key: Some(row.key.clone()),
-                    record_version: Some(row.version),
-                    subjects: subjects.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
-                    detail: Some(serde_json::json!({
-                        "subscription": row.subscription, "event_id": row.event_id, "reason": error,
-                    })),
-                    ..template.clone()
-                };
+                let entry = expired_entry(tx, row, &error, &template)?;
                 tx.audit(entry)?;
             }
             Ok(Done::Count(rows.len() as u64))
@@ -702,6 +688,26 @@ fn insert_outbox(
             tx.now_ms
         ])?;
     Ok(())
+}
+
+/// The audit entry of an entry dead-lettered by age: `template` with the record's type, key,
+/// version and subjects and the entry's subscription, event id and `error`.
+fn expired_entry(tx: &Tx<'_>, row: &OutboxRow, error: &str, template: &NewEntry) -> Result<NewEntry, StoreError> {
+    let subjects: Option<String> = tx
+        .conn
+        .prepare_cached("SELECT subjects FROM records WHERE type = ?1 AND key = ?2 AND version = ?3")?
+        .query_row(params![row.record_type, row.key, row.version as i64], |r| r.get(0))
+        .optional()?;
+    Ok(NewEntry {
+        record_type: Some(row.record_type.clone()),
+        record_key: Some(row.key.clone()),
+        record_version: Some(row.version),
+        subjects: subjects.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+        detail: Some(serde_json::json!({
+            "subscription": row.subscription, "event_id": row.event_id, "reason": error,
+        })),
+        ..template.clone()
+    })
 }
 
 /// RFC 3339 time a week before `now_ms`: how long schedule claims are kept.
