@@ -3,8 +3,8 @@
 //! promises the exchange relies on: a version, its index rows, its audit entry and its outbox
 //! entries commit together or not at all; idempotency; versions and audit sequence in order;
 //! leases; feeds; schedule claims; and everything intact after a restart. SQLite runs it twice:
-//! with outbox rows for every subscription, and with the push subscription `tax` served as a
-//! cursor over the log (what `hub serve` does for every push subscription).
+//! with outbox rows for every subscription, and with the push subscription `tax` and the feed
+//! `police` served as cursors over the log (what `hub serve` does for every subscription).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use hub::ledger::keys::HubKeys;
 use hub::ledger::{Action, NewEntry};
 use hub::store::postgres::{PgOptions, PostgresStore};
 use hub::store::sqlite::{db_path, SqliteOptions, SqliteStore};
-use hub::store::{Lease, NewVersion, Published, Receipt, Settlement, Store};
+use hub::store::{FeedCursor, FromLog, Lease, NewVersion, Published, Receipt, Settlement, Store};
 
 /// A backend under test: how to open its store (again, for restarts) and how to make its database
 /// refuse one key after the record row is written, as a failing disk would.
@@ -58,7 +58,8 @@ impl Backend {
                 };
                 let store = Arc::new(SqliteStore::open(dir.path(), keys, opts)?);
                 if matches!(self, Backend::SqliteLog { .. }) {
-                    store.serve_from_log(vec![("tax".into(), "marriage".into())]).await?;
+                    let served = |name: &str, feed| FromLog { name: name.into(), record_type: "marriage".into(), feed };
+                    store.serve_from_log(vec![served("tax", false), served("police", true)]).await?;
                 }
                 store
             }
@@ -303,21 +304,31 @@ async fn dead_letters_and_expiry(b: Backend) -> Result<()> {
     Ok(())
 }
 
-/// A feed reads pending entries after a cursor in id order; an acknowledgement settles them and
-/// moves the cursor, never back.
+/// A feed reads pending entries after a cursor in order; an acknowledgement settles them and
+/// moves the cursor, never back; a cursor survives its text form.
 async fn feeds(b: Backend) -> Result<()> {
     let store = b.open().await?;
     for k in ["m1", "m2", "m3"] {
         created(publish_one(&*store, version(k, "a")).await?)?;
     }
-    let page = store.feed("police", 0, 2).await?;
-    assert_eq!(page.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
-    assert_eq!(store.ack("police", page[1].id).await?, 2);
-    assert_eq!(store.feed_cursor("police").await?, page[1].id);
-    assert_eq!(store.ack("police", page[0].id).await?, 0);
-    assert_eq!(store.feed_cursor("police").await?, page[1].id, "the cursor moved back");
-    let rest = store.feed("police", page[1].id, 10).await?;
-    assert_eq!(rest.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m3"]);
+    let start = store.feed_cursor("police").await?;
+    let page = store.feed("police", start, 2).await?;
+    assert_eq!(page.rows.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    let first = store.feed("police", start, 1).await?.next;
+    let text = page.next.to_string();
+    assert_eq!(text.parse::<FeedCursor>(), Ok(page.next));
+    assert_eq!(store.ack("police", page.next).await?, 2);
+    assert_eq!(store.feed_cursor("police").await?, page.next);
+    assert_eq!(store.ack("police", first).await?, 0);
+    assert_eq!(store.feed_cursor("police").await?, page.next, "the cursor moved back");
+    let rest = store.feed("police", page.next, 10).await?;
+    assert_eq!(rest.rows.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m3"]);
+    // Read again from the start, only what is not acknowledged comes.
+    let again = store.feed("police", start, 10).await?;
+    assert_eq!(again.rows.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m3"]);
+    assert_eq!(again.next, rest.next);
+    let counts = store.delivery_counts().await?;
+    assert_eq!(counts.iter().find(|c| c.subscription == "police").map(|c| c.pending), Some(1));
     store.close().await;
     Ok(())
 }
@@ -430,6 +441,67 @@ async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once
     store.settle_many(again.iter().map(|o| (o.id, Settlement::Delivered, None)).collect()).await?;
     assert!(store.claim("tax", at + 120_000, 10, lease("c", at + 180_000)).await?.is_empty());
     assert_eq!(store.next_due("tax").await?, None);
+    store.close().await;
+    Ok(())
+}
+
+/// A feed that kept rows moves to the log without losing or repeating anything: a reader's old
+/// cursor (one number) reads the rows still owed, then the log; a replay is a row, read after
+/// the reader's cursor; an entry that cannot be served dies as a row and is passed over; an
+/// acknowledgement never passes the end of the log; the position survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_moves_from_rows_to_the_log_and_keeps_its_readers() -> Result<()> {
+    let rows = Backend::Sqlite { dir: tempfile::tempdir()? };
+    let store = rows.open().await?;
+    for k in ["m1", "m2"] {
+        created(publish_one(&*store, version(k, "a")).await?)?;
+    }
+    let old = store.feed("police", FeedCursor::default(), 1).await?.next;
+    assert_eq!((old.log, old.to_string()), (None, old.rows.to_string()));
+    store.close().await;
+    drop(store);
+    let Backend::Sqlite { dir } = rows else { unreachable!() };
+    let b = Backend::SqliteLog { dir };
+    let store = b.open().await?;
+    for k in ["m3", "m4"] {
+        created(publish_one(&*store, version(k, "a")).await?)?;
+    }
+    let keys = |p: &hub::store::FeedPage| p.rows.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+    let page = store.feed("police", old, 10).await?;
+    assert_eq!(keys(&page), ["m2", "m3", "m4"]);
+    assert!(page.rows[0].id > 0 && page.rows[1].id < 0, "the row owed before, then the log");
+    let text = page.next.to_string();
+    assert!(text.contains('-'), "{text}");
+    // m3 cannot be served: it dies as a row, and a page from before it passes it over.
+    store
+        .settle(
+            page.rows[1].id,
+            Settlement::Dead { error: "projection".into() },
+            Some(NewEntry::new("police", Action::DeadLetter, "dead")),
+        )
+        .await?;
+    assert_eq!(store.deliveries("dead", Some("police".into()), 10).await?.len(), 1);
+    assert_eq!(keys(&store.feed("police", old, 10).await?), ["m2", "m4"]);
+    // A replay is a row, read by a reader whose cursor is past the log it replays.
+    let replay = vec![("marriage".to_owned(), "m1".to_owned(), 1)];
+    store.enqueue("police", replay, NewEntry::new("ops", Action::Admin, "ok")).await?;
+    let replayed = store.feed("police", page.next, 10).await?;
+    assert_eq!(keys(&replayed), ["m1"]);
+    // The acknowledgement settles both old rows (m1 was read, never acknowledged), the replay,
+    // and the log up to its end but for what died before (m4).
+    let beyond = FeedCursor { rows: replayed.next.rows, log: Some(1_000_000) };
+    assert_eq!(store.ack("police", beyond).await?, 4);
+    let acked = store.feed_cursor("police").await?;
+    assert!(acked.log >= page.next.log && acked.log < beyond.log, "{acked:?}: not up to the end of the log");
+    assert!(store.feed("police", FeedCursor::default(), 10).await?.rows.is_empty());
+    store.close().await;
+    drop(store);
+
+    let store = b.open().await?;
+    assert_eq!(store.feed_cursor("police").await?, acked);
+    created(publish_one(&*store, version("m5", "a")).await?)?;
+    assert_eq!(keys(&store.feed("police", acked, 10).await?), ["m5"]);
+    assert_eq!(keys(&store.feed("police", old, 10).await?), ["m5"], "an old cursor reads what is acknowledged");
     store.close().await;
     Ok(())
 }

@@ -21,7 +21,7 @@ use super::{json_response, read_request, AppState, Context, Problem};
 use crate::delivery::{Delivery, Subscription};
 use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
-use crate::store::Settlement;
+use crate::store::{FeedCursor, Settlement};
 
 /// Pull-mode subscriptions.
 pub(super) fn router() -> Router<AppState> {
@@ -55,11 +55,8 @@ async fn feed_of<'a>(
     Ok(sub)
 }
 
-fn cursor(text: &str) -> Result<i64, Problem> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|c| *c >= 0)
-        .ok_or_else(|| Problem::BadRequest("cursor must be a cursor returned by the feed".into()))
+fn cursor(text: &str) -> Result<FeedCursor, Problem> {
+    text.parse::<FeedCursor>().map_err(|()| Problem::BadRequest("cursor must be a cursor returned by the feed".into()))
 }
 
 #[utoipa::path(get, path = "/v1/feeds/{subscription}", tag = "delivery",
@@ -84,8 +81,8 @@ pub async fn read(
     // The long poll must end before the request deadline does.
     let deadline = state.config.server.request_timeout_secs.saturating_sub(1);
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(settings.max_wait_secs).min(deadline));
-    let mut rows = state.store.feed(&name, after, limit).await?;
-    if rows.is_empty() && !wait.is_zero() {
+    let mut page = state.store.feed(&name, after, limit).await?;
+    if page.rows.is_empty() && !wait.is_zero() {
         let until = tokio::time::Instant::now() + wait;
         // Entries routed by other nodes of a cluster wake nothing here: look every `poll_ms`.
         let nap = if state.store.is_shared() { Duration::from_millis(state.config.delivery.poll_ms) } else { wait };
@@ -93,9 +90,9 @@ pub async fn read(
             let notified = sub.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            rows = state.store.feed(&name, after, limit).await?;
+            page = state.store.feed(&name, after, limit).await?;
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if !rows.is_empty() || left.is_zero() {
+            if !page.rows.is_empty() || left.is_zero() {
                 break;
             }
             let _ = tokio::time::timeout(left.min(nap), notified).await;
@@ -104,7 +101,7 @@ pub async fn read(
     let mut events: Vec<Value> = Vec::new();
     let mut ids = Vec::new();
     let mut subjects: Vec<String> = Vec::new();
-    for row in &rows {
+    for row in &page.rows {
         match state.delivery.envelope(sub, row).await? {
             Ok((envelope, rec)) => {
                 events.push(serde_json::from_slice(envelope.json()).map_err(|e| Problem::Internal(e.to_string()))?);
@@ -121,7 +118,7 @@ pub async fn read(
             }
         }
     }
-    let next = rows.last().map_or(after, |r| r.id);
+    let next = page.next.to_string();
     if !events.is_empty() {
         let entry = NewEntry {
             record_type: Some(sub.record_type.clone()),
@@ -134,7 +131,7 @@ pub async fn read(
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "subscription": sub.name, "count": events.len(), "events": events, "cursor": next.to_string() }),
+        &json!({ "subscription": sub.name, "count": events.len(), "events": events, "cursor": next }),
     ))
 }
 
@@ -169,7 +166,7 @@ pub async fn ack(
     let body: AckBody = read_request(&headers, body, 4096, &invalid).await?;
     let c = match &body.cursor {
         Value::String(s) => cursor(s).map_err(|_| invalid())?,
-        Value::Number(n) => n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?,
+        Value::Number(n) => FeedCursor { rows: n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?, log: None },
         _ => return Err(invalid()),
     };
     let n = state.store.ack(&name, c).await?;

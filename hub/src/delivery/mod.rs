@@ -297,10 +297,15 @@ impl Delivery {
     }
 
     /// Marks stopped subscriptions from the store (after a restart) and tells the store which
-    /// subscriptions a worker here pushes, so it may serve them from the log.
+    /// subscriptions a worker here pushes and which are feeds, so it may serve them from the log.
     pub async fn load_states(&self) -> Result<(), StoreError> {
-        let pushed = self.subs.iter().filter(|s| s.adapter.is_some());
-        self.store.serve_from_log(pushed.map(|s| (s.name.clone(), s.record_type.clone())).collect()).await?;
+        let served = self.subs.iter().filter(|s| s.adapter.is_some() || s.direction == Direction::Pull);
+        let served = served.map(|s| crate::store::FromLog {
+            name: s.name.clone(),
+            record_type: s.record_type.clone(),
+            feed: s.adapter.is_none(),
+        });
+        self.store.serve_from_log(served.collect()).await?;
         for st in self.store.subscription_states().await? {
             self.set_disabled(&st.name, st.disabled);
         }

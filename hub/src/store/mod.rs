@@ -288,6 +288,60 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
+/// Where a feed's reader stands: past the outbox rows up to `rows` (outbox ids), and past the
+/// log up to `log` (an audit sequence; `None`: from the acknowledged position). A feed kept in
+/// rows has no log part, so its cursors read as they always did: one number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedCursor {
+    /// The last outbox row read.
+    pub rows: i64,
+    /// The last log position read.
+    pub log: Option<i64>,
+}
+
+impl std::fmt::Display for FeedCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.log {
+            Some(log) => write!(f, "{}-{log}", self.rows),
+            None => write!(f, "{}", self.rows),
+        }
+    }
+}
+
+impl std::str::FromStr for FeedCursor {
+    type Err = ();
+
+    /// `ROWS` (every cursor before feeds read the log, and any feed kept in rows) or `ROWS-LOG`.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let number = |t: &str| t.parse::<i64>().ok().filter(|n| *n >= 0 && !t.starts_with('+')).ok_or(());
+        match text.split_once('-') {
+            Some((rows, log)) => Ok(Self { rows: number(rows)?, log: Some(number(log)?) }),
+            None => Ok(Self { rows: number(text)?, log: None }),
+        }
+    }
+}
+
+/// One page of a feed and the cursor after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedPage {
+    /// Entries, in feed order: outbox rows first (replays, and what was owed before the feed read
+    /// the log), then the log.
+    pub rows: Vec<OutboxRow>,
+    /// Where the next page starts.
+    pub next: FeedCursor,
+}
+
+/// A subscription the store may serve as a cursor over the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromLog {
+    /// Subscription.
+    pub name: String,
+    /// Its record type.
+    pub record_type: String,
+    /// A pull feed (read and acknowledged by its department) rather than a push subscription.
+    pub feed: bool,
+}
+
 /// How a delivery attempt ends for its outbox entry.
 #[derive(Debug, Clone)]
 pub enum Settlement {
@@ -432,10 +486,10 @@ pub trait Store: Send + Sync {
         limit: u32,
         lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Serves these push subscriptions (name, record type) as cursors over the log where the
-    /// store can: a version routed to one writes no outbox row unless an attempt fails. Called
-    /// once at start, before the first publish; a store that cannot keeps rows for all.
-    async fn serve_from_log(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
+    /// Serves these subscriptions as cursors over the log where the store can: a version routed
+    /// to one writes no outbox row unless an attempt fails. Called once at start, before the
+    /// first publish; a store that cannot keeps rows for all.
+    async fn serve_from_log(&self, subscriptions: Vec<FromLog>) -> Result<(), StoreError> {
         let _ = subscriptions;
         Ok(())
     }
@@ -471,12 +525,12 @@ pub trait Store: Send + Sync {
         versions: Vec<(String, String, u64)>,
         audit: NewEntry,
     ) -> Result<u64, StoreError>;
-    /// Pending entries of a feed after a cursor.
-    async fn feed(&self, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending entries of a feed after a cursor, at most `limit`.
+    async fn feed(&self, subscription: &str, after: FeedCursor, limit: u32) -> Result<FeedPage, StoreError>;
     /// The feed's acknowledged cursor.
-    async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError>;
-    /// Acknowledges a feed up to a cursor; returns how many entries that settled.
-    async fn ack(&self, subscription: &str, cursor: i64) -> Result<u64, StoreError>;
+    async fn feed_cursor(&self, subscription: &str) -> Result<FeedCursor, StoreError>;
+    /// Acknowledges a feed up to a cursor (never back); returns how many entries that settled.
+    async fn ack(&self, subscription: &str, cursor: FeedCursor) -> Result<u64, StoreError>;
     /// Entries in a state (`pending` or `dead`), optionally of one subscription.
     async fn deliveries(
         &self,

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
-    AlertRecord, Audited, CheckRun, DeliveryCounts, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
-    Settlement, Store, StoreError, SubscriptionState, WriterStats,
+    AlertRecord, Audited, CheckRun, DeliveryCounts, FeedCursor, FeedPage, Lease, NewVersion, OutboxRow, Published,
+    Receipt, RecordVersion, Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
@@ -1257,30 +1257,37 @@ impl Store for PostgresStore {
         self.count(Op::Enqueue { subscription: subscription.to_owned(), versions, audit }).await
     }
 
-    async fn feed(&self, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    async fn feed(&self, subscription: &str, after: FeedCursor, limit: u32) -> Result<FeedPage, StoreError> {
+        // Feeds are rows here. A cursor's log part came from an embedded hub before `hub migrate`,
+        // which made rows of what its log still owed: they lie past every row part it gave out.
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = $1 AND o.state = 'pending' AND o.id > $2
              ORDER BY o.id LIMIT $3"
         );
-        self.fetch(sql, |q| q.bind(subscription.to_owned()).bind(after).bind(i64::from(limit)), outbox_from_row).await
+        let rows = self
+            .fetch(sql, |q| q.bind(subscription.to_owned()).bind(after.rows).bind(i64::from(limit)), outbox_from_row)
+            .await?;
+        let next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: None };
+        Ok(FeedPage { rows, next })
     }
 
-    async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT acked FROM feed_cursor WHERE subscription = $1")
+    async fn feed_cursor(&self, subscription: &str) -> Result<FeedCursor, StoreError> {
+        let rows = sqlx::query_scalar::<_, i64>("SELECT acked FROM feed_cursor WHERE subscription = $1")
             .bind(subscription)
             .fetch_optional(&self.pool)
             .await?
-            .unwrap_or(0))
+            .unwrap_or(0);
+        Ok(FeedCursor { rows, log: None })
     }
 
-    async fn ack(&self, subscription: &str, cursor: i64) -> Result<u64, StoreError> {
+    async fn ack(&self, subscription: &str, cursor: FeedCursor) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE outbox SET state = 'delivered', settled_at = $3
              WHERE subscription = $1 AND state = 'pending' AND id <= $2",
         )
         .bind(subscription)
-        .bind(cursor)
+        .bind(cursor.rows)
         .bind(chrono::Utc::now().timestamp_millis())
         .execute(&mut *tx)
         .await?
@@ -1290,7 +1297,7 @@ impl Store for PostgresStore {
              ON CONFLICT (subscription) DO UPDATE SET acked = GREATEST(feed_cursor.acked, excluded.acked)",
         )
         .bind(subscription)
-        .bind(cursor)
+        .bind(cursor.rows)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,4 +1,4 @@
-//! Push subscriptions served from the log. Each has a cursor (a position in the audit sequence)
+//! Subscriptions served from the log. Each has a cursor (a position in the audit sequence)
 //! and a slot, its bit in `records.routes`: a record version routed to it is owed while it lies
 //! past the cursor, and nothing else is written for it at publish. An outbox row is made only for
 //! what cannot go in log order: a failed attempt (retry, dead letter) and a version held back
@@ -6,6 +6,8 @@
 //! not yet settled, which bound how far the cursor may move. One process has the database (the
 //! ledger writer), so that state lives here and a restart starts again from the durable cursor:
 //! entries between it and the last settlement go again (at least once, with the same event id).
+//! A pull feed is a cursor too, moved by its department's acknowledgements; its readers say
+//! where they stand themselves (`FeedCursor`), so nothing of it is held in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Done, Tx, WriteFn};
 use crate::ledger::NewEntry;
-use crate::store::{event_id, Lease, OutboxRow, Settlement, StoreError};
+use crate::store::{event_id, FeedCursor, FeedPage, FromLog, Lease, OutboxRow, Settlement, StoreError};
 
 /// Bits of `records.routes`: the most push subscriptions served from the log. Past them a
 /// subscription keeps outbox rows, as every subscription did before.
@@ -62,11 +64,13 @@ impl State {
     }
 }
 
-/// A push subscription served from the log.
+/// A subscription served from the log.
 pub(super) struct Cursor {
     pub name: String,
     pub record_type: String,
     pub slot: i64,
+    /// A pull feed: nothing is handed out, and the cursor moves with acknowledgements.
+    pub feed: bool,
     pub state: tokio::sync::Mutex<State>,
 }
 
@@ -172,30 +176,37 @@ pub(super) fn scan(
     )?;
     let mut out = Vec::with_capacity(found.len());
     for (seq, key, version, received_at) in found {
+        let row = log_row((name, record_type, slot), seq, key, version, &received_at);
         let waiting = pending
-            .query_map(params![name, record_type, key], |r| r.get::<_, i64>(0))?
+            .query_map(params![name, record_type, row.key], |r| r.get::<_, i64>(0))?
             .collect::<Result<Vec<i64>, _>>()?;
-        let is_dead = dead.query_row(params![name, record_type, key, version], |_| Ok(())).optional()?.is_some();
-        let created = millis(&received_at);
+        let is_dead = dead.query_row(params![name, record_type, row.key, version], |_| Ok(())).optional()?.is_some();
         out.push(Scanned {
             is_row: is_dead || waiting.contains(&version),
             behind_row: waiting.iter().any(|v| *v < version),
-            row: OutboxRow {
-                id: entry_id(seq, slot),
-                subscription: name.to_owned(),
-                record_type: record_type.to_owned(),
-                event_id: event_id(name, record_type, &key, version as u64),
-                key,
-                version: version as u64,
-                state: "pending".into(),
-                attempts: 0,
-                next_attempt_at: created,
-                created_at: created,
-                last_error: None,
-            },
+            row,
         });
     }
     Ok((out, upto))
+}
+
+/// The pending entry of a routed version in the log of `cursor` (name, record type, slot).
+fn log_row(cursor: (&str, &str, i64), seq: i64, key: String, version: i64, received_at: &str) -> OutboxRow {
+    let (name, record_type, slot) = cursor;
+    let created = millis(received_at);
+    OutboxRow {
+        id: entry_id(seq, slot),
+        subscription: name.to_owned(),
+        record_type: record_type.to_owned(),
+        event_id: event_id(name, record_type, &key, version as u64),
+        key,
+        version: version as u64,
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: created,
+        created_at: created,
+        last_error: None,
+    }
 }
 
 /// How many entries routed to a cursor lie past `after`, and the audit sequence of the first.
@@ -320,6 +331,77 @@ pub(super) fn expire_op(
         }
         advance(tx, &subscription, position)?;
         Ok(Done::Count(old.len() as u64))
+    })
+}
+
+/// Acknowledges a feed up to `cursor`: its rows up to the row part, and, for a feed served from
+/// the log (`log`: its record type and bit), the log up to the log part, which never passes the
+/// end of the log (a cursor from nowhere acknowledges nothing that was not yet written).
+pub(super) fn ack_op(subscription: String, cursor: FeedCursor, log: Option<(String, i64)>) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let rows = tx
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'delivered', settled_at = ?3
+                 WHERE subscription = ?1 AND state = 'pending' AND id <= ?2",
+            )?
+            .execute(params![subscription, cursor.rows, tx.now_ms])? as u64;
+        tx.conn
+            .prepare_cached(
+                "INSERT INTO feed_cursor (subscription, acked) VALUES (?1, ?2)
+                 ON CONFLICT (subscription) DO UPDATE SET acked = MAX(acked, excluded.acked)",
+            )?
+            .execute(params![subscription, cursor.rows])?;
+        let (Some((record_type, bit)), Some(to)) = (log, cursor.log) else { return Ok(Done::Acked(rows, None)) };
+        let to = to.min(tx.head.seq as i64);
+        let at: i64 = tx
+            .conn
+            .prepare_cached("SELECT position FROM cursors WHERE subscription = ?1")?
+            .query_row(params![subscription], |r| r.get(0))?;
+        if to <= at {
+            return Ok(Done::Acked(rows, Some(at)));
+        }
+        // What died before (a dead row) was settled then, not now.
+        let logged: i64 = tx
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM records r INDEXED BY records_by_seq
+                 WHERE r.type = ?1 AND r.audit_seq > ?2 AND r.audit_seq <= ?3 AND (r.routes & ?4) != 0
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.subscription = ?5 AND o.record_type = r.type
+                       AND o.key = r.key AND o.version = r.version AND o.state = 'dead')",
+            )?
+            .query_row(params![record_type, at, to, bit, subscription], |r| r.get(0))?;
+        advance(tx, &subscription, to)?;
+        Ok(Done::Acked(rows + logged as u64, Some(to)))
+    })
+}
+
+/// Ends entries of a feed that were read from the log and cannot be served (their projection
+/// failed): each becomes a row, which the log's copy then gives way to. The cursor moves only
+/// with acknowledgements.
+fn feed_settle_op(cursor: (String, String, i64), entries: Vec<(i64, Settlement, Option<NewEntry>)>) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let (name, record_type, slot) = &cursor;
+        let mut n = 0;
+        for (seq, settlement, audit) in entries {
+            let found: Option<(String, i64, String)> = tx
+                .conn
+                .prepare_cached("SELECT key, version, received_at FROM records WHERE audit_seq = ?1 AND type = ?2")?
+                .query_row(params![seq, record_type], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((key, version, received_at)) = found else { continue };
+            let row = log_row((name, record_type, *slot), seq, key, version, &received_at);
+            match &settlement {
+                Settlement::Delivered => {}
+                Settlement::Retry { at_ms, error } => insert_row(tx, &row, "pending", 1, *at_ms, Some(error))?,
+                Settlement::Dead { error } => insert_row(tx, &row, "dead", 1, tx.now_ms, Some(error))?,
+            }
+            if let Some(entry) = audit {
+                tx.audit(entry)?;
+            }
+            n += 1;
+        }
+        Ok(Done::Count(n))
     })
 }
 
@@ -469,6 +551,11 @@ impl super::SqliteStore {
         for (slot, group) in by_slot {
             // A slot no subscription holds now: nothing of it is out.
             let Some(cursor) = cursors.by_slot.get(&slot).cloned() else { continue };
+            if cursor.feed {
+                let entries = group.into_iter().map(|(id, s, audit)| (split_id(id).0, s, audit)).collect();
+                ops.push(feed_settle_op((cursor.name.clone(), cursor.record_type.clone(), slot), entries));
+                continue;
+            }
             let mut st = cursor.state.lock().await;
             let mut entries = Vec::with_capacity(group.len());
             let mut seqs = Vec::with_capacity(group.len());
@@ -588,18 +675,53 @@ impl super::SqliteStore {
         Ok((out + n, earliest(oldest_out, first)))
     }
 
-    /// Serves these push subscriptions (name, record type) from the log.
-    pub(super) async fn register(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
-        let names = subscriptions.iter().map(|(n, _)| n.clone()).collect();
+    /// A page of a feed served from the log: its rows after the row part (replays, and what it
+    /// was owed before it read the log), then the log after the log part or the acknowledged
+    /// position, whichever is further.
+    pub(super) async fn feed_log(
+        &self,
+        cursor: &Cursor,
+        after: FeedCursor,
+        limit: u32,
+    ) -> Result<FeedPage, StoreError> {
+        let acked = cursor.state.lock().await.durable;
+        let from = after.log.map_or(acked, |l| l.max(acked));
+        let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
+        self.readers
+            .with(move |c| {
+                let mut rows = super::feed_rows(c, &name, after.rows, limit)?;
+                let mut next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: Some(from) };
+                let room = limit.saturating_sub(rows.len() as u32);
+                if room > 0 {
+                    // Past `upto` the scan saw everything: what it leaves out is a row already
+                    // (served above, or dead), so the next page need not look at it again.
+                    let (found, upto) = scan(c, (&name, &record_type, slot), from, room)?;
+                    rows.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
+                    next.log = Some(upto);
+                }
+                Ok(FeedPage { rows, next })
+            })
+            .await
+    }
+
+    /// Serves these subscriptions from the log.
+    pub(super) async fn register(&self, subscriptions: Vec<FromLog>) -> Result<(), StoreError> {
+        let names = subscriptions.iter().map(|s| s.name.clone()).collect();
         let Done::Cursors(taken) = self.one(register_op(names)).await? else {
             return Err(StoreError::Corrupt("writer gave no cursors".into()));
         };
-        let types: HashMap<String, String> = subscriptions.into_iter().collect();
+        let wanted: HashMap<String, FromLog> = subscriptions.into_iter().map(|s| (s.name.clone(), s)).collect();
         let mut cursors = Cursors::default();
         for (name, slot, position) in taken {
-            let Some(record_type) = types.get(&name).cloned() else { continue };
+            let Some(s) = wanted.get(&name) else { continue };
             let state = State { durable: position, scanned: position, out: BTreeMap::new() };
-            let c = std::sync::Arc::new(Cursor { name: name.clone(), record_type, slot, state: state.into() });
+            let c = std::sync::Arc::new(Cursor {
+                name: name.clone(),
+                record_type: s.record_type.clone(),
+                slot,
+                feed: s.feed,
+                state: state.into(),
+            });
             cursors.by_slot.insert(slot, c.clone());
             cursors.by_name.insert(name, c);
         }

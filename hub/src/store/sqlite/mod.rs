@@ -24,8 +24,8 @@ pub(crate) use log::owed as owed_from_log;
 
 use super::wal::{Wal, WalWriter};
 use super::{
-    AlertRecord, Audited, CheckRun, DeliveryCounts, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion,
-    Settlement, Store, StoreError, SubscriptionState, WriterStats,
+    AlertRecord, Audited, CheckRun, DeliveryCounts, FeedCursor, FeedPage, FromLog, Lease, NewVersion, OutboxRow,
+    Published, Receipt, RecordVersion, Settlement, Store, StoreError, SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
@@ -89,6 +89,8 @@ enum Done {
     Cursors(Vec<(String, i64, i64)>),
     Audited(Audited),
     Count(u64),
+    /// Entries acknowledged, and where the feed's cursor over the log stands.
+    Acked(u64, Option<i64>),
     Subscription(Option<String>),
 }
 
@@ -690,6 +692,15 @@ fn insert_outbox(
     Ok(())
 }
 
+/// Pending outbox rows of a feed after the row `after`, in id order.
+fn feed_rows(c: &Connection, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql = format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.id > ?2
+         ORDER BY o.id LIMIT ?3"
+    );
+    outbox_rows(c, &sql, &[&subscription, &after, &limit])
+}
+
 /// The audit entry of an entry dead-lettered by age: `template` with the record's type, key,
 /// version and subjects and the entry's subscription, event id and `error`.
 fn expired_entry(tx: &Tx<'_>, row: &OutboxRow, error: &str, template: &NewEntry) -> Result<NewEntry, StoreError> {
@@ -1066,7 +1077,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn serve_from_log(&self, subscriptions: Vec<(String, String)>) -> Result<(), StoreError> {
+    async fn serve_from_log(&self, subscriptions: Vec<FromLog>) -> Result<(), StoreError> {
         self.register(subscriptions).await
     }
 
@@ -1154,50 +1165,46 @@ impl Store for SqliteStore {
         self.count(op).await
     }
 
-    async fn feed(&self, subscription: &str, after: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    async fn feed(&self, subscription: &str, after: FeedCursor, limit: u32) -> Result<FeedPage, StoreError> {
+        if let Some(c) = self.cursor(subscription) {
+            return self.feed_log(&c, after, limit).await;
+        }
         let sub = subscription.to_owned();
-        self.readers
-            .with(move |c| {
-                let sql = format!(
-                    "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.subscription = ?1 AND o.state = 'pending' AND o.id > ?2
-                     ORDER BY o.id LIMIT ?3"
-                );
-                outbox_rows(c, &sql, &[&sub, &after, &limit])
-            })
-            .await
+        let rows = self.readers.with(move |c| feed_rows(c, &sub, after.rows, limit)).await?;
+        let next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: after.log };
+        Ok(FeedPage { rows, next })
     }
 
-    async fn feed_cursor(&self, subscription: &str) -> Result<i64, StoreError> {
+    async fn feed_cursor(&self, subscription: &str) -> Result<FeedCursor, StoreError> {
         let sub = subscription.to_owned();
-        self.readers
+        let rows = self
+            .readers
             .with(move |c| {
                 Ok(c.prepare_cached("SELECT acked FROM feed_cursor WHERE subscription = ?1")?
                     .query_row(params![sub], |r| r.get::<_, i64>(0))
                     .optional()?
                     .unwrap_or(0))
             })
-            .await
+            .await?;
+        let log = match self.cursor(subscription) {
+            Some(c) => Some(c.state.lock().await.durable),
+            None => None,
+        };
+        Ok(FeedCursor { rows, log })
     }
 
-    async fn ack(&self, subscription: &str, cursor: i64) -> Result<u64, StoreError> {
-        let sub = subscription.to_owned();
-        let op: WriteFn = Box::new(move |tx: &mut Tx<'_>| {
-            let n = tx
-                .conn
-                .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', settled_at = ?3
-                     WHERE subscription = ?1 AND state = 'pending' AND id <= ?2",
-                )?
-                .execute(params![sub, cursor, tx.now_ms])?;
-            tx.conn
-                .prepare_cached(
-                    "INSERT INTO feed_cursor (subscription, acked) VALUES (?1, ?2)
-                     ON CONFLICT (subscription) DO UPDATE SET acked = MAX(acked, excluded.acked)",
-                )?
-                .execute(params![sub, cursor])?;
-            Ok(Done::Count(n as u64))
-        });
-        self.count(op).await
+    async fn ack(&self, subscription: &str, cursor: FeedCursor) -> Result<u64, StoreError> {
+        let log = self.cursor(subscription);
+        let op = log::ack_op(subscription.to_owned(), cursor, log.as_ref().map(|c| (c.record_type.clone(), c.bit())));
+        let Done::Acked(n, position) = self.one(op).await? else {
+            return Err(StoreError::Corrupt("writer gave no acknowledgement".into()));
+        };
+        if let (Some(c), Some(position)) = (log, position) {
+            let mut st = c.state.lock().await;
+            st.durable = st.durable.max(position);
+            st.scanned = st.durable;
+        }
+        Ok(n)
     }
 
     async fn deliveries(
