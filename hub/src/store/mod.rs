@@ -299,6 +299,13 @@ pub struct FeedCursor {
     pub log: Option<i64>,
 }
 
+impl FeedCursor {
+    /// This cursor moved past `rows`, outbox rows just read in id order.
+    pub fn past(self, rows: &[OutboxRow]) -> Self {
+        Self { rows: rows.last().map_or(self.rows, |r| r.id), ..self }
+    }
+}
+
 impl std::fmt::Display for FeedCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.log {
@@ -593,4 +600,20 @@ pub trait Store: Send + Sync {
     fn is_ready(&self) -> bool;
     /// Stops the writer after it has flushed everything queued.
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FeedCursor;
+
+    #[test]
+    fn a_feed_cursor_reads_back_as_written_and_nothing_else_is_one() {
+        for c in [FeedCursor { rows: 0, log: None }, FeedCursor { rows: 12, log: Some(3456) }] {
+            assert_eq!(c.to_string().parse::<FeedCursor>(), Ok(c));
+        }
+        assert_eq!("7".parse::<FeedCursor>(), Ok(FeedCursor { rows: 7, log: None }));
+        for bad in ["", "-1", "+1", "1-", "-", "1-2-3", "1-+2", "a", "1.5", "1--2"] {
+            assert_eq!(bad.parse::<FeedCursor>(), Err(()), "{bad:?}");
+        }
+    }
 }

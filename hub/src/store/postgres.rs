@@ -1267,7 +1267,7 @@ impl Store for PostgresStore {
         let rows = self
             .fetch(sql, |q| q.bind(subscription.to_owned()).bind(after.rows).bind(i64::from(limit)), outbox_from_row)
             .await?;
-        let next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: None };
+        let next = FeedCursor { log: None, ..after.past(&rows) };
         Ok(FeedPage { rows, next })
     }
 

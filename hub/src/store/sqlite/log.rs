@@ -690,7 +690,7 @@ impl super::SqliteStore {
         self.readers
             .with(move |c| {
                 let mut rows = super::feed_rows(c, &name, after.rows, limit)?;
-                let mut next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: Some(from) };
+                let mut next = FeedCursor { log: Some(from), ..after.past(&rows) };
                 let room = limit.saturating_sub(rows.len() as u32);
                 if room > 0 {
                     // Past `upto` the scan saw everything: what it leaves out is a row already

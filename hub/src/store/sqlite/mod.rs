@@ -304,6 +304,12 @@ impl SqliteStore {
         self.cursors().by_name.get(subscription).cloned()
     }
 
+    /// The cursor of a feed served from the log: only it moves with acknowledgements (a push
+    /// cursor moves with settlements).
+    fn feed_log_cursor(&self, subscription: &str) -> Option<Arc<log::Cursor>> {
+        self.cursor(subscription).filter(|c| c.feed)
+    }
+
     /// Leases due pending outbox rows of a subscription, leaving out records in `busy` (a
     /// version of theirs is out from the log).
     async fn claim_rows(
@@ -1166,13 +1172,12 @@ impl Store for SqliteStore {
     }
 
     async fn feed(&self, subscription: &str, after: FeedCursor, limit: u32) -> Result<FeedPage, StoreError> {
-        if let Some(c) = self.cursor(subscription) {
+        if let Some(c) = self.feed_log_cursor(subscription) {
             return self.feed_log(&c, after, limit).await;
         }
         let sub = subscription.to_owned();
         let rows = self.readers.with(move |c| feed_rows(c, &sub, after.rows, limit)).await?;
-        let next = FeedCursor { rows: rows.last().map_or(after.rows, |r| r.id), log: after.log };
-        Ok(FeedPage { rows, next })
+        Ok(FeedPage { next: after.past(&rows), rows })
     }
 
     async fn feed_cursor(&self, subscription: &str) -> Result<FeedCursor, StoreError> {
@@ -1186,7 +1191,7 @@ impl Store for SqliteStore {
                     .unwrap_or(0))
             })
             .await?;
-        let log = match self.cursor(subscription) {
+        let log = match self.feed_log_cursor(subscription) {
             Some(c) => Some(c.state.lock().await.durable),
             None => None,
         };
@@ -1194,7 +1199,7 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, subscription: &str, cursor: FeedCursor) -> Result<u64, StoreError> {
-        let log = self.cursor(subscription);
+        let log = self.feed_log_cursor(subscription);
         let op = log::ack_op(subscription.to_owned(), cursor, log.as_ref().map(|c| (c.record_type.clone(), c.bit())));
         let Done::Acked(n, position) = self.one(op).await? else {
             return Err(StoreError::Corrupt("writer gave no acknowledgement".into()));
