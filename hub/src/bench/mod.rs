@@ -14,6 +14,7 @@ mod peer;
 mod proc_stats;
 mod receiver;
 mod records;
+mod stored;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -95,12 +96,23 @@ pub struct BenchArgs {
     /// figures are the first node's).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// `deliver`: events per webhook request (the webhook's `batch` setting; 1 sends each alone).
+    #[arg(long, default_value_t = 1)]
+    pub webhook_batch: usize,
     /// The hub config to run (its front-end exchange connections and checks are left out).
     #[arg(long, default_value = "config/conghua.toml")]
     pub config: PathBuf,
     /// Records published before `read`, `lookup` and `mixed`.
     #[arg(long, default_value_t = 5000)]
     pub preload: u64,
+    /// Records written straight through the store before the hub starts, in any scenario (the
+    /// growth table: 0, 1 M, 5 M); they replace `--preload`. SQLite only.
+    #[arg(long, default_value_t = 0)]
+    pub stored: u64,
+    /// The hub's data directory, kept after the run (default: a temporary one). A directory kept
+    /// from an earlier run is reused: `--stored` adds only the records it does not hold yet.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
     /// Write the results as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -125,6 +137,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 struct Server {
     child: Child,
     url: String,
+    /// From the spawn to the line that says it is ready.
+    ready_after: Duration,
 }
 
 impl Drop for Server {
@@ -146,6 +160,7 @@ fn spawn(
 ) -> Result<Server> {
     use std::io::{BufRead, Write};
     let port = free_port()?;
+    let started = std::time::Instant::now();
     let exe = std::env::current_exe().context("the hub binary")?;
     let mut child = Command::new(exe)
         .args(command)
@@ -172,11 +187,12 @@ fn spawn(
             }
         }
     });
-    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+    // Generous: how long a hub with millions of records takes to start is itself measured.
+    if rx.recv_timeout(Duration::from_secs(300)).is_err() {
         let _ = child.kill();
         bail!("the server did not become ready; see {}", log.display());
     }
-    Ok(Server { child, url: format!("https://127.0.0.1:{port}") })
+    Ok(Server { child, url: format!("https://127.0.0.1:{port}"), ready_after: started.elapsed() })
 }
 
 fn free_port() -> Result<u16> {
@@ -212,7 +228,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 async fn run_async(args: BenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
+    let data = args.keep.clone().unwrap_or_else(|| tmp.path().join("data"));
+    if args.stored > 0 && args.engine != BenchEngine::Sqlite {
+        bail!("--stored writes the embedded store directly: use it with --engine sqlite");
+    }
     if args.baseline && args.scenario != Scenario::Publish {
         bail!("--baseline compares the publish path: use it with --scenario publish");
     }
@@ -229,7 +248,7 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     let mut text = crate::config::text::without_checks(&crate::config::text::keep_exchange(&original, &[]));
     let receiver = if args.scenario == Scenario::Deliver {
         let r = receiver::Receiver::start().await?;
-        text = receiver::point_webhooks_at(&text, &r.url);
+        text = receiver::point_webhooks_at(&text, &r.url, args.webhook_batch);
         Some(r)
     } else {
         None
@@ -251,6 +270,27 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         bail!("--nodes shares one database between hub nodes: use it with --engine postgres");
     }
     let env: Vec<(&str, String)> = database.iter().map(|d| ("HUB_DATABASE_URL", d.url.clone())).collect();
+    let held = stored::held(&data);
+    let mut preloaded = Value::Null;
+    if args.stored > held {
+        eprintln!("storing records {held}..{} through the store", args.stored);
+        let p = stored::preload(&config, &data, held, args.stored).await?;
+        stored::remember(&data, args.stored)?;
+        eprintln!(
+            "stored {} records in {:.1} s ({:.0}/s), WAL peak {} MiB",
+            p.records,
+            p.elapsed.as_secs_f64(),
+            p.records as f64 / p.elapsed.as_secs_f64().max(1e-9),
+            p.peak_wal >> 20
+        );
+        preloaded = json!({"records": p.records, "seconds": (p.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+                           "wal_peak_mib": mib(p.peak_wal)});
+    }
+    let stored_records = held.max(args.stored);
+    let db_file = data.join("hub.db");
+    let file_size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    // Before the run adds its own records and audit entries.
+    let db_at_start = file_size(&db_file);
     let hub = spawn(&["serve"], &config, &data, "hub listening", &tmp.path().join("hub.log"), &env)?;
     let mut peers = Vec::new();
     for n in 1..args.nodes.max(1) {
@@ -266,16 +306,24 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         r.load_secrets(&data.join("keys/webhooks"))?;
     }
 
+    eprintln!("ready after {:.2} s with {stored_records} records stored", hub.ready_after.as_secs_f64());
     let gen = Arc::new(records::Generator::new(args.scenario));
+    gen.preloaded(stored_records);
     let clients = load::Clients::new(&data, args.connections, args.http2)?;
-    if matches!(args.scenario, Scenario::Read | Scenario::Lookup | Scenario::Mixed) {
+    if stored_records == 0 && matches!(args.scenario, Scenario::Read | Scenario::Lookup | Scenario::Mixed) {
         eprintln!("preloading {} records", args.preload);
         load::preload(&clients, &urls[0], &gen, args.preload).await?;
     }
     let load = Load::new(&args);
-    let stats = proc_stats::Sampler::start(pid);
+    let wal = (args.engine == BenchEngine::Sqlite).then(|| data.join("hub.db-wal"));
+    let stats = proc_stats::Sampler::start(pid, wal);
     let hub_result = load.run(&clients, &urls, gen.clone()).await?;
     let usage = stats.stop().await;
+    if args.keep.is_some() && args.engine == BenchEngine::Sqlite {
+        // Publishes of a later run must not repeat this run's keys.
+        stored::remember(&data, gen.published())?;
+    }
+    let records_now = gen.published();
     let mut results = json!({
         "scenario": args.scenario, "connections": args.connections,
         "engine": format!("{:?}", args.engine).to_lowercase(), "nodes": args.nodes.max(1),
@@ -285,7 +333,25 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         "record_bytes": gen.sample_len(),
         "hub": hub_result.json(),
         "hub_rss_idle_mib": mib(idle_rss), "hub_rss_peak_mib": mib(usage.peak_rss), "hub_cpu_cores": usage.cores,
+        "stored_before": stored_records, "stored_now": preloaded, "ready_s": (hub.ready_after.as_secs_f64() * 100.0).round() / 100.0,
     });
+    if args.engine == BenchEngine::Sqlite {
+        let db = file_size(&db_file);
+        results["database_mib"] = json!(mib(db));
+        results["database_mib_at_start"] = json!(mib(db_at_start));
+        if stored_records > 0 {
+            results["database_bytes_per_stored_record"] = json!((db_at_start as f64 / stored_records as f64).round());
+        }
+        results["wal_peak_mib"] = json!(mib(usage.peak_wal));
+        // Everything in the file counts, free pages too: what the disk holds.
+        results["database_bytes_per_record"] = json!((db as f64 / records_now.max(1) as f64).round());
+        eprintln!(
+            "database {:.0} MiB, {:.0} bytes per record ({records_now} records); WAL peak {:.0} MiB",
+            mib(db),
+            db as f64 / records_now.max(1) as f64,
+            mib(usage.peak_wal)
+        );
+    }
     let name = match (args.engine, args.nodes.max(1)) {
         (BenchEngine::Sqlite, _) => format!("hub {:?}", args.scenario),
         (BenchEngine::Postgres, n) => format!("hub {:?} pg x{n}", args.scenario),

@@ -1,5 +1,6 @@
 //! The hub's resident memory and CPU time, from /proc, sampled while the load runs.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -28,29 +29,35 @@ pub struct Usage {
     pub peak_rss: u64,
     /// CPU seconds per second over the run.
     pub cores: f64,
+    /// Largest write-ahead log file seen (0 when none was watched).
+    pub peak_wal: u64,
 }
 
-/// Samples RSS every 100 ms until stopped.
+/// Samples RSS (and the size of a write-ahead log file, if given) every 100 ms until stopped.
 pub struct Sampler {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Usage>,
 }
 
 impl Sampler {
-    /// Starts sampling `pid`.
-    pub fn start(pid: u32) -> Self {
+    /// Starts sampling `pid`, and the file `wal` if given.
+    pub fn start(pid: u32, wal: Option<PathBuf>) -> Self {
         let (stop, mut rx) = oneshot::channel();
+        let wal_size = move || wal.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
         let task = tokio::spawn(async move {
             let (t0, cpu0) = (Instant::now(), cpu_seconds(pid).unwrap_or(0.0));
-            let mut peak = rss_bytes(pid).unwrap_or(0);
+            let (mut peak, mut peak_wal) = (rss_bytes(pid).unwrap_or(0), wal_size());
             loop {
                 tokio::select! {
                     _ = &mut rx => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_bytes(pid).unwrap_or(0)),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        peak = peak.max(rss_bytes(pid).unwrap_or(0));
+                        peak_wal = peak_wal.max(wal_size());
+                    }
                 }
             }
             let cpu = cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
-            Usage { peak_rss: peak, cores: (cpu / t0.elapsed().as_secs_f64() * 100.0).round() / 100.0 }
+            Usage { peak_rss: peak, cores: (cpu / t0.elapsed().as_secs_f64() * 100.0).round() / 100.0, peak_wal }
         });
         Self { stop, task }
     }
@@ -58,6 +65,6 @@ impl Sampler {
     /// Stops and reports.
     pub async fn stop(self) -> Usage {
         let _ = self.stop.send(());
-        self.task.await.unwrap_or(Usage { peak_rss: 0, cores: 0.0 })
+        self.task.await.unwrap_or(Usage { peak_rss: 0, cores: 0.0, peak_wal: 0 })
     }
 }
