@@ -10,6 +10,9 @@ use crate::AdapterError;
 /// Media type of a structured CloudEvent.
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
+/// Media type of a CloudEvents JSON batch: an array of structured events.
+pub const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";
+
 /// What the hub knows when it builds an envelope.
 pub struct EnvelopeFields {
     /// Stable per record version and subscription, so receivers can drop duplicates.

@@ -166,6 +166,7 @@ fn alert_sink(config: &Config, data: &Path) -> Result<Option<adapters::webhook::
         timeout_secs: 10,
         ca: None,
         client_certificate: false,
+        batch: 1,
     };
     let secret = crate::delivery::secret_resolver(data, config.tls.dev_pki);
     let resolve = |p: &str| config.resolve(p);

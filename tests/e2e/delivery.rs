@@ -197,6 +197,63 @@ async fn a_receiver_down_for_a_thousand_publishes_gets_every_event_in_order() ->
     Ok(())
 }
 
+/// A receiver that takes CloudEvents batches (`batch = 50`): every event of a backlog arrives,
+/// each version after the one before, in far fewer requests than events, each request signed
+/// over its whole body; a batch refused with 503 goes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_receiver_gets_every_event_in_order_in_few_signed_requests() -> Result<()> {
+    let fp = Receiver::start().await;
+    fp.answer(Answer::Status(503, None));
+    let (_cfg_dir, cfg) = TestConfig::conghua()
+        .replace("url = \"http://127.0.0.1:9103/hub/events\"", &format!("url = \"{}\", batch = 50", fp.url))
+        .fast_retries()
+        .without_checks()
+        .write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let civil = hub.client("civil-affairs");
+    for version in 0..3u32 {
+        let batch: Vec<Value> = (0..200u32)
+            .map(|k| {
+                let mut m =
+                    marriage(&format!("J440184-2026-{k:06}"), &resident_id("19900315", k), &resident_id("19920708", k));
+                m["registry_office"] = json!(format!("从化区民政局婚姻登记处 第{version}次更正"));
+                m
+            })
+            .collect();
+        assert_eq!(publish_batch(&civil, &batch).await?, 200);
+    }
+    fp.answer(Answer::Status(200, None));
+    let events = |r: &Receiver| -> Vec<Value> {
+        r.accepted().iter().flat_map(|c| event(c).as_array().cloned().unwrap_or_default()).collect()
+    };
+    eventually(Duration::from_secs(90), "600 distinct events", || {
+        let n = events(&fp).iter().map(|e| e["id"].to_string()).collect::<HashSet<_>>().len();
+        async move { Ok(n >= 600) }
+    })
+    .await?;
+    let secret = dev_secret(hub.data.path(), FP_SECRET);
+    let wh = standardwebhooks::Webhook::new(&secret)?;
+    let accepted = fp.accepted();
+    for c in &accepted {
+        assert_eq!(c.headers["content-type"], "application/cloudevents-batch+json");
+        wh.verify(&c.body, &c.headers).map_err(|e| anyhow::anyhow!("a batch's signature: {e}"))?;
+    }
+    assert!(accepted.len() <= 60, "600 events in {} requests: batches are not being used", accepted.len());
+    let mut first_seen: HashMap<(String, u64), usize> = HashMap::new();
+    for (i, e) in events(&fp).iter().enumerate() {
+        let key = e["subject"].as_str().unwrap().to_owned();
+        first_seen.entry((key, e["recordversion"].as_u64().unwrap())).or_insert(i);
+    }
+    assert_eq!(first_seen.len(), 600, "no event lost");
+    for k in 0..200u32 {
+        let key = format!("marriage-registration/J440184-2026-{k:06}");
+        let order: Vec<usize> = (1..=3u64).map(|v| first_seen[&(key.clone(), v)]).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{key}: versions arrived out of order: {order:?}");
+    }
+    hub.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_event_is_dead_lettered_then_retried_by_an_operator() -> Result<()> {
     let ps = Receiver::start().await;

@@ -8,7 +8,7 @@ mod outbound;
 mod tests;
 
 pub use config::WebhookConfig;
-pub use outbound::{parse_secret, sign, WebhookSink};
+pub use outbound::{batch_id, parse_secret, sign, WebhookSink};
 
 use crate::{AdapterError, BuildContext, Direction, Kind, Outbound};
 

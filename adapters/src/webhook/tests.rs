@@ -13,8 +13,13 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_SECRET: &str = "whsec_c2VjcmV0LWtleS1iZWZvcmUtcm90YXRpb24tMDAx";
 
 fn sink(url: &str, timeout: u64, secrets: &str) -> WebhookSink {
+    sink_with(url, timeout, secrets, "")
+}
+
+fn sink_with(url: &str, timeout: u64, secrets: &str, more: &str) -> WebhookSink {
     let table: toml::Table =
-        toml::from_str(&format!("url = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\ntimeout_secs = {timeout}\n")).unwrap();
+        toml::from_str(&format!("url = \"{url}\"\nsecret_env = \"HOOK_SECRET\"\ntimeout_secs = {timeout}\n{more}"))
+            .unwrap();
     let config: WebhookConfig = crate::settings(&table).unwrap();
     config.validate().unwrap();
     let secrets = secrets.to_owned();
@@ -63,6 +68,36 @@ async fn during_rotation_both_secrets_sign() {
     assert!(s.health().await.is_err());
 }
 
+#[tokio::test]
+async fn a_batch_is_one_signed_cloudevents_batch_in_order_and_goes_again_whole() {
+    let rx = Receiver::start().await;
+    let s = sink_with(&rx.url, 5, SECRET, "batch = 3\n");
+    assert_eq!(crate::Outbound::max_batch(&s), 3);
+    let events = [testkit::envelope(1), testkit::envelope(2), testkit::envelope(3)];
+    assert_eq!(s.deliver(&events).await, Outcome::Delivered);
+    let got = rx.captured();
+    assert_eq!(got.len(), 1, "one request for the batch");
+    let c = &got[0];
+    assert_eq!(c.headers["content-type"], "application/cloudevents-batch+json");
+    assert!(verify(SECRET, c), "standardwebhooks rejects the batch's signature");
+    let body: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+    let ids: Vec<&str> = body.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let want: Vec<&str> = events.iter().map(|e| e.id()).collect();
+    assert_eq!(ids, want, "the events of a batch keep their order");
+    for (sent, e) in body.as_array().unwrap().iter().zip(&events) {
+        assert_eq!(sent, &serde_json::from_slice::<serde_json::Value>(e.json()).unwrap(), "each event as sent alone");
+    }
+    // The same events always carry the same webhook-id; other events another.
+    let id = c.headers["webhook-id"].to_str().unwrap().to_owned();
+    assert_eq!(id, batch_id(&events));
+    assert_ne!(id, batch_id(&events[..2]));
+    // A refusal of the batch refuses all of it: the engine sends it again as a whole.
+    rx.answer(Answer::Status(503, None));
+    assert!(matches!(s.deliver(&events).await, Outcome::Retry { .. }));
+    rx.answer(Answer::Status(400, None));
+    assert!(matches!(s.deliver(&events).await, Outcome::Reject { .. }));
+}
+
 #[test]
 fn settings_are_checked_without_io() {
     let check = |text: &str| crate::kind("webhook").and_then(|k| (k.validate)(&toml::from_str(text).unwrap()));
@@ -71,6 +106,9 @@ fn settings_are_checked_without_io() {
     assert!(check("url = \"http://x/\"\nsecret_env = \"lower\"").is_err());
     assert!(check("url = \"http://x/\"\nsecret_env = \"A\"\ncolour = 1").is_err(), "unknown keys are errors");
     assert!(check("url = \"http://x/\"\nsecret_env = \"A\"\nclient_certificate = true").is_err());
+    assert!(check("url = \"http://x/\"\nsecret_env = \"A\"\nbatch = 100").is_ok());
+    assert!(check("url = \"http://x/\"\nsecret_env = \"A\"\nbatch = 0").is_err());
+    assert!(check("url = \"http://x/\"\nsecret_env = \"A\"\nbatch = 1001").is_err());
     assert!(parse_secret("nope").is_err());
     assert!(parse_secret(&format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([1u8; 8]))).is_err());
 }

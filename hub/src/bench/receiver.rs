@@ -63,20 +63,30 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         !keys.is_empty() && sig.split(' ').any(|s| expected.split(' ').any(|e| e == s))
     });
     let now = std::time::Instant::now();
-    let latency = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["time"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()))
-        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(1) as u64);
+    // One event, or a CloudEvents batch (an array of them).
+    let events = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(events)) => events,
+        Ok(event) => vec![event],
+        Err(_) => Vec::new(),
+    };
+    let latency = |v: &serde_json::Value| {
+        v["time"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(1) as u64)
+    };
     let mut seen = lock(&inner.seen);
-    if !good {
+    if !good || events.is_empty() {
         seen.bad += 1;
         return StatusCode::UNAUTHORIZED;
     }
-    seen.events += 1;
+    seen.events += events.len() as u64;
     seen.first.get_or_insert(now);
     seen.last = Some(now);
-    if let (Some(l), Some(h)) = (latency, seen.latency_us.as_mut()) {
-        let _ = h.record(l);
+    for e in &events {
+        if let (Some(l), Some(h)) = (latency(e), seen.latency_us.as_mut()) {
+            let _ = h.record(l);
+        }
     }
     StatusCode::NO_CONTENT
 }
@@ -137,8 +147,9 @@ impl Receiver {
     }
 }
 
-/// Points every `url = "http://..."` of the config (the webhook subscriptions) at `receiver`.
-pub fn point_webhooks_at(text: &str, receiver: &str) -> String {
+/// Points every `url = "http://..."` of the config (the webhook subscriptions) at `receiver`,
+/// with `batch` events per request when more than one.
+pub fn point_webhooks_at(text: &str, receiver: &str, batch: usize) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("url = \"http://") {
@@ -146,6 +157,9 @@ pub fn point_webhooks_at(text: &str, receiver: &str) -> String {
         let after = &rest[at + "url = \"".len()..];
         let end = after.find('"').unwrap_or(after.len());
         out.push_str(&format!("url = \"{receiver}\""));
+        if batch > 1 {
+            out.push_str(&format!(", batch = {batch}"));
+        }
         rest = &after[(end + 1).min(after.len())..];
     }
     out.push_str(rest);
