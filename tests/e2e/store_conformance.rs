@@ -528,6 +528,51 @@ async fn log_entries_expire_and_only_routed_versions_are_owed() -> Result<()> {
     Ok(())
 }
 
+/// A person's access log holds every entry that names them, whichever way the store keeps it:
+/// the publish of each version that named them (also after a later version removed them),
+/// deliveries and reads of those versions, lookups and refusals that name no stored version, and
+/// nothing about a version of the same record that named someone else; newest first, limited.
+async fn access_log(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let with = |key: &str, subjects: &[&str]| {
+        let mut v = version(key, &format!("{key}-{}", subjects.join("-")));
+        v.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        v.audit.subjects = v.subjects.clone();
+        v
+    };
+    let about = |action: Action, version: Option<u64>, subjects: &[&str]| NewEntry {
+        record_type: Some("marriage".into()),
+        record_key: Some("m".into()),
+        record_version: version,
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..NewEntry::new("family-planning", action, "ok")
+    };
+    let v1 = created(publish_one(&*store, with("m", &["ann", "bob"])).await?)?.audit_seq;
+    let read1 = store.audit(about(Action::Read, Some(1), &["ann", "bob"])).await?.seq;
+    let lookup = store
+        .audit(NewEntry { subjects: vec!["bob".into()], ..NewEntry::new("family-planning", Action::Lookup, "ok") })
+        .await?
+        .seq;
+    // Version 2 no longer names bob; version 3 names carl too.
+    let v2 = created(publish_one(&*store, with("m", &["ann"])).await?)?.audit_seq;
+    let read2 = store.audit(about(Action::Read, Some(2), &["ann"])).await?.seq;
+    let refused = store.audit(about(Action::Read, None, &["bob"])).await?.seq;
+    let v3 = created(publish_one(&*store, with("m", &["ann", "carl"])).await?)?.audit_seq;
+    let other = created(publish_one(&*store, with("n", &["bob"])).await?)?.audit_seq;
+    let seqs = |v: Vec<hub::ledger::Entry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.audit_by_subject("bob", 100).await?), [other, refused, lookup, read1, v1]);
+    assert_eq!(seqs(store.audit_by_subject("ann", 100).await?), [v3, read2, v2, read1, v1]);
+    assert_eq!(seqs(store.audit_by_subject("carl", 100).await?), [v3]);
+    assert_eq!(seqs(store.audit_by_subject("bob", 2).await?), [other, refused]);
+    assert!(store.audit_by_subject("dora", 100).await?.is_empty());
+    // The same after a restart.
+    store.close().await;
+    let store = b.open().await?;
+    assert_eq!(seqs(store.audit_by_subject("bob", 100).await?), [other, refused, lookup, read1, v1]);
+    store.close().await;
+    Ok(())
+}
+
 macro_rules! conformance {
     ($backend:ident: $($name:ident),+ $(,)?) => {
         mod $backend {
@@ -545,11 +590,11 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
-    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
 conformance!(sqlite_log: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
-    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
 conformance!(postgres: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
-    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit);
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
 
 /// PostgreSQL only: two stores on one database (two nodes) publishing at once write one chain,
 /// with every version once and no gap, and a claim hands each entry to one of them.

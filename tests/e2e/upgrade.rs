@@ -188,6 +188,51 @@ async fn a_data_directory_of_the_schema_8_release_opens_with_everything_in_it() 
     opens_with_everything_in_it("sqlite-v8").await
 }
 
+/// Each person's access log, after the upgrade, lists every read, lookup and delivery the
+/// chain holds about them: people every version of a record names, and people a later version
+/// removed (person 1 and person 50, from the first record's second and third versions).
+async fn access_logs_hold_every_entry(hub: &HubProcess, data: &std::path::Path) -> Result<()> {
+    let keys = hub::ledger::keys::HubKeys::load_or_create(data)?;
+    let (auditor, portal) = (hub.client("supervision"), hub.client("citizen-portal"));
+    let mut chain = Vec::new();
+    loop {
+        let after = chain.last().and_then(|e: &Value| e["seq"].as_u64()).unwrap_or(0);
+        let r = auditor.get(&format!("/v1/audit?after={after}&limit=1000")).await?;
+        anyhow::ensure!(r.status == 200, "audit: {}", r.text);
+        let page = r.json["entries"].as_array().context("entries")?.clone();
+        chain.extend(page.iter().cloned());
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    let last = chain.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+    for i in [0, 1, 2, 3, 50, 51] {
+        let person = resident_id("19900315", 100 + i);
+        let hash = keys.subject_hash(&person);
+        let expected: BTreeSet<u64> = chain
+            .iter()
+            .filter(|e| matches!(e["action"].as_str(), Some("read" | "lookup" | "deliver")))
+            .filter(|e| e["subjects"].as_array().is_some_and(|s| s.iter().any(|h| h == &json!(hash))))
+            .filter_map(|e| e["seq"].as_u64())
+            .collect();
+        let r = portal.post("/v1/access-log", &json!({ "subject": person })).await?;
+        anyhow::ensure!(r.status == 200, "access log: {}", r.text);
+        let listed: BTreeSet<u64> = r.json["accesses"]
+            .as_array()
+            .context("accesses")?
+            .iter()
+            .filter_map(|a| a["audit_seq"].as_u64())
+            .filter(|s| *s <= last)
+            .collect();
+        anyhow::ensure!(
+            listed == expected,
+            "person {i}: the access log lists {listed:?}, the chain holds {expected:?}"
+        );
+        anyhow::ensure!(!expected.is_empty() || i == 51, "person {i} was received by someone");
+    }
+    Ok(())
+}
+
 async fn opens_with_everything_in_it(name: &str) -> Result<()> {
     let manifest: Value = serde_json::from_slice(&std::fs::read(fixture(name).join("manifest.json"))?)?;
     let dir = tempfile::tempdir()?;
@@ -204,6 +249,7 @@ async fn opens_with_everything_in_it(name: &str) -> Result<()> {
     let (before, after) = (seqs(&manifest["audit"]), seqs(&now["audit"]));
     assert!(!before.is_empty());
     assert_eq!(after[..before.len()], before[..], "every audit entry of the old release, unchanged");
+    access_logs_hold_every_entry(&hub, &data).await?;
     hub.terminate()?;
     let out = std::process::Command::new(BIN).args(["audit", "verify", "--data"]).arg(&data).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

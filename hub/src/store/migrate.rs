@@ -149,10 +149,15 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 ];
 
 /// Where a target table's rows come from in the SQLite database: the table of the same name, but
-/// for `latest`, which SQLite keeps as the last entry of its records index (schema 7).
+/// for `latest`, which SQLite keeps as the last entry of its records index (schema 7), and
+/// `audit_subjects`, which PostgreSQL keeps for every entry and SQLite only for entries about no
+/// stored version (schema 10): every entry's own subjects, as the chain holds them.
 fn rows_of(table: &str) -> &str {
     match table {
         "latest" => "(SELECT type, key, MAX(version) AS version FROM records GROUP BY type, key)",
+        "audit_subjects" => {
+            "(SELECT DISTINCT j.value AS subject_hash, a.seq AS seq FROM audit a, json_each(a.subjects) j)"
+        }
         other => other,
     }
 }

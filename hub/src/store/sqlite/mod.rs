@@ -33,7 +33,7 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -54,8 +54,17 @@ const FROM_7: &str = include_str!("upgrade-8.sql");
 /// cannot go in log order.
 const FROM_8: &str = include_str!("upgrade-9.sql");
 
+/// From schema 9: an audit entry about a stored record version (a publish, a delivery, a read)
+/// is found for a person through the record (`subjects`, and `subjects_past` for the people
+/// later versions removed, never deleted) and `audit_by_record`, whose keys follow the record
+/// keys' order, instead of one `audit_subjects` key per subject at a random place in a B-tree
+/// that outgrows memory (BENCHMARKS.md, how cost grows). `subjects_past` starts with everyone
+/// earlier versions named and the index no longer does. The upgrade reads every record and audit
+/// entry once.
+const FROM_9: &str = include_str!("upgrade-10.sql");
+
 /// Each upgrade step: the version it leaves and its statements.
-const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8)];
+const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
@@ -646,6 +655,9 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
         for s in before.iter().filter(|s| !v.subjects.contains(s)) {
             conn.prepare_cached("DELETE FROM subjects WHERE subject_hash = ?1 AND type = ?2 AND key = ?3")?
                 .execute(params![s, v.record_type, v.key])?;
+            // The person's access log still finds every entry about the versions that named them.
+            conn.prepare_cached("INSERT OR IGNORE INTO subjects_past (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
+                .execute(params![s, v.record_type, v.key])?;
         }
         for s in v.subjects.iter().filter(|s| !before.contains(s)) {
             conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
@@ -803,9 +815,12 @@ fn append_entry(
         e.prev,
         e.digest
     ])?;
-    for s in &e.subjects {
-        conn.prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)")?
-            .execute(params![s, e.seq as i64])?;
+    // An entry about a stored version is found through its record (see `audit_by_subject`).
+    if !names_a_version(&e) {
+        for s in &e.subjects {
+            conn.prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)")?
+                .execute(params![s, e.seq as i64])?;
+        }
     }
     if e.seq.is_multiple_of(every) {
         let cp = keys.checkpoint(e.seq, &e.digest, time.to_owned());
@@ -814,6 +829,13 @@ fn append_entry(
     }
     let h = Head { seq: e.seq, digest: e.digest.clone() };
     Ok((e, h))
+}
+
+/// Whether an entry is about one stored record version, whose subjects the record's index rows
+/// (`subjects`, `subjects_past`) hold: every entry with a version does (the writer sets it only
+/// for a version it stores, deliveries and reads only for versions they found).
+fn names_a_version(e: &Entry) -> bool {
+    e.record_type.is_some() && e.record_key.is_some() && e.record_version.is_some()
 }
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordVersion, String, String)> {
@@ -1035,9 +1057,19 @@ impl Store for SqliteStore {
         let h = subject_hash.to_owned();
         self.readers
             .with(move |c| {
+                // Entries about no stored version by their own keys; entries about a version
+                // through the records that ever named the person, checked against the entry's
+                // own subjects (a record's other versions may name other people).
                 let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_subjects x JOIN audit a ON a.seq = x.seq
-                     WHERE x.subject_hash = ?1 ORDER BY a.seq DESC LIMIT ?2"
+                    "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq IN (
+                         SELECT x.seq FROM audit_subjects x WHERE x.subject_hash = ?1
+                         UNION
+                         SELECT e.seq FROM (
+                             SELECT type, key FROM subjects WHERE subject_hash = ?1
+                             UNION SELECT type, key FROM subjects_past WHERE subject_hash = ?1
+                         ) r JOIN audit e ON e.record_type = r.type AND e.record_key = r.key AND e.record_version IS NOT NULL
+                         WHERE instr(e.subjects, '\"' || ?1 || '\"') > 0
+                     ) ORDER BY a.seq DESC LIMIT ?2"
                 );
                 entries(c, &sql, &[&h, &limit])
             })

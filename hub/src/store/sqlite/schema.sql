@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS audit (
     record_type TEXT, record_key TEXT, record_version INTEGER, subjects TEXT NOT NULL,
     purpose TEXT, outcome TEXT NOT NULL, detail TEXT, prev TEXT NOT NULL, digest TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_by_record ON audit (record_type, record_key) WHERE record_version IS NOT NULL;
+CREATE TABLE IF NOT EXISTS subjects_past (
+    subject_hash TEXT NOT NULL, type TEXT NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY (subject_hash, type, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_subjects (
     subject_hash TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (subject_hash, seq)
@@ -63,4 +68,4 @@ CREATE TABLE IF NOT EXISTS schedule_claims (
     check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
     PRIMARY KEY (check_name, slot)
 ) WITHOUT ROWID;
-PRAGMA user_version = 9;
+PRAGMA user_version = 10;
