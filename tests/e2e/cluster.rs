@@ -26,6 +26,14 @@ async fn publish(client: &Client, no: &str, round: u32) -> Result<Value> {
     Ok(r.json)
 }
 
+/// The audit entries a person's access log lists, up to `head`.
+async fn access_log(portal: &Client, person: &str, head: u64) -> Result<Vec<u64>> {
+    let r = portal.post("/v1/access-log", &serde_json::json!({ "subject": person })).await?;
+    anyhow::ensure!(r.status == 200, "access log: {}", r.text);
+    let accesses = r.json["accesses"].as_array().cloned().unwrap_or_default();
+    Ok(accesses.iter().filter_map(|a| a["audit_seq"].as_u64()).filter(|s| *s <= head).collect())
+}
+
 /// The versions of each record in the order they were first accepted by the receiver.
 fn arrivals(fp: &Receiver) -> BTreeMap<String, Vec<u64>> {
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -302,6 +310,14 @@ async fn hub_migrate_moves_a_populated_sqlite_hub_to_postgres_with_its_chain_int
         let no = format!("J440184-2026-7{i:05}");
         receipts.push((no.clone(), publish(&client, &no, 1).await?));
     }
+    // The access logs of a person every first version names and of one the second versions
+    // dropped, as SQLite answers them.
+    let people = [resident_id("19900315", 1), resident_id("19920708", 3)];
+    let mut logs_before = Vec::new();
+    for p in &people {
+        logs_before.push(access_log(&hub.client("citizen-portal"), p, u64::MAX).await?);
+    }
+    assert!(logs_before.iter().all(|l| !l.is_empty()), "{logs_before:?}");
     assert!(hub.terminate()?.success());
     let data_s = data.to_string_lossy().into_owned();
     let (ok, source) = run_hub(&["audit", "verify", "--data", &data_s], &[])?;
@@ -342,6 +358,9 @@ async fn hub_migrate_moves_a_populated_sqlite_hub_to_postgres_with_its_chain_int
         .and_then(|t| t.split(' ').next()?.parse().ok())
         .context("head")?;
     assert!(next["audit_seq"].as_u64() > Some(head), "the chain did not go on from the migrated head");
+    for (p, before) in people.iter().zip(&logs_before) {
+        assert_eq!(&access_log(&hub.client("citizen-portal"), p, head).await?, before, "an access log changed");
+    }
     harness::eventually(Duration::from_secs(30), "the deliveries owed before the migration", || {
         let arrived = arrivals(&fp);
         let done = (60..70u32).filter(|i| arrived.contains_key(&format!("{TYPE}/J440184-2026-7{i:05}"))).count();

@@ -559,7 +559,12 @@ async fn access_log(b: Backend) -> Result<()> {
     let refused = store.audit(about(Action::Read, None, &["bob"])).await?.seq;
     let v3 = created(publish_one(&*store, with("m", &["ann", "carl"])).await?)?.audit_seq;
     let other = created(publish_one(&*store, with("n", &["bob"])).await?)?.audit_seq;
+    // Two versions of one record in one commit: the first names eve, the second no longer does.
+    let both = store.publish(vec![with("p", &["eve", "fay"]), with("p", &["fay"])]).await?;
+    let both: Vec<u64> = both.into_iter().map(|r| Ok(created(r?)?.audit_seq)).collect::<Result<_>>()?;
     let seqs = |v: Vec<hub::ledger::Entry>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.audit_by_subject("eve", 100).await?), [both[0]]);
+    assert_eq!(seqs(store.audit_by_subject("fay", 100).await?), [both[1], both[0]]);
     assert_eq!(seqs(store.audit_by_subject("bob", 100).await?), [other, refused, lookup, read1, v1]);
     assert_eq!(seqs(store.audit_by_subject("ann", 100).await?), [v3, read2, v2, read1, v1]);
     assert_eq!(seqs(store.audit_by_subject("carl", 100).await?), [v3]);

@@ -123,6 +123,17 @@ pub struct Entry {
     pub digest: String,
 }
 
+impl Entry {
+    /// Whether the entry is about one stored record version, whose record's index rows (the
+    /// subject index, and the people later versions removed) name its subjects: the stores find
+    /// such an entry for a person through the record rather than by a key per subject. Every
+    /// entry with a version is: writers set it only for a version they store, deliveries and
+    /// reads only for versions they found.
+    pub fn names_a_version(&self) -> bool {
+        self.record_type.is_some() && self.record_key.is_some() && self.record_version.is_some()
+    }
+}
+
 /// The digest an entry must carry: SHA-256 of the canonical JSON of every other field.
 pub fn digest_of(e: &Entry) -> String {
     #[derive(Serialize)]

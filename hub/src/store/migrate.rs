@@ -93,6 +93,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("latest", &[("type", Text), ("key", Text), ("version", Int)]),
     ("subjects", &[("subject_hash", Text), ("type", Text), ("key", Text)]),
+    ("subjects_past", &[("subject_hash", Text), ("type", Text), ("key", Text)]),
     (
         "idempotency",
         &[("publisher", Text), ("idem_key", Text), ("request_digest", Text), ("receipt", Text), ("created_at", Text)],
@@ -149,14 +150,20 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 ];
 
 /// Where a target table's rows come from in the SQLite database: the table of the same name, but
-/// for `latest`, which SQLite keeps as the last entry of its records index (schema 7), and
-/// `audit_subjects`, which PostgreSQL keeps for every entry and SQLite only for entries about no
-/// stored version (schema 10): every entry's own subjects, as the chain holds them.
+/// for `latest`, which SQLite keeps as the last entry of its records index (schema 7), and the
+/// tables through which a person's access log finds entries (schema 10): `audit_subjects` as every
+/// entry's own subjects, as the chain holds them (the copy's access log needs no upgrade step),
+/// and `subjects_past` as everyone a record's versions named that its subject index no longer does.
 fn rows_of(table: &str) -> &str {
     match table {
         "latest" => "(SELECT type, key, MAX(version) AS version FROM records GROUP BY type, key)",
         "audit_subjects" => {
             "(SELECT DISTINCT j.value AS subject_hash, a.seq AS seq FROM audit a, json_each(a.subjects) j)"
+        }
+        // From the records themselves, so that a database of any schema since 7 gives the same.
+        "subjects_past" => {
+            "(SELECT DISTINCT j.value AS subject_hash, r.type AS type, r.key AS key FROM records r, json_each(r.subjects) j
+              WHERE NOT EXISTS (SELECT 1 FROM subjects s WHERE s.subject_hash = j.value AND s.type = r.type AND s.key = r.key))"
         }
         other => other,
     }

@@ -55,6 +55,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     Migrator::with_migrations(vec![
         m(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
         m(2, "autovacuum", include_str!("../../migrations/postgres/0002_autovacuum.sql")),
+        m(3, "audit by record", include_str!("../../migrations/postgres/0003_audit_by_record.sql")),
     ])
 }
 
@@ -623,6 +624,10 @@ struct Rows {
     s_hash: Vec<String>,
     s_type: Vec<String>,
     s_key: Vec<String>,
+    // people an earlier version in the batch named and its record's last one does not
+    p_hash: Vec<String>,
+    p_type: Vec<String>,
+    p_key: Vec<String>,
     // outbox, in publish order (ids follow it, and with them per-record order)
     o_sub: Vec<String>,
     o_type: Vec<String>,
@@ -645,9 +650,12 @@ impl Rows {
     fn seal(&mut self, g: &mut Group<'_>, entry: NewEntry) -> Result<Entry, StoreError> {
         let e = seal(entry, g.head.seq + 1, g.time.clone(), &g.head.digest);
         g.head = Head { seq: e.seq, digest: e.digest.clone() };
-        for s in &e.subjects {
-            self.as_hash.push(s.clone());
-            self.as_seq.push(e.seq as i64);
+        // An entry about a stored version is found through its record (see `audit_by_subject`).
+        if !e.names_a_version() {
+            for s in &e.subjects {
+                self.as_hash.push(s.clone());
+                self.as_seq.push(e.seq as i64);
+            }
         }
         if e.seq.is_multiple_of(g.every) {
             let cp = g.keys.checkpoint(e.seq, &e.digest, g.time.clone());
@@ -733,6 +741,9 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
     let mut w = Rows::default();
     // The last version of each record in the batch: its latest row and its subject index rows.
     let mut last: HashMap<(String, String), (u64, Vec<String>)> = HashMap::new();
+    // Everyone each record's versions in the batch named: those its last version drops go to
+    // subjects_past, as the rows of a version stored alone would.
+    let mut named: HashMap<(String, String), Vec<String>> = HashMap::new();
     for (n, item) in items.into_iter().enumerate() {
         let v = match item {
             Appended::Audit(entry) => {
@@ -783,6 +794,7 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
             w.o_version.push(version as i64);
             w.o_event.push(super::event_id(sub, &v.record_type, &v.key, version));
         }
+        named.entry(id.clone()).or_default().extend(v.subjects.iter().cloned());
         last.insert(id, (version, v.subjects));
         let receipt = Receipt {
             record_type: v.record_type,
@@ -807,6 +819,19 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
         return Ok(out);
     }
     for ((t, k), (version, subjects)) in last {
+        let mut dropped: Vec<String> = named
+            .remove(&(t.clone(), k.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| !subjects.contains(h))
+            .collect();
+        dropped.sort();
+        dropped.dedup();
+        for h in dropped {
+            w.p_hash.push(h);
+            w.p_type.push(t.clone());
+            w.p_key.push(k.clone());
+        }
         for h in subjects {
             w.s_hash.push(h);
             w.s_type.push(t.clone());
@@ -836,7 +861,11 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
          sd AS (DELETE FROM subjects s USING UNNEST($25::text[], $26::text[]) AS u(t, k)
                 WHERE s.type = u.t AND s.key = u.k
                   AND NOT EXISTS (SELECT 1 FROM UNNEST($28::text[], $29::text[], $30::text[]) AS n(h, t, k)
-                                  WHERE n.h = s.subject_hash AND n.t = s.type AND n.k = s.key)),
+                                  WHERE n.h = s.subject_hash AND n.t = s.type AND n.k = s.key)
+                RETURNING s.subject_hash, s.type, s.key),
+         sp AS (INSERT INTO subjects_past (subject_hash, type, key)
+                SELECT * FROM sd UNION SELECT * FROM UNNEST($45::text[], $46::text[], $47::text[])
+                ON CONFLICT DO NOTHING),
          si AS (INSERT INTO subjects (subject_hash, type, key)
                 SELECT * FROM UNNEST($28::text[], $29::text[], $30::text[]) ON CONFLICT DO NOTHING),
          o AS (INSERT INTO outbox (subscription, record_type, key, version, event_id, state, attempts, next_attempt_at,
@@ -895,6 +924,9 @@ async fn append_batch(c: &mut PgConnection, g: &mut Group<'_>, items: Vec<Append
     .bind(g.now_ms)
     .bind(&w.c_digest)
     .bind(&w.c_signature)
+    .bind(&w.p_hash)
+    .bind(&w.p_type)
+    .bind(&w.p_key)
     .execute(&mut *c)
     .await?;
     Ok(out)
@@ -1107,9 +1139,18 @@ impl Store for PostgresStore {
     }
 
     async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        // As on SQLite: entries about no stored version by their own keys, entries about a
+        // version through the records that ever named the person, checked against the entry.
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_subjects x JOIN audit a ON a.seq = x.seq
-             WHERE x.subject_hash = $1 ORDER BY a.seq DESC LIMIT $2"
+            "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq IN (
+                 SELECT x.seq FROM audit_subjects x WHERE x.subject_hash = $1
+                 UNION
+                 SELECT e.seq FROM (
+                     SELECT type, key FROM subjects WHERE subject_hash = $1
+                     UNION SELECT type, key FROM subjects_past WHERE subject_hash = $1
+                 ) r JOIN audit e ON e.record_type = r.type AND e.record_key = r.key AND e.record_version IS NOT NULL
+                 WHERE strpos(e.subjects, '\"' || $1 || '\"') > 0
+             ) ORDER BY a.seq DESC LIMIT $2"
         );
         self.fetch(sql, |q| q.bind(subject_hash.to_owned()).bind(i64::from(limit)), entry_row).await
     }

@@ -816,7 +816,7 @@ fn append_entry(
         e.digest
     ])?;
     // An entry about a stored version is found through its record (see `audit_by_subject`).
-    if !names_a_version(&e) {
+    if !e.names_a_version() {
         for s in &e.subjects {
             conn.prepare_cached("INSERT OR IGNORE INTO audit_subjects (subject_hash, seq) VALUES (?1, ?2)")?
                 .execute(params![s, e.seq as i64])?;
@@ -829,13 +829,6 @@ fn append_entry(
     }
     let h = Head { seq: e.seq, digest: e.digest.clone() };
     Ok((e, h))
-}
-
-/// Whether an entry is about one stored record version, whose subjects the record's index rows
-/// (`subjects`, `subjects_past`) hold: every entry with a version does (the writer sets it only
-/// for a version it stores, deliveries and reads only for versions they found).
-fn names_a_version(e: &Entry) -> bool {
-    e.record_type.is_some() && e.record_key.is_some() && e.record_version.is_some()
 }
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordVersion, String, String)> {
