@@ -43,6 +43,23 @@ async fn publish_batch(client: &harness::Client, records: &[Value]) -> Result<u6
     Ok(r.json["stored"].as_u64().unwrap_or(0))
 }
 
+/// 200 marriages, then `versions - 1` corrections of each, 200 to a batch: version `v` of every
+/// record is published before version `v + 1` of any.
+async fn publish_corrections(civil: &harness::Client, versions: u32) -> Result<()> {
+    for version in 0..versions {
+        let batch: Vec<Value> = (0..200u32)
+            .map(|k| {
+                let mut m =
+                    marriage(&format!("J440184-2026-{k:06}"), &resident_id("19900315", k), &resident_id("19920708", k));
+                m["registry_office"] = json!(format!("从化区民政局婚姻登记处 第{version}次更正"));
+                m
+            })
+            .collect();
+        assert_eq!(publish_batch(civil, &batch).await?, 200);
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marriage_reaches_every_subscriber_with_only_its_granted_fields() -> Result<()> {
     let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
@@ -154,17 +171,7 @@ async fn a_receiver_down_for_a_thousand_publishes_gets_every_event_in_order() ->
     let hub = TestHub::start_with(&cfg).await?;
     let civil = hub.client("civil-affairs");
     // 200 records, 5 versions each, published while the receiver is down.
-    for version in 0..5u32 {
-        let batch: Vec<Value> = (0..200u32)
-            .map(|k| {
-                let mut m =
-                    marriage(&format!("J440184-2026-{k:06}"), &resident_id("19900315", k), &resident_id("19920708", k));
-                m["registry_office"] = json!(format!("从化区民政局婚姻登记处 第{version}次更正"));
-                m
-            })
-            .collect();
-        assert_eq!(publish_batch(&civil, &batch).await?, 200);
-    }
+    publish_corrections(&civil, 5).await?;
     let probes = fp.captured().len();
     assert!(probes < 200, "a down receiver is probed, not flooded: {probes} requests");
     fp.answer(Answer::Status(200, None));
@@ -211,17 +218,7 @@ async fn a_batching_receiver_gets_every_event_in_order_in_few_signed_requests() 
         .write();
     let hub = TestHub::start_with(&cfg).await?;
     let civil = hub.client("civil-affairs");
-    for version in 0..3u32 {
-        let batch: Vec<Value> = (0..200u32)
-            .map(|k| {
-                let mut m =
-                    marriage(&format!("J440184-2026-{k:06}"), &resident_id("19900315", k), &resident_id("19920708", k));
-                m["registry_office"] = json!(format!("从化区民政局婚姻登记处 第{version}次更正"));
-                m
-            })
-            .collect();
-        assert_eq!(publish_batch(&civil, &batch).await?, 200);
-    }
+    publish_corrections(&civil, 3).await?;
     fp.answer(Answer::Status(200, None));
     let events = |r: &Receiver| -> Vec<Value> {
         r.accepted().iter().flat_map(|c| event(c).as_array().cloned().unwrap_or_default()).collect()

@@ -65,19 +65,28 @@ async fn observe(hub: &HubProcess, keys: &[String]) -> Result<Value> {
             r.json["events"].as_array().context("events")?.iter().filter_map(|e| e["id"].as_str()).collect();
         feeds[feed] = json!(ids);
     }
-    let mut audit = Vec::new();
+    let audit: Vec<Value> = chain(&auditor)
+        .await?
+        .iter()
+        .map(|e| json!({"seq": e["seq"], "action": e["action"], "digest": e["digest"]}))
+        .collect();
+    Ok(json!({"records": records, "deliveries": deliveries, "feeds": feeds, "audit": audit}))
+}
+
+/// Every audit entry, as the auditor's export pages it.
+async fn chain(auditor: &harness::Client) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
     loop {
-        let after = audit.last().and_then(|e: &Value| e["seq"].as_u64()).unwrap_or(0);
+        let after = all.last().and_then(|e: &Value| e["seq"].as_u64()).unwrap_or(0);
         let r = auditor.get(&format!("/v1/audit?after={after}&limit=1000")).await?;
         anyhow::ensure!(r.status == 200, "audit: {}", r.text);
         let page = r.json["entries"].as_array().context("entries")?.clone();
-        audit.extend(page.iter().map(|e| json!({"seq": e["seq"], "action": e["action"], "digest": e["digest"]})));
+        all.extend(page.iter().cloned());
         // Each page read is audited too: a short page is the end of what was there before.
         if page.len() < 1000 {
-            break;
+            return Ok(all);
         }
     }
-    Ok(json!({"records": records, "deliveries": deliveries, "feeds": feeds, "audit": audit}))
 }
 
 fn keys() -> Vec<String> {
@@ -194,17 +203,7 @@ async fn a_data_directory_of_the_schema_8_release_opens_with_everything_in_it() 
 async fn access_logs_hold_every_entry(hub: &HubProcess, data: &std::path::Path) -> Result<()> {
     let keys = hub::ledger::keys::HubKeys::load_or_create(data)?;
     let (auditor, portal) = (hub.client("supervision"), hub.client("citizen-portal"));
-    let mut chain = Vec::new();
-    loop {
-        let after = chain.last().and_then(|e: &Value| e["seq"].as_u64()).unwrap_or(0);
-        let r = auditor.get(&format!("/v1/audit?after={after}&limit=1000")).await?;
-        anyhow::ensure!(r.status == 200, "audit: {}", r.text);
-        let page = r.json["entries"].as_array().context("entries")?.clone();
-        chain.extend(page.iter().cloned());
-        if page.len() < 1000 {
-            break;
-        }
-    }
+    let chain = chain(&auditor).await?;
     let last = chain.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
     for i in [0, 1, 2, 3, 50, 51] {
         let person = resident_id("19900315", 100 + i);
