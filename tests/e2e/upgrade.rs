@@ -197,6 +197,13 @@ async fn a_data_directory_of_the_schema_8_release_opens_with_everything_in_it() 
     opens_with_everything_in_it("sqlite-v8").await
 }
 
+/// Written by d396d3b: push subscriptions and feeds as cursors over the log, positions and
+/// routes bits in the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_schema_9_release_opens_with_everything_in_it() -> Result<()> {
+    opens_with_everything_in_it("sqlite-v9").await
+}
+
 /// Each person's access log, after the upgrade, lists every read, lookup and delivery the
 /// chain holds about them: people every version of a record names, and people a later version
 /// removed (person 1 and person 50, from the first record's second and third versions).
