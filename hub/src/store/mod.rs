@@ -4,6 +4,7 @@
 //! transaction, and a caller hears back only once that transaction is on disk.
 
 pub mod backup;
+pub(crate) mod cursor;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

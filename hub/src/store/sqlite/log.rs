@@ -1,95 +1,19 @@
-//! Subscriptions served from the log. Each has a cursor (a position in the audit sequence)
-//! and a slot, its bit in `records.routes`: a record version routed to it is owed while it lies
-//! past the cursor, and nothing else is written for it at publish. An outbox row is made only for
-//! what cannot go in log order: a failed attempt (retry, dead letter) and a version held back
-//! behind another of the same record. In memory, per subscription: the entries handed out and
-//! not yet settled, which bound how far the cursor may move. One process has the database (the
-//! ledger writer), so that state lives here and a restart starts again from the durable cursor:
-//! entries between it and the last settlement go again (at least once, with the same event id).
-//! A pull feed is a cursor too, moved by its department's acknowledgements; its readers say
-//! where they stand themselves (`FeedCursor`), so nothing of it is held in memory.
+//! Subscriptions served from the log on SQLite (the model is `store/cursor.rs`): the statements
+//! that read a cursor's way and write its settlements. One process has the database (the ledger
+//! writer), so the cursors' state in memory is the whole truth beside the durable positions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Done, Tx, WriteFn};
 use crate::ledger::NewEntry;
-use crate::store::{event_id, FeedCursor, FeedPage, FromLog, Lease, OutboxRow, Settlement, StoreError};
-
-/// Bits of `records.routes`: the most push subscriptions served from the log. Past them a
-/// subscription keeps outbox rows, as every subscription did before.
-pub(super) const SLOTS: i64 = 63;
-
-/// The id of a log entry: below zero (outbox rows count up from one), from its record's audit
-/// sequence and the subscription's slot, so it is the same in every claim and listing.
-pub(super) fn entry_id(seq: i64, slot: i64) -> i64 {
-    -(seq * 64 + slot)
-}
-
-/// The audit sequence and slot of a log entry's id.
-pub(super) fn split_id(id: i64) -> (i64, i64) {
-    let n = -id;
-    (n / 64, n % 64)
-}
-
-/// How far a subscription has got, in memory.
-pub(super) struct State {
-    /// The position on disk.
-    pub durable: i64,
-    /// Every routed entry at or below this one was handed out, settled, or made a row.
-    pub scanned: i64,
-    /// Entries handed out and not settled, by audit sequence.
-    pub out: BTreeMap<i64, Out>,
-}
-
-/// An entry handed out.
-pub(super) struct Out {
-    pub row: OutboxRow,
-    pub lease: Lease,
-    /// Its settlement is on its way to disk: not handed out again, and still bounds the cursor.
-    pub settling: bool,
-}
-
-impl State {
-    /// The furthest the cursor may move once the entries `settling` are settled: every routed
-    /// entry at or below it is then settled or a row.
-    pub fn frontier(&self, settling: &[i64]) -> i64 {
-        self.out.keys().find(|s| !settling.contains(s)).map_or(self.scanned, |s| s - 1)
-    }
-
-    /// Records (type, key) with a version out: another version of them must wait.
-    pub fn busy(&self) -> HashSet<(String, String)> {
-        self.out.values().map(|o| (o.row.record_type.clone(), o.row.key.clone())).collect()
-    }
-}
-
-/// A subscription served from the log.
-pub(super) struct Cursor {
-    pub name: String,
-    pub record_type: String,
-    pub slot: i64,
-    /// A pull feed: nothing is handed out, and the cursor moves with acknowledgements.
-    pub feed: bool,
-    pub state: tokio::sync::Mutex<State>,
-}
-
-impl Cursor {
-    pub fn bit(&self) -> i64 {
-        1 << self.slot
-    }
-}
-
-/// The subscriptions served from the log.
-#[derive(Default)]
-pub(super) struct Cursors {
-    pub by_name: HashMap<String, std::sync::Arc<Cursor>>,
-    pub by_slot: HashMap<i64, std::sync::Arc<Cursor>>,
-}
+use crate::store::cursor::{self, log_row, millis, split_id, Cursor, Cursors, Scanned};
+use crate::store::{FeedCursor, FeedPage, FromLog, Lease, OutboxRow, Settlement, StoreError};
 
 /// Gives each subscription its slot and, when it is new, a cursor at the end of the log (it is
-/// owed only what is published from now on). Returns (name, slot, position); a subscription
-/// left without a slot is not in it.
+/// owed only what is published from now on). Returns (name, slot, position, tenure); a
+/// subscription left without a slot is not in it.
 pub(super) fn register_op(subscriptions: Vec<String>) -> WriteFn {
     Box::new(move |tx: &mut Tx<'_>| {
         let mut taken: HashMap<String, (i64, i64)> = HashMap::new();
@@ -101,46 +25,20 @@ pub(super) fn register_op(subscriptions: Vec<String>) -> WriteFn {
                 taken.insert(name, at);
             }
         }
-        let mut free = (0..SLOTS).filter(|s| taken.values().all(|(t, _)| t != s)).collect::<Vec<_>>().into_iter();
-        let mut out = Vec::new();
-        for name in subscriptions {
-            if let Some((slot, position)) = taken.get(&name) {
-                out.push((name, *slot, *position));
-                continue;
-            }
-            let Some(slot) = free.next() else {
-                tracing::warn!(subscription = %name, "every log slot is taken; this subscription keeps outbox rows");
-                continue;
-            };
-            let position = tx.head.seq as i64;
+        let slots = taken.iter().map(|(n, (slot, _))| (n.clone(), *slot)).collect();
+        let position = tx.head.seq as i64;
+        for (name, slot) in cursor::new_slots(&subscriptions, &slots) {
             tx.conn
                 .prepare_cached("INSERT INTO cursors (subscription, slot, position) VALUES (?1, ?2, ?3)")?
                 .execute(params![name, slot, position])?;
-            out.push((name, slot, position));
+            taken.insert(name, (slot, position));
         }
+        let out = subscriptions
+            .into_iter()
+            .filter_map(|name| taken.get(&name).map(|(slot, position)| (name.clone(), *slot, *position, 0)))
+            .collect();
         Ok(Done::Cursors(out))
     })
-}
-
-/// A routed entry past a position, as a scan finds it.
-pub(super) struct Scanned {
-    pub row: OutboxRow,
-    /// An outbox row already holds this version (made before a restart the cursor did not see).
-    pub is_row: bool,
-    /// An earlier version of the record waits as a pending row.
-    pub behind_row: bool,
-}
-
-/// The earlier of two times either of which may be missing.
-pub(super) fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn millis(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
 }
 
 /// Up to `limit` entries routed to `cursor` after `after`, oldest first, and how far the scan
@@ -188,25 +86,6 @@ pub(super) fn scan(
         });
     }
     Ok((out, upto))
-}
-
-/// The pending entry of a routed version in the log of `cursor` (name, record type, slot).
-fn log_row(cursor: (&str, &str, i64), seq: i64, key: String, version: i64, received_at: &str) -> OutboxRow {
-    let (name, record_type, slot) = cursor;
-    let created = millis(received_at);
-    OutboxRow {
-        id: entry_id(seq, slot),
-        subscription: name.to_owned(),
-        record_type: record_type.to_owned(),
-        event_id: event_id(name, record_type, &key, version as u64),
-        key,
-        version: version as u64,
-        state: "pending".into(),
-        attempts: 0,
-        next_attempt_at: created,
-        created_at: created,
-        last_error: None,
-    }
 }
 
 /// How many entries routed to a cursor lie past `after`, and the audit sequence of the first.
@@ -436,23 +315,37 @@ pub(crate) fn owed(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(out)
 }
 
-/// A settlement of log entries on its way to disk: the cursor, its entries, where it may move.
-pub(super) struct Settling {
-    cursor: std::sync::Arc<Cursor>,
-    seqs: Vec<i64>,
-    position: i64,
+#[async_trait::async_trait]
+impl cursor::Log for super::SqliteStore {
+    async fn due_rows(
+        &self,
+        subscription: &str,
+        behind: cursor::Behind,
+        now_ms: i64,
+        limit: u32,
+        lease: &Lease,
+        busy: HashSet<(String, String)>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.claim_rows(subscription, behind, now_ms, limit, lease, busy).await
+    }
+
+    async fn scan(&self, cursor: &Cursor, after: i64, limit: u32) -> Result<(Vec<Scanned>, i64), StoreError> {
+        let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
+        self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, limit)).await
+    }
+
+    async fn hold(&self, cursor: &Cursor, held: Vec<OutboxRow>, position: i64) -> Result<(), StoreError> {
+        self.count(hold_op(cursor.name.clone(), held, position)).await.map(|_| ())
+    }
 }
 
 impl super::SqliteStore {
     /// `scan` of `cursor` on a read connection.
     async fn scan_log(&self, cursor: &Cursor, after: i64, limit: u32) -> Result<(Vec<Scanned>, i64), StoreError> {
-        let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
-        self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, limit)).await
+        cursor::Log::scan(self, cursor, after, limit).await
     }
 
-    /// Claims for a subscription served from the log: its due rows first (retries and held-back
-    /// versions are older than anything past the cursor), then entries whose lease ran out, then
-    /// the log past what was handed out.
+    /// Claims for a subscription served from the log (`cursor::claim`).
     pub(super) async fn claim_log(
         &self,
         cursor: std::sync::Arc<Cursor>,
@@ -461,54 +354,7 @@ impl super::SqliteStore {
         lease: Lease,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let mut st = cursor.state.lock().await;
-        let mut busy = st.busy();
-        let mut rows = self.claim_rows(&cursor.name, now_ms, limit, &lease, busy.clone()).await?;
-        busy.extend(rows.iter().map(|r| (r.record_type.clone(), r.key.clone())));
-        for o in st.out.values_mut() {
-            if rows.len() as u32 >= limit {
-                break;
-            }
-            if !o.settling && o.lease.until_ms <= now_ms {
-                o.lease = lease.clone();
-                rows.push(o.row.clone());
-            }
-        }
-        let room = limit.saturating_sub(rows.len() as u32);
-        if room == 0 {
-            return Ok(rows);
-        }
-        let (found, upto) = self.scan_log(&cursor, st.scanned, room).await?;
-        let (mut held, mut handed) = (Vec::new(), Vec::new());
-        for s in found {
-            if s.is_row {
-                continue;
-            }
-            let record = (s.row.record_type.clone(), s.row.key.clone());
-            if s.behind_row || busy.contains(&record) {
-                held.push(s.row);
-                continue;
-            }
-            busy.insert(record);
-            handed.push(s.row.id);
-            st.out.insert(split_id(s.row.id).0, Out { row: s.row.clone(), lease: lease.clone(), settling: false });
-            rows.push(s.row);
-        }
-        let before = st.scanned;
-        st.scanned = upto;
-        // The cursor moves with settlements; a subscription whose filter lets little through has
-        // few, so a scan that ran far ahead writes it too (a restart would walk it all again).
-        let position = st.frontier(&[]);
-        if !held.is_empty() || position > st.durable + 4096 {
-            if let Err(e) = self.count(hold_op(cursor.name.clone(), held, position)).await {
-                st.scanned = before;
-                for id in handed {
-                    st.out.remove(&split_id(id).0);
-                }
-                return Err(e);
-            }
-            st.durable = st.durable.max(position);
-        }
-        Ok(rows)
+        cursor::claim(self, &cursor, &mut st, now_ms, limit, lease).await
     }
 
     /// When a log subscription must look again: now if the log has grown past its scan, else
@@ -532,82 +378,23 @@ impl super::SqliteStore {
         Ok(lease)
     }
 
-    /// Takes the log entries among `settlements` out of them: marks them settling and returns
-    /// one write per subscription, with the position its cursor may take once it is on disk.
+    /// Takes the log entries among `settlements` out of them (`cursor::take_settlements`): one
+    /// write per subscription, with the position its cursor may take once it is on disk.
     pub(super) async fn settle_log(
         &self,
         settlements: &mut Vec<(i64, Settlement, Option<NewEntry>)>,
-    ) -> (Vec<WriteFn>, Vec<Settling>) {
-        let cursors = self.cursors();
-        let mut by_slot: BTreeMap<i64, Vec<(i64, Settlement, Option<NewEntry>)>> = BTreeMap::new();
-        for s in std::mem::take(settlements) {
-            if s.0 < 0 {
-                by_slot.entry(split_id(s.0).1).or_default().push(s);
-            } else {
-                settlements.push(s);
-            }
+    ) -> (Vec<WriteFn>, Vec<cursor::Settling>) {
+        let taken = cursor::take_settlements(&self.cursors(), settlements).await;
+        let mut ops = Vec::new();
+        for (c, entries) in taken.feeds {
+            ops.push(feed_settle_op((c.name.clone(), c.record_type.clone(), c.slot), entries));
         }
-        let (mut ops, mut settling) = (Vec::new(), Vec::new());
-        for (slot, group) in by_slot {
-            // A slot no subscription holds now: nothing of it is out.
-            let Some(cursor) = cursors.by_slot.get(&slot).cloned() else { continue };
-            if cursor.feed {
-                let entries = group.into_iter().map(|(id, s, audit)| (split_id(id).0, s, audit)).collect();
-                ops.push(feed_settle_op((cursor.name.clone(), cursor.record_type.clone(), slot), entries));
-                continue;
-            }
-            let mut st = cursor.state.lock().await;
-            let mut entries = Vec::with_capacity(group.len());
-            let mut seqs = Vec::with_capacity(group.len());
-            for (id, settlement, audit) in group {
-                let seq = split_id(id).0;
-                // Not out (settled already, by an attempt whose lease ran out): nothing changes.
-                if let Some(o) = st.out.get_mut(&seq).filter(|o| !o.settling) {
-                    o.settling = true;
-                    entries.push((o.row.clone(), settlement, audit));
-                    seqs.push(seq);
-                }
-            }
-            if entries.is_empty() {
-                continue;
-            }
-            let position = st.frontier(&seqs);
-            drop(st);
-            ops.push(settle_op(cursor.name.clone(), entries, position));
-            settling.push(Settling { cursor, seqs, position });
+        let mut settling = Vec::new();
+        for (s, entries) in taken.pushes {
+            ops.push(settle_op(s.cursor.name.clone(), entries, s.position));
+            settling.push(s);
         }
         (ops, settling)
-    }
-
-    /// After the writer answered: a settled entry is no longer out and the cursor has moved; one
-    /// that was not stored goes again when its lease runs out.
-    pub(super) async fn settled_log(&self, settling: Vec<Settling>, stored: bool) {
-        for s in settling {
-            let mut st = s.cursor.state.lock().await;
-            for seq in &s.seqs {
-                if stored {
-                    st.out.remove(seq);
-                } else if let Some(o) = st.out.get_mut(seq) {
-                    o.settling = false;
-                }
-            }
-            if stored {
-                st.durable = st.durable.max(s.position);
-            }
-        }
-    }
-
-    /// Gives back the leases `owner` holds on log entries.
-    pub(super) async fn release_log(&self, owner: &str) -> u64 {
-        let mut n = 0;
-        for cursor in self.cursors().by_name.values() {
-            let mut st = cursor.state.lock().await;
-            for o in st.out.values_mut().filter(|o| !o.settling && o.lease.owner == owner) {
-                o.lease.until_ms = 0;
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Dead-letters what waited in the log since before `cutoff_ms`: the oldest entries past
@@ -642,10 +429,7 @@ impl super::SqliteStore {
     /// Entries owed from the log to `cursor`, as pending rows: those out, then the log past the
     /// scan, at most `limit`.
     pub(super) async fn pending_log(&self, cursor: &Cursor, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        let (mut rows, after) = {
-            let st = cursor.state.lock().await;
-            (st.out.values().map(|o| o.row.clone()).take(limit as usize).collect::<Vec<_>>(), st.scanned)
-        };
+        let (mut rows, after) = cursor::out_and_after(cursor, limit).await;
         let room = limit.saturating_sub(rows.len() as u32);
         if room > 0 {
             let (found, _) = self.scan_log(cursor, after, room).await?;
@@ -672,7 +456,7 @@ impl super::SqliteStore {
                 Ok((n, first))
             })
             .await?;
-        Ok((out + n, earliest(oldest_out, first)))
+        Ok((out + n, cursor::earliest(oldest_out, first)))
     }
 
     /// A page of a feed served from the log: its rows after the row part (replays, and what it
@@ -710,21 +494,7 @@ impl super::SqliteStore {
         let Done::Cursors(taken) = self.one(register_op(names)).await? else {
             return Err(StoreError::Corrupt("writer gave no cursors".into()));
         };
-        let wanted: HashMap<String, FromLog> = subscriptions.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let mut cursors = Cursors::default();
-        for (name, slot, position) in taken {
-            let Some(s) = wanted.get(&name) else { continue };
-            let state = State { durable: position, scanned: position, out: BTreeMap::new() };
-            let c = std::sync::Arc::new(Cursor {
-                name: name.clone(),
-                record_type: s.record_type.clone(),
-                slot,
-                feed: s.feed,
-                state: state.into(),
-            });
-            cursors.by_slot.insert(slot, c.clone());
-            cursors.by_name.insert(name, c);
-        }
+        let cursors = Cursors::of(taken, &subscriptions, false);
         *self.cursors.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(cursors);
         Ok(())
     }

@@ -22,6 +22,7 @@ mod log;
 
 pub(crate) use log::owed as owed_from_log;
 
+use super::cursor;
 use super::wal::{Wal, WalWriter};
 use super::{
     AlertRecord, Audited, CheckRun, DeliveryCounts, FeedCursor, FeedPage, FromLog, Lease, NewVersion, OutboxRow,
@@ -95,7 +96,7 @@ pub fn db_path(data: &Path) -> PathBuf {
 /// What a write operation produced.
 enum Done {
     Published(Published),
-    Cursors(Vec<(String, i64, i64)>),
+    Cursors(Vec<(String, i64, i64, i64)>),
     Audited(Audited),
     Count(u64),
     /// Entries acknowledged, and where the feed's cursor over the log stands.
@@ -190,7 +191,7 @@ pub struct SqliteStore {
     keys: Arc<HubKeys>,
     wal: Arc<Wal>,
     /// Push subscriptions served from the log; set once at start, before the first publish.
-    cursors: std::sync::RwLock<Arc<log::Cursors>>,
+    cursors: std::sync::RwLock<Arc<cursor::Cursors>>,
 }
 
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -305,25 +306,26 @@ impl SqliteStore {
         self.send(ops, true).await
     }
 
-    fn cursors(&self) -> Arc<log::Cursors> {
+    fn cursors(&self) -> Arc<cursor::Cursors> {
         self.cursors.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn cursor(&self, subscription: &str) -> Option<Arc<log::Cursor>> {
+    fn cursor(&self, subscription: &str) -> Option<Arc<cursor::Cursor>> {
         self.cursors().by_name.get(subscription).cloned()
     }
 
     /// The cursor of a feed served from the log: only it moves with acknowledgements (a push
     /// cursor moves with settlements).
-    fn feed_log_cursor(&self, subscription: &str) -> Option<Arc<log::Cursor>> {
+    fn feed_log_cursor(&self, subscription: &str) -> Option<Arc<cursor::Cursor>> {
         self.cursor(subscription).filter(|c| c.feed)
     }
 
     /// Leases due pending outbox rows of a subscription, leaving out records in `busy` (a
-    /// version of theirs is out from the log).
+    /// version of theirs is out from the log) and rows `behind` the cursor's way.
     async fn claim_rows(
         &self,
         subscription: &str,
+        behind: cursor::Behind,
         now_ms: i64,
         limit: u32,
         lease: &Lease,
@@ -340,7 +342,9 @@ impl SqliteStore {
             .readers
             .with(move |c| {
                 // An entry may go when it is due and no earlier version of the same record is still
-                // pending: versions of one record arrive in order. Walked in id order and stopped at
+                // pending: versions of one record arrive in order (by version, not id: a version
+                // held back behind one out from the log has a lower id than the row that one
+                // becomes when its attempt fails). Walked in id order and stopped at
                 // the limit: left to itself, the planner takes the due index for the due range and
                 // sorts every due entry of the backlog on each claim (deliveries fell to ~20/s per
                 // subscription behind a growing backlog).
@@ -348,11 +352,15 @@ impl SqliteStore {
                     "SELECT {OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_pending
                      WHERE o.subscription = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
                        AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending'
+                           AND (p.version < o.version OR (p.version = o.version AND p.id < o.id)))
+                       AND NOT EXISTS (SELECT 1 FROM records r INDEXED BY records_by_key
+                           WHERE r.type = o.record_type AND r.key = o.key AND r.version < o.version
+                             AND r.audit_seq > ?4 AND (r.routes & ?5) != 0)
                      ORDER BY o.id LIMIT ?3"
                 );
                 let fetch = limit + (leased.len() + busy.len()) as u32;
-                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch])?;
+                let rows = outbox_rows(c, &sql, &[&sub, &now_ms, &fetch, &behind.position, &behind.bit])?;
                 Ok(rows
                     .into_iter()
                     .filter(|r| !leased.contains(&r.id) && !busy.contains(&(r.record_type.clone(), r.key.clone())))
@@ -379,7 +387,8 @@ impl SqliteStore {
                     "SELECT o.id, o.next_attempt_at FROM outbox o
                      WHERE o.subscription = ?1 AND o.state = 'pending'
                        AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subscription = o.subscription
-                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending' AND p.id < o.id)
+                           AND p.record_type = o.record_type AND p.key = o.key AND p.state = 'pending'
+                           AND (p.version < o.version OR (p.version = o.version AND p.id < o.id)))
                      ORDER BY o.next_attempt_at LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![sub, leased.len() as i64 + 1], |r| {
@@ -968,14 +977,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|mut v| {
                 // Routes to a cursor are a bit of the record's row; the others get outbox rows.
-                let mut bits = 0i64;
-                v.routes.retain(|r| match cursors.by_name.get(r) {
-                    Some(c) => {
-                        bits |= c.bit();
-                        false
-                    }
-                    None => true,
-                });
+                let bits = cursors.take_bits(&mut v.routes);
                 publish_op(v, bits)
             })
             .collect();
@@ -1121,7 +1123,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         match self.cursor(subscription) {
             Some(c) => self.claim_log(c, now_ms, limit, lease).await,
-            None => self.claim_rows(subscription, now_ms, limit, &lease, HashSet::new()).await,
+            None => {
+                self.claim_rows(subscription, cursor::Behind::default(), now_ms, limit, &lease, HashSet::new()).await
+            }
         }
     }
 
@@ -1131,7 +1135,7 @@ impl Store for SqliteStore {
             Some(c) => self.next_due_log(&c).await?,
             None => None,
         };
-        Ok(log::earliest(rows, log))
+        Ok(cursor::earliest(rows, log))
     }
 
     async fn settle(&self, id: i64, settlement: Settlement, audit: Option<NewEntry>) -> Result<(), StoreError> {
@@ -1145,7 +1149,7 @@ impl Store for SqliteStore {
             leases.retain(|_, l| l.owner != owner);
             (before - leases.len()) as u64
         };
-        Ok(rows + self.release_log(owner).await)
+        Ok(rows + cursor::release(&self.cursors(), owner).await)
     }
 
     async fn settle_many(&self, mut settlements: Vec<(i64, Settlement, Option<NewEntry>)>) -> Result<(), StoreError> {
@@ -1155,7 +1159,7 @@ impl Store for SqliteStore {
         let ids: Vec<i64> = settlements.iter().map(|(id, _, _)| *id).collect();
         ops.extend(settlements.into_iter().map(|(id, s, audit)| settle_op(id, s, audit)));
         let result = self.send(ops, false).await.and_then(|done| done.into_iter().try_for_each(|d| d.map(|_| ())));
-        self.settled_log(settling, result.is_ok()).await;
+        cursor::settled(settling, result.is_ok()).await;
         if result.is_ok() {
             let mut leases = lock(&self.leases);
             for id in ids {
@@ -1268,7 +1272,7 @@ impl Store for SqliteStore {
             .await?;
         if log {
             let cursors = self.cursors();
-            let mut subs: Vec<&Arc<log::Cursor>> = match &one {
+            let mut subs: Vec<&Arc<cursor::Cursor>> = match &one {
                 Some(name) => cursors.by_name.get(name).into_iter().collect(),
                 None => cursors.by_name.values().collect(),
             };
@@ -1324,19 +1328,7 @@ impl Store for SqliteStore {
             .await?;
         for c in self.cursors().by_name.values() {
             let (pending, oldest) = self.count_log(c).await?;
-            if pending == 0 {
-                continue;
-            }
-            let i = match out.iter().position(|d| d.subscription == c.name) {
-                Some(i) => i,
-                None => {
-                    out.push(DeliveryCounts { subscription: c.name.clone(), ..Default::default() });
-                    out.len() - 1
-                }
-            };
-            let d = &mut out[i];
-            d.pending += pending;
-            d.oldest_pending_ms = log::earliest(d.oldest_pending_ms, oldest);
+            cursor::add_backlog(&mut out, &c.name, pending, oldest);
         }
         out.sort_by(|a, b| a.subscription.cmp(&b.subscription));
         Ok(out)
