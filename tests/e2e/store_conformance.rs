@@ -2,9 +2,9 @@
 //! PostgreSQL store (a fresh database per test, when `HUB_TEST_POSTGRES_URL` is set). It holds the
 //! promises the exchange relies on: a version, its index rows, its audit entry and its outbox
 //! entries commit together or not at all; idempotency; versions and audit sequence in order;
-//! leases; feeds; schedule claims; and everything intact after a restart. SQLite runs it twice:
-//! with outbox rows for every subscription, and with the push subscription `tax` and the feed
-//! `police` served as cursors over the log (what `hub serve` does for every subscription).
+//! leases; feeds; schedule claims; and everything intact after a restart. Each engine runs it
+//! twice: with outbox rows for every subscription, and with the push subscription `tax` and the
+//! feed `police` served as cursors over the log (what `hub serve` does for every subscription).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ enum Backend {
     Sqlite { dir: tempfile::TempDir },
     SqliteLog { dir: tempfile::TempDir },
     Postgres { db: PgDatabase, dir: tempfile::TempDir },
+    PostgresLog { db: PgDatabase, dir: tempfile::TempDir },
 }
 
 impl Backend {
@@ -40,15 +41,45 @@ impl Backend {
             .map(|db| Backend::Postgres { db, dir: tempfile::tempdir().expect("a temporary directory") }))
     }
 
+    async fn postgres_log() -> Result<Option<Self>> {
+        Ok(Self::postgres().await?.map(Self::into_log))
+    }
+
+    /// The same storage, its subscriptions served as cursors over the log.
+    fn into_log(self) -> Self {
+        match self {
+            Backend::Sqlite { dir } => Backend::SqliteLog { dir },
+            Backend::Postgres { db, dir } => Backend::PostgresLog { db, dir },
+            log => log,
+        }
+    }
+
+    /// The same storage, every subscription kept in outbox rows.
+    fn into_rows(self) -> Self {
+        match self {
+            Backend::SqliteLog { dir } => Backend::Sqlite { dir },
+            Backend::PostgresLog { db, dir } => Backend::Postgres { db, dir },
+            rows => rows,
+        }
+    }
+
+    /// Several nodes may share the store: a cursor is served by the node that holds its lease.
+    fn is_shared(&self) -> bool {
+        matches!(self, Backend::Postgres { .. } | Backend::PostgresLog { .. })
+    }
+
     fn dir(&self) -> &Path {
         match self {
-            Backend::Sqlite { dir } | Backend::SqliteLog { dir } | Backend::Postgres { dir, .. } => dir.path(),
+            Backend::Sqlite { dir }
+            | Backend::SqliteLog { dir }
+            | Backend::Postgres { dir, .. }
+            | Backend::PostgresLog { dir, .. } => dir.path(),
         }
     }
 
     async fn open(&self) -> Result<Arc<dyn Store>> {
         let keys = Arc::new(HubKeys::load_or_create(self.dir())?);
-        Ok(match self {
+        let store: Arc<dyn Store> = match self {
             Backend::Sqlite { dir } | Backend::SqliteLog { dir } => {
                 let opts = SqliteOptions {
                     group_commit_max: 64,
@@ -56,19 +87,19 @@ impl Backend {
                     checkpoint_every: 4,
                     max_wal_bytes: 256 << 20,
                 };
-                let store = Arc::new(SqliteStore::open(dir.path(), keys, opts)?);
-                if matches!(self, Backend::SqliteLog { .. }) {
-                    let served = |name: &str, feed| FromLog { name: name.into(), record_type: "marriage".into(), feed };
-                    store.serve_from_log(vec![served("tax", false), served("police", true)]).await?;
-                }
-                store
+                Arc::new(SqliteStore::open(dir.path(), keys, opts)?)
             }
-            Backend::Postgres { db, .. } => {
+            Backend::Postgres { db, .. } | Backend::PostgresLog { db, .. } => {
                 let opts =
                     PgOptions { url: db.url.clone(), max_connections: 4, group_commit_max: 64, checkpoint_every: 4 };
                 Arc::new(PostgresStore::open(keys, opts).await?)
             }
-        })
+        };
+        if matches!(self, Backend::SqliteLog { .. } | Backend::PostgresLog { .. }) {
+            let served = |name: &str, feed| FromLog { name: name.into(), record_type: "marriage".into(), feed };
+            store.serve_from_log(vec![served("tax", false), served("police", true)]).await?;
+        }
+        Ok(store)
     }
 
     /// Makes the database refuse to index key `boom` (after the record row is in).
@@ -81,7 +112,7 @@ impl Backend {
                      BEGIN SELECT RAISE(ABORT, 'refused'); END;",
                 )?;
             }
-            Backend::Postgres { db, .. } => {
+            Backend::Postgres { db, .. } | Backend::PostgresLog { db, .. } => {
                 use sqlx::Connection as _;
                 let mut c = sqlx::PgConnection::connect(&db.url).await?;
                 sqlx::raw_sql(
@@ -408,12 +439,11 @@ async fn repeats_within_one_commit(b: Backend) -> Result<()> {
     Ok(())
 }
 
-/// SQLite's cursors over the log, through a restart: an entry that failed is a row and goes once,
-/// from its row; what lies past the first entry still out when the store closed goes again (at
-/// least once), delivered or not; what was settled below it does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once() -> Result<()> {
-    let b = Backend::SqliteLog { dir: tempfile::tempdir()? };
+/// Cursors over the log, through a restart: an entry that failed is a row and goes once, from its
+/// row; what lies past the first entry still out when the store closed goes again (at least
+/// once), delivered or not; what was settled below it does not. (A shared store's cursor goes to
+/// the restarted node once the lease of the one before has run out.)
+async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once(b: Backend) -> Result<()> {
     let store = b.open().await?;
     for k in ["m1", "m2", "m3", "m4"] {
         created(publish_one(&*store, version(k, "a")).await?)?;
@@ -431,6 +461,7 @@ async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once
     drop(store);
 
     let store = b.open().await?;
+    let at = if b.is_shared() { t0 + 60_000 } else { at };
     let again = store.claim("tax", at, 10, lease("b", at + 60_000)).await?;
     let mut got: Vec<(&str, u32, bool)> = again.iter().map(|o| (o.key.as_str(), o.attempts, o.id > 0)).collect();
     got.sort();
@@ -445,13 +476,60 @@ async fn a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once
     Ok(())
 }
 
+/// A version held back as a row (an earlier one of its record was out) still waits for that one
+/// when the cursor walks the log again after a restart: the earlier version goes first, from
+/// the log, and the row only after it.
+async fn a_version_held_back_as_a_row_waits_for_the_one_before_it_after_a_restart(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let t0 = now_ms();
+    created(publish_one(&*store, version("m1", "a")).await?)?;
+    let first = store.claim("tax", t0, 10, lease("a", t0 + 60_000)).await?;
+    assert_eq!(first.iter().map(|o| o.version).collect::<Vec<_>>(), [1]);
+    created(publish_one(&*store, version("m1", "b")).await?)?;
+    assert!(store.claim("tax", t0, 10, lease("a", t0 + 60_000)).await?.is_empty(), "version 2 overtook version 1");
+    assert_eq!(store.deliveries("pending", Some("tax".into()), 10).await?.iter().filter(|o| o.id > 0).count(), 1);
+    // The store closes with version 1 out and version 2 a row.
+    store.close().await;
+    drop(store);
+
+    let store = b.open().await?;
+    let at = if b.is_shared() { t0 + 60_000 } else { now_ms() };
+    let again = store.claim("tax", at, 10, lease("b", at + 60_000)).await?;
+    assert_eq!(again.iter().map(|o| (o.version, o.id < 0)).collect::<Vec<_>>(), [(1, true)]);
+    store.settle(again[0].id, Settlement::Delivered, None).await?;
+    let next = store.claim("tax", at, 10, lease("b", at + 60_000)).await?;
+    assert_eq!(next.iter().map(|o| (o.version, o.id > 0)).collect::<Vec<_>>(), [(2, true)]);
+    store.close().await;
+    Ok(())
+}
+
+/// A version held back as a row while the one before it was out does not overtake that one when
+/// its attempt fails and it becomes a row too (with a later id): the retry goes first.
+async fn a_held_back_version_waits_for_the_retry_of_the_one_before_it(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let t0 = now_ms();
+    created(publish_one(&*store, version("m1", "a")).await?)?;
+    let first = store.claim("tax", t0, 10, lease("a", t0 + 60_000)).await?;
+    created(publish_one(&*store, version("m1", "b")).await?)?;
+    assert!(store.claim("tax", t0, 10, lease("a", t0 + 60_000)).await?.is_empty());
+    let at = now_ms() + 1_000;
+    store.settle(first[0].id, Settlement::Retry { at_ms: at, error: "503".into() }, None).await?;
+    assert!(store.claim("tax", at - 1, 10, lease("a", at + 60_000)).await?.is_empty(), "version 2 overtook the retry");
+    let retry = store.claim("tax", at, 10, lease("a", at + 60_000)).await?;
+    assert_eq!(retry.iter().map(|o| (o.version, o.attempts)).collect::<Vec<_>>(), [(1, 1)]);
+    store.settle(retry[0].id, Settlement::Delivered, None).await?;
+    let next = store.claim("tax", at, 10, lease("a", at + 60_000)).await?;
+    assert_eq!(next.iter().map(|o| o.version).collect::<Vec<_>>(), [2]);
+    store.close().await;
+    Ok(())
+}
+
 /// A feed that kept rows moves to the log without losing or repeating anything: a reader's old
 /// cursor (one number) reads the rows still owed, then the log; a replay is a row, read after
 /// the reader's cursor; an entry that cannot be served dies as a row and is passed over; an
 /// acknowledgement never passes the end of the log; the position survives a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_feed_moves_from_rows_to_the_log_and_keeps_its_readers() -> Result<()> {
-    let rows = Backend::Sqlite { dir: tempfile::tempdir()? };
+async fn a_feed_moves_from_rows_to_the_log_and_keeps_its_readers(b: Backend) -> Result<()> {
+    let rows = b.into_rows();
     let store = rows.open().await?;
     for k in ["m1", "m2"] {
         created(publish_one(&*store, version(k, "a")).await?)?;
@@ -460,8 +538,7 @@ async fn a_feed_moves_from_rows_to_the_log_and_keeps_its_readers() -> Result<()>
     assert_eq!((old.log, old.to_string()), (None, old.rows.to_string()));
     store.close().await;
     drop(store);
-    let Backend::Sqlite { dir } = rows else { unreachable!() };
-    let b = Backend::SqliteLog { dir };
+    let b = rows.into_log();
     let store = b.open().await?;
     for k in ["m3", "m4"] {
         created(publish_one(&*store, version(k, "a")).await?)?;
@@ -507,11 +584,13 @@ async fn a_feed_moves_from_rows_to_the_log_and_keeps_its_readers() -> Result<()>
 }
 
 /// Entries that waited in the log past their age become dead letters with an audit entry each;
-/// a version not routed to a cursor is not owed to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_entries_expire_and_only_routed_versions_are_owed() -> Result<()> {
-    let b = Backend::SqliteLog { dir: tempfile::tempdir()? };
+/// a version not routed to a cursor is not owed to it. The node that serves the cursor expires
+/// (on a shared store, the one that holds it: a claim of nothing takes it).
+async fn log_entries_expire_and_only_routed_versions_are_owed(b: Backend) -> Result<()> {
     let store = b.open().await?;
+    if b.is_shared() {
+        assert!(store.claim("tax", now_ms(), 0, lease("a", now_ms() + 60_000)).await?.is_empty());
+    }
     created(publish_one(&*store, version("m1", "a")).await?)?;
     created(publish_one(&*store, NewVersion { routes: vec!["police".into()], ..version("m2", "a") }).await?)?;
     created(publish_one(&*store, version("m3", "a")).await?)?;
@@ -597,9 +676,19 @@ macro_rules! conformance {
 conformance!(sqlite: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
     dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
 conformance!(sqlite_log: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
-    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
+    dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log,
+    a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once,
+    a_feed_moves_from_rows_to_the_log_and_keeps_its_readers, log_entries_expire_and_only_routed_versions_are_owed,
+    a_version_held_back_as_a_row_waits_for_the_one_before_it_after_a_restart,
+    a_held_back_version_waits_for_the_retry_of_the_one_before_it);
 conformance!(postgres: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
     dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
+conformance!(postgres_log: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering,
+    leases, dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log,
+    a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once,
+    a_feed_moves_from_rows_to_the_log_and_keeps_its_readers, log_entries_expire_and_only_routed_versions_are_owed,
+    a_version_held_back_as_a_row_waits_for_the_one_before_it_after_a_restart,
+    a_held_back_version_waits_for_the_retry_of_the_one_before_it);
 
 /// PostgreSQL only: two stores on one database (two nodes) publishing at once write one chain,
 /// with every version once and no gap, and a claim hands each entry to one of them.
@@ -646,6 +735,59 @@ async fn two_postgres_nodes_share_one_chain_and_one_queue() -> Result<()> {
     assert_eq!(c1.len() + c2.len(), 5, "one entry per record may go, once");
     assert!(c1.iter().all(|a| c2.iter().all(|b| a.id != b.id)));
     n1.close().await;
+    n2.close().await;
+    Ok(())
+}
+
+/// PostgreSQL only: two nodes serving `tax` from the log. One node at a time holds the cursor and
+/// hands out its log; the other gets none of it, but may take the failed entries' rows that are
+/// not behind the log. When the holder stops (its leases given back) the other takes the cursor
+/// over from its durable position: nothing settled goes again, nothing owed is lost, and a
+/// version never overtakes the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_hand_a_cursor_over() -> Result<()> {
+    let Some(b) = Backend::postgres_log().await? else { return Ok(()) };
+    let (n1, n2) = (b.open().await?, b.open().await?);
+    for k in 0..6 {
+        created(publish_one(&*n1, version(&format!("m{k}"), "a")).await?)?;
+    }
+    let t0 = now_ms();
+    let one = n1.claim("tax", t0, 4, lease("node-1", t0 + 30_000)).await?;
+    assert_eq!(one.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3"]);
+    assert!(n2.claim("tax", t0, 10, lease("node-2", t0 + 30_000)).await?.is_empty(), "two nodes hand out one log");
+    assert_eq!(n2.next_due("tax").await?, Some(t0 + 30_000), "the other node looks again when the lease ends");
+    // m0 delivered, m1 failed (a row, due at once, which either node may take), m2 and m3 still
+    // out; m2's second version is published from the other node.
+    n1.settle_many(vec![
+        (one[0].id, Settlement::Delivered, None),
+        (one[1].id, Settlement::Retry { at_ms: t0, error: "503".into() }, None),
+    ])
+    .await?;
+    created(publish_one(&*n2, version("m2", "b")).await?)?;
+    let retried = n2.claim("tax", t0, 10, lease("node-2", t0 + 30_000)).await?;
+    assert_eq!(retried.iter().map(|o| (o.key.as_str(), o.attempts)).collect::<Vec<_>>(), [("m1", 1)]);
+    // The holder goes on: m4, m5; m2's second version waits for its first, still out.
+    let more = n1.claim("tax", t0, 10, lease("node-1", t0 + 30_000)).await?;
+    assert_eq!(more.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["m4", "m5"]);
+    n1.settle(more[0].id, Settlement::Delivered, None).await?;
+    // Node 1 stops with m2, m3 and m5 out; node 2 takes the cursor over from where it was durable,
+    // before m2: m4, settled past it, goes again (at least once), m0 does not.
+    assert_eq!(n1.release_leases("node-1").await?, 3);
+    n1.close().await;
+    // The held-back row fell due when it was made.
+    let t1 = now_ms();
+    let taken = n2.claim("tax", t1, 10, lease("node-2", t1 + 60_000)).await?;
+    let mut got: Vec<(&str, u64)> = taken.iter().map(|o| (o.key.as_str(), o.version)).collect();
+    got.sort_unstable();
+    assert_eq!(got, [("m2", 1), ("m3", 1), ("m4", 1), ("m5", 1)], "owed entries were lost or m0 went again");
+    n2.settle_many(taken.iter().map(|o| (o.id, Settlement::Delivered, None)).collect()).await?;
+    let last = n2.claim("tax", t1, 10, lease("node-2", t1 + 60_000)).await?;
+    assert_eq!(last.iter().map(|o| (o.key.as_str(), o.version)).collect::<Vec<_>>(), [("m2", 2)]);
+    n2.settle(last[0].id, Settlement::Delivered, None).await?;
+    n2.settle(retried[0].id, Settlement::Delivered, None).await?;
+    assert!(n2.claim("tax", t1, 10, lease("node-2", t1 + 60_000)).await?.is_empty());
+    let counts = n2.delivery_counts().await?;
+    assert_eq!(counts.iter().find(|c| c.subscription == "tax").map(|c| c.pending).unwrap_or(0), 0);
     n2.close().await;
     Ok(())
 }
