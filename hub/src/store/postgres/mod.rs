@@ -43,9 +43,6 @@ use super::{
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Anchor, ChainBroken, ChainReport, Entry, NewEntry};
 
-/// The advisory lock every chain writer of the cluster takes ("conghua!" in ASCII).
-const CHAIN_LOCK: i64 = 0x636f_6e67_6875_6121;
-
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
 const OUTBOX_COLUMNS: &str =
