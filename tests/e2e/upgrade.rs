@@ -4,17 +4,20 @@
 //! deliveries by event id, and what the two feeds still owed. `sqlite-v6` is SQLite schema 6 (the
 //! last before the log-and-cursor store), `sqlite-v8` schema 8 (the last with an outbox row per
 //! route). The current release must open a copy of each and show the same, and the chain must
-//! verify offline afterwards.
+//! verify offline afterwards. `postgres-v3` is a PostgreSQL database at migration 3 (the last with
+//! an outbox row per route), kept as `pg_dump --inserts` output beside the hub's keys, and loaded
+//! into a fresh database when `HUB_TEST_POSTGRES_URL` is set.
 //!
 //! A fixture is written by `write_the_upgrade_fixture` (ignored; run it with
-//! `HUB_WRITE_UPGRADE_FIXTURE=DIR` on the release being captured) and committed whole: a newer
-//! release cannot make an older one's files.
+//! `HUB_WRITE_UPGRADE_FIXTURE=DIR`, and `HUB_FIXTURE_BIN` naming the release being captured if it
+//! is not this build; with `HUB_TEST_POSTGRES_URL` also set, on PostgreSQL) and committed whole: a
+//! newer release cannot make an older one's files.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use harness::{eventually, free_port, marriage, resident_id, HubProcess, TestConfig};
+use harness::{eventually, free_port, marriage, resident_id, HubProcess, PgDatabase, TestConfig};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -25,8 +28,17 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The config both releases run: every subscription; Family Planning's receiver at `fp`, the
 /// other webhooks on ports where nothing listens (their entries stay pending).
-fn config(fp: &str) -> TestConfig {
-    TestConfig::conghua().receiver(9103, fp).without_checks()
+fn config(fp: &str, pg: Option<&PgDatabase>) -> TestConfig {
+    let c = TestConfig::conghua().receiver(9103, fp).without_checks();
+    match pg {
+        Some(_) => c.replace("engine = \"sqlite\"", "engine = \"postgres\""),
+        None => c,
+    }
+}
+
+/// The environment that points a hub at `pg`.
+fn env(pg: Option<&PgDatabase>) -> Vec<(&'static str, &str)> {
+    pg.map(|db| ("HUB_DATABASE_URL", db.url.as_str())).into_iter().collect()
 }
 
 /// Everything the manifest holds, read through the API in an order where the audited reads come
@@ -99,11 +111,13 @@ fn keys() -> Vec<String> {
 #[ignore = "writes the upgrade fixture; run with HUB_WRITE_UPGRADE_FIXTURE=DIR"]
 async fn write_the_upgrade_fixture() -> Result<()> {
     let out = PathBuf::from(std::env::var("HUB_WRITE_UPGRADE_FIXTURE").context("HUB_WRITE_UPGRADE_FIXTURE")?);
+    let bin = std::env::var("HUB_FIXTURE_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let pg = PgDatabase::create("the upgrade fixture on PostgreSQL").await?;
     let fp = adapters::testkit::Receiver::start().await;
-    let (_cfg_dir, cfg) = config(&fp.url).fast_retries().write();
+    let (_cfg_dir, cfg) = config(&fp.url, pg.as_ref()).fast_retries().write();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;
+    let hub = HubProcess::start_config(&bin, &cfg, &data, free_port()?, &[], &env(pg.as_ref())).await?;
     let (civil, fpc, hrss) = (hub.client("civil-affairs"), hub.client("family-planning"), hub.client("hrss"));
     let ops = hub.client("ops-duty");
     let keys = keys();
@@ -154,9 +168,21 @@ async fn write_the_upgrade_fixture() -> Result<()> {
     let target = out.join("data");
     let _ = std::fs::remove_dir_all(&target);
     std::fs::create_dir_all(&target)?;
-    // The database (checkpointed into one file at shutdown) and the hub's keys; the development
-    // PKI is made afresh by whichever release opens it, so no certificate in the fixture expires.
-    std::fs::copy(data.join("hub.db"), target.join("hub.db"))?;
+    // The database (checkpointed into one file at shutdown, or dumped as statements) and the
+    // hub's keys; the development PKI is made afresh by whichever release opens it, so no
+    // certificate in the fixture expires.
+    match &pg {
+        None => {
+            std::fs::copy(data.join("hub.db"), target.join("hub.db"))?;
+        }
+        Some(db) => {
+            let dump = std::process::Command::new("pg_dump")
+                .args(["--inserts", "--no-owner", "--no-privileges", "--dbname", &db.url])
+                .output()?;
+            anyhow::ensure!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+            std::fs::write(out.join("dump.sql"), dump.stdout)?;
+        }
+    }
     hub::server::copy_tree(&data.join("keys"), &target.join("keys"))?;
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(())
@@ -245,9 +271,17 @@ async fn opens_with_everything_in_it(name: &str) -> Result<()> {
     let data = dir.path().join("data");
     hub::server::copy_tree(&fixture(name).join("data"), &data)?;
     owner_only(&data)?;
+    let dump = fixture(name).join("dump.sql");
+    let pg = if dump.exists() {
+        let Some(db) = PgDatabase::create("the upgrade of a PostgreSQL database").await? else { return Ok(()) };
+        load(&db, &std::fs::read_to_string(&dump)?).await?;
+        Some(db)
+    } else {
+        None
+    };
     // Nothing listens for Family Planning now: its pending entries stay pending.
-    let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?)).write();
-    let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &[]).await?;
+    let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?), pg.as_ref()).write();
+    let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &env(pg.as_ref())).await?;
     let now = observe(&hub, &keys()).await?;
     assert_eq!(now["records"], manifest["records"], "every record version, its digest and its audit entry");
     assert_eq!(now["deliveries"], manifest["deliveries"], "pending and dead deliveries");
@@ -257,8 +291,31 @@ async fn opens_with_everything_in_it(name: &str) -> Result<()> {
     assert_eq!(after[..before.len()], before[..], "every audit entry of the old release, unchanged");
     access_logs_hold_every_entry(&hub, &data).await?;
     hub.terminate()?;
-    let out = std::process::Command::new(BIN).args(["audit", "verify", "--data"]).arg(&data).output()?;
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .envs(env(pg.as_ref()))
+        .output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("audit chain ok"), "hub audit verify: {text}");
+    Ok(())
+}
+
+/// Written by 4a7956e: PostgreSQL at migration 3, an outbox row per route; the pending and
+/// unacknowledged rows must still be owed after migration 4 makes the subscriptions cursors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_database_of_migration_3_opens_with_everything_in_it() -> Result<()> {
+    opens_with_everything_in_it("postgres-v3").await
+}
+
+/// Loads a `pg_dump` into `db`: its statements as they are, without the lines only psql reads.
+async fn load(db: &PgDatabase, dump: &str) -> Result<()> {
+    use sqlx::Connection as _;
+    let sql: String = dump.lines().filter(|l| !l.starts_with('\\')).map(|l| format!("{l}\n")).collect();
+    let mut c = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+    c.close().await?;
     Ok(())
 }
