@@ -258,9 +258,8 @@ pub(super) async fn append_batch(
     let rows = if rec_t.is_empty() {
         Vec::new()
     } else {
-        // One index probe per record, whatever the statistics say: as a plain join the planner
-        // hashed the whole table for every group (most of the database's time, sampled from
-        // pg_stat_activity under load, 2026-12-03).
+        // One index probe per record, whatever the statistics say: a plain join leaves the
+        // planner free to hash the whole table for every group.
         sqlx::query(
             "SELECT u.t, u.k, l.version FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS u(t, k)
              CROSS JOIN LATERAL (SELECT version FROM latest WHERE type = u.t AND key = u.k) AS l",
