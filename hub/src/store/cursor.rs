@@ -234,6 +234,32 @@ pub(crate) trait Log: Send + Sync {
     /// Makes pending rows of `held` (entries that cannot go in log order now) and moves the
     /// cursor to `position`, in one transaction.
     async fn hold(&self, cursor: &Cursor, held: Vec<OutboxRow>, position: i64) -> Result<(), StoreError>;
+    /// Entries the log owes `cursor`, as pending rows, at most `limit`.
+    async fn pending(&self, cursor: &Cursor, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+}
+
+/// Adds to `rows`, up to `limit` in all, what the log owes subscription `one`, or every
+/// subscription in slot order.
+pub(crate) async fn add_pending(
+    log: &dyn Log,
+    cursors: &Cursors,
+    one: Option<&str>,
+    limit: u32,
+    rows: &mut Vec<OutboxRow>,
+) -> Result<(), StoreError> {
+    let mut subs: Vec<&Arc<Cursor>> = match one {
+        Some(name) => cursors.by_name.get(name).into_iter().collect(),
+        None => cursors.by_name.values().collect(),
+    };
+    subs.sort_by_key(|c| c.slot);
+    for c in subs {
+        let room = limit.saturating_sub(rows.len() as u32);
+        if room == 0 {
+            break;
+        }
+        rows.extend(log.pending(c, room).await?);
+    }
+    Ok(())
 }
 
 /// Claims for a subscription served from the log: its due rows first (retries and held-back

@@ -122,6 +122,10 @@ impl cursor::Log for PostgresStore {
             LogWrite { rows: rows.collect(), advance: Some((cursor.name.clone(), position)), ..LogWrite::default() };
         self.count(Op::Append(Box::new(Appended::Log(write)))).await.map(|_| ())
     }
+
+    async fn pending(&self, cursor: &Cursor, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        self.pending_log(cursor, limit).await
+    }
 }
 
 impl PostgresStore {

@@ -337,6 +337,10 @@ impl cursor::Log for super::SqliteStore {
     async fn hold(&self, cursor: &Cursor, held: Vec<OutboxRow>, position: i64) -> Result<(), StoreError> {
         self.count(hold_op(cursor.name.clone(), held, position)).await.map(|_| ())
     }
+
+    async fn pending(&self, cursor: &Cursor, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        self.pending_log(cursor, limit).await
+    }
 }
 
 impl super::SqliteStore {

@@ -1271,19 +1271,7 @@ impl Store for SqliteStore {
             })
             .await?;
         if log {
-            let cursors = self.cursors();
-            let mut subs: Vec<&Arc<cursor::Cursor>> = match &one {
-                Some(name) => cursors.by_name.get(name).into_iter().collect(),
-                None => cursors.by_name.values().collect(),
-            };
-            subs.sort_by_key(|c| c.slot);
-            for c in subs {
-                let room = limit.saturating_sub(rows.len() as u32);
-                if room == 0 {
-                    break;
-                }
-                rows.extend(self.pending_log(c, room).await?);
-            }
+            cursor::add_pending(self, &self.cursors(), one.as_deref(), limit, &mut rows).await?;
         }
         Ok(rows)
     }
