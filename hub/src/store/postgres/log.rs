@@ -426,11 +426,13 @@ impl PostgresStore {
     pub(super) async fn release_log(&self, owner: &str) -> Result<u64, StoreError> {
         let cursors = self.cursors();
         let n = cursor::release(&cursors, owner).await;
-        sqlx::query("UPDATE cursors SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        for c in cursors.by_name.values() {
+        let given: Vec<String> = sqlx::query_scalar(
+            "UPDATE cursors SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 RETURNING subscription",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        for c in given.iter().filter_map(|name| cursors.by_name.get(name)) {
             c.state.lock().await.held_until = 0;
         }
         Ok(n)

@@ -270,7 +270,9 @@ impl PostgresStore {
         Ok(rows)
     }
 
-    async fn next_due_rows(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
+    /// When the next row of a subscription falls due, leaving out rows `behind` its cursor's way
+    /// (a node that does not hold the cursor would otherwise look again at once, and again).
+    async fn next_due_rows(&self, subscription: &str, behind: Behind) -> Result<Option<i64>, StoreError> {
         // The earliest entries by due time, not the minimum over the whole backlog: a MIN over
         // every pending entry (each with its NOT EXISTS) cost the database O(backlog) after
         // every claim. An entry further on falls due no earlier than the last one read, so that
@@ -279,10 +281,17 @@ impl PostgresStore {
         let sql = format!(
             "SELECT o.next_attempt_at, o.lease_until FROM outbox o
              WHERE o.subscription = $1 AND o.state = 'pending' AND o.id = {FIRST_PENDING_OF_RECORD}
+               AND NOT EXISTS (SELECT 1 FROM records r WHERE r.type = o.record_type AND r.key = o.key
+                               AND r.version < o.version AND r.audit_seq > $3 AND (r.routes & $4::bigint) <> 0)
              ORDER BY o.next_attempt_at LIMIT $2"
         );
-        let rows: Vec<(i64, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(subscription).bind(LOOK).fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(subscription)
+            .bind(LOOK)
+            .bind(behind.position)
+            .bind(behind.bit)
+            .fetch_all(&self.pool)
+            .await?;
         let due = rows.iter().map(|(at, lease)| (*at).max(lease.unwrap_or(0))).min();
         let bound = rows.last().filter(|_| rows.len() as i64 == LOOK).map(|(at, _)| *at);
         Ok(match (due, bound) {
@@ -502,9 +511,12 @@ impl Store for PostgresStore {
     }
 
     async fn next_due(&self, subscription: &str) -> Result<Option<i64>, StoreError> {
-        let rows = self.next_due_rows(subscription).await?;
-        let Some(c) = self.cursor(subscription) else { return Ok(rows) };
+        let Some(c) = self.cursor(subscription) else {
+            return self.next_due_rows(subscription, Behind::default()).await;
+        };
         // Its rows may go from any node; its log only from the node that holds it.
+        let behind = Behind { bit: c.bit(), position: self.position(&c.name).await? };
+        let rows = self.next_due_rows(subscription, behind).await?;
         let log = match self.held_elsewhere(&c).await {
             Some(until) => Some(until),
             None => self.next_due_log(&c).await?,
