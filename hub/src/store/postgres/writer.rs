@@ -76,9 +76,8 @@ pub(super) struct Group<'a> {
     pub now_ms: i64,
 }
 
-/// `BEGIN` and the chain lock, the advisory lock every chain writer of the cluster takes (its key
-/// is "conghua!" in ASCII), as one simple query.
-const BEGIN_AND_LOCK: &str = "BEGIN; SELECT pg_advisory_xact_lock(7165066922582958369)";
+/// The advisory lock every chain writer of the cluster takes ("conghua!" in ASCII).
+const CHAIN_LOCK: i64 = i64::from_be_bytes(*b"conghua!");
 
 pub(super) async fn writer_loop(
     pool: PgPool,
@@ -127,10 +126,8 @@ pub(super) async fn commit_group(
     opts: &PgOptions,
 ) -> Result<Vec<Vec<Result<Done, StoreError>>>, (Option<usize>, StoreError)> {
     let whole = |e: sqlx::Error| (None, StoreError::from(e));
-    // BEGIN and the chain lock in one round trip: a group is a serial chain of round trips under
-    // the lock, and on a busy machine each costs more than the statement. The head is read in a
-    // statement of its own, whose snapshot is taken once the lock is held.
-    let mut tx = pool.begin_with(BEGIN_AND_LOCK).await.map_err(whole)?;
+    let mut tx = pool.begin().await.map_err(whole)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *tx).await.map_err(whole)?;
     let head = sqlx::query("SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
         .await
@@ -327,13 +324,4 @@ pub(super) async fn insert_outbox(
     .execute(&mut *c)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_group_takes_the_chain_lock() {
-        let key = i64::from_be_bytes(*b"conghua!");
-        assert_eq!(super::BEGIN_AND_LOCK, format!("BEGIN; SELECT pg_advisory_xact_lock({key})"));
-    }
 }
