@@ -75,10 +75,54 @@ pub fn is_uscc(s: &str) -> bool {
     uscc_check(&s[..17]).is_some_and(|c| s.ends_with(c))
 }
 
+/// The check character of an organization code's eight-character body (GB 11714-1997: digits
+/// and capital letters valued 0–35, weights 3 7 9 10 5 8 4 2, modulo 11; 10 is written `X`).
+pub fn org_code_check(body: &str) -> Option<char> {
+    const WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
+    if body.len() != 8 {
+        return None;
+    }
+    let mut sum = 0;
+    for (c, w) in body.chars().zip(WEIGHTS) {
+        let v = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return None,
+        };
+        sum += v * w;
+    }
+    Some(match 11 - sum % 11 {
+        10 => 'X',
+        11 => '0',
+        n => char::from_digit(n, 10)?,
+    })
+}
+
+/// A valid organization code, written `XXXXXXXX-C` as on the certificate (组织机构代码证).
+pub fn is_org_code(s: &str) -> bool {
+    match s.split_once('-') {
+        Some((body, check)) if check.len() == 1 => org_code_check(body).is_some_and(|c| check.starts_with(c)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn organization_codes_carry_their_check_character() {
+        // Worked by hand from the GB 11714 weights: D2143569 → sum 13·3+2·7+1·9+4·10+3·5+5·8+6·4+9·2
+        // = 199, 199 mod 11 = 1, 11 - 1 = 10 → X.
+        assert_eq!(org_code_check("D2143569"), Some('X'));
+        assert!(is_org_code("D2143569-X"));
+        assert!(!is_org_code("D2143569-1"));
+        assert!(!is_org_code("D2143569X"), "the hyphen is part of the written form");
+        assert!(!is_org_code("d2143569-X"), "letters are capitals");
+        // MA59XK0D: 22·3+10·7+5·9+9·10+33·5+20·8+0·4+13·2 = 622, mod 11 = 6 → 5.
+        assert!(is_org_code("MA59XK0D-5"));
+    }
 
     #[test]
     fn known_resident_ids() {
