@@ -189,6 +189,101 @@ pub struct NewVersion {
     pub audit: NewEntry,
 }
 
+/// A case transition ([`Store::transition`]): every version and the case's index rows commit in
+/// one transaction, or nothing does.
+#[derive(Debug, Clone)]
+pub struct CaseWrite {
+    /// The record that causes it (published with `Hub-Case-Step`), stored first, and the latest
+    /// version it must still have (none: a new record).
+    pub record: Option<(NewVersion, Option<u64>)>,
+    /// The case's new version (`hub.case`).
+    pub case: NewVersion,
+    /// The latest version the case must still have (none: a new case).
+    pub case_expect: Option<u64>,
+    /// The events it sends (`hub.case-event` versions).
+    pub events: Vec<NewVersion>,
+    /// The case's index row after it.
+    pub row: CaseRow,
+    /// Its steps' index rows after it.
+    pub steps: Vec<StepRow>,
+}
+
+/// What became of a [`CaseWrite`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseWritten {
+    /// Stored: the record's receipt (if one came with it) and the case version's.
+    Done {
+        /// The causing record's receipt.
+        record: Option<Receipt>,
+        /// The case version's receipt.
+        case: Receipt,
+    },
+    /// The first version's idempotency key was seen with the same request: its receipt, and
+    /// nothing written.
+    Replayed(Receipt),
+    /// The first version's idempotency key was seen with another request; nothing written.
+    Conflict,
+    /// The case or the record moved on since it was read; nothing written: read and try again.
+    Stale,
+}
+
+/// A case as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    /// Id (the `hub.case` key).
+    pub id: String,
+    /// Case type.
+    pub case_type: String,
+    /// Opening department.
+    pub opener: String,
+    /// `open`, `completed` or `refused`.
+    pub state: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    /// RFC 3339.
+    pub closed_at: Option<String>,
+    /// The first day the sweep has something to do for it (YYYY-MM-DD).
+    pub next_sweep: Option<String>,
+    /// Its latest version.
+    pub version: u64,
+}
+
+/// A step as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    /// Step id.
+    pub step: String,
+    /// Its department.
+    pub department: String,
+    /// `waiting`, `ready`, `done`, `refused` or `cancelled`.
+    pub state: String,
+    /// Last day of its time limit.
+    pub due: Option<String>,
+}
+
+/// Which cases [`Store::cases`] lists; the conditions hold together. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseQuery {
+    /// Cases with a step of this department ...
+    pub step_department: Option<String>,
+    /// ... in one of these states (any, when empty).
+    pub step_states: Vec<String>,
+    /// Opened by this department.
+    pub opener: Option<String>,
+    /// In one of these states (any, when empty).
+    pub states: Vec<String>,
+    /// Whose sweep day is on or before this day (YYYY-MM-DD).
+    pub sweep_by: Option<String>,
+    /// Opened or closed in [from, to) (RFC 3339).
+    pub touched: Option<(String, String)>,
+    /// Of this case type.
+    pub case_type: Option<String>,
+    /// Opened before this case (its `opened_at` and id), for paging.
+    pub before: Option<(String, String)>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// The receipt a publisher gets (CONTRACT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
@@ -560,6 +655,14 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Stopped subscriptions.
     async fn subscription_states(&self) -> Result<Vec<SubscriptionState>, StoreError>;
+
+    /// Commits a case transition with the record that caused it and the events it sends, if the
+    /// case (and the record) are still at the versions it was computed from.
+    async fn transition(&self, write: CaseWrite) -> Result<CaseWritten, StoreError>;
+    /// Cases from the index, newest first.
+    async fn cases(&self, query: CaseQuery) -> Result<Vec<CaseRow>, StoreError>;
+    /// The receipt an idempotency key of `publisher` was given, and the digest of its request.
+    async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError>;
 
     /// Records a check run and forgets runs that started before `keep_after` (RFC 3339).
     async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError>;

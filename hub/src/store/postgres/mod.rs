@@ -16,6 +16,7 @@
 //! are the migrations in `hub/migrations/postgres`.
 
 mod append;
+mod cases;
 mod log;
 mod reads;
 mod writer;
@@ -37,8 +38,9 @@ use writer::{writer_loop, Done, Job, JobResult, Op};
 
 use super::cursor::{self, Behind, Cursor, Cursors};
 use super::{
-    AlertRecord, Audited, CheckRun, DeliveryCounts, FeedCursor, FeedPage, FromLog, Lease, NewVersion, OutboxRow,
-    Published, RecordVersion, Settlement, Store, StoreError, SubscriptionState, WriterStats,
+    AlertRecord, Audited, CaseQuery, CaseRow, CaseWrite, CaseWritten, CheckRun, DeliveryCounts, FeedCursor, FeedPage,
+    FromLog, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store, StoreError,
+    SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Anchor, ChainBroken, ChainReport, Entry, NewEntry};
@@ -69,6 +71,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         m(2, "autovacuum", include_str!("../../../migrations/postgres/0002_autovacuum.sql")),
         m(3, "audit by record", include_str!("../../../migrations/postgres/0003_audit_by_record.sql")),
         m(4, "cursors", include_str!("../../../migrations/postgres/0004_cursors.sql")),
+        m(5, "cases", include_str!("../../../migrations/postgres/0005_cases.sql")),
     ])
 }
 
@@ -712,6 +715,30 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn transition(&self, mut write: CaseWrite) -> Result<CaseWritten, StoreError> {
+        let cursors = self.cursors();
+        let mut bits = Vec::new();
+        if let Some((v, _)) = &mut write.record {
+            bits.push(cursors.take_bits(&mut v.routes));
+        }
+        bits.push(cursors.take_bits(&mut write.case.routes));
+        for e in &mut write.events {
+            bits.push(cursors.take_bits(&mut e.routes));
+        }
+        match self.one(Op::Transition(Box::new(write), bits)).await? {
+            Done::Case(c) => Ok(c),
+            _ => Err(StoreError::Corrupt("writer answered a case transition with something else".into())),
+        }
+    }
+
+    async fn cases(&self, query: CaseQuery) -> Result<Vec<CaseRow>, StoreError> {
+        cases::cases(&self.pool, &query).await
+    }
+
+    async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
+        cases::idempotent(&self.pool, publisher, key).await
     }
 
     async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError> {

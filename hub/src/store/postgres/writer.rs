@@ -41,6 +41,8 @@ pub(super) enum Op {
     /// Cursors for these subscriptions (`log.rs`), under the chain lock: a new one starts at the
     /// head, after everything committed before it and before everything committed after.
     Register(Vec<String>),
+    /// A case transition, with the cursor bits of each of its versions.
+    Transition(Box<crate::store::CaseWrite>, Vec<i64>),
 }
 
 pub(super) enum Done {
@@ -50,6 +52,7 @@ pub(super) enum Done {
     Subscription(Option<String>),
     /// (name, slot, position, tenure) of each cursor.
     Cursors(Vec<(String, i64, i64, i64)>),
+    Case(crate::store::CaseWritten),
 }
 
 pub(super) type JobResult = Result<Vec<Result<Done, StoreError>>, StoreError>;
@@ -286,6 +289,7 @@ pub(super) async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Re
             cursors.retain(|(n, ..)| names.contains(n));
             Ok(Done::Cursors(cursors))
         }
+        Op::Transition(write, bits) => super::cases::transition(c, g, *write, bits).await,
         Op::SetSubscription { name, disabled, reason, audit } => {
             sqlx::query(
                 "INSERT INTO subscription_state (name, disabled, reason, since) VALUES ($1, $2, $3, $4)

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+mod cases;
 mod log;
 
 pub(crate) use log::owed as owed_from_log;
@@ -25,8 +26,9 @@ pub(crate) use log::owed as owed_from_log;
 use super::cursor;
 use super::wal::{Wal, WalWriter};
 use super::{
-    AlertRecord, Audited, CheckRun, DeliveryCounts, FeedCursor, FeedPage, FromLog, Lease, NewVersion, OutboxRow,
-    Published, Receipt, RecordVersion, Settlement, Store, StoreError, SubscriptionState, WriterStats,
+    AlertRecord, Audited, CaseQuery, CaseRow, CaseWrite, CaseWritten, CheckRun, DeliveryCounts, FeedCursor, FeedPage,
+    FromLog, Lease, NewVersion, OutboxRow, Published, Receipt, RecordVersion, Settlement, Store, StoreError,
+    SubscriptionState, WriterStats,
 };
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, NewEntry, Walk, GENESIS};
@@ -34,7 +36,7 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -64,8 +66,12 @@ const FROM_8: &str = include_str!("upgrade-9.sql");
 /// entry once.
 const FROM_9: &str = include_str!("upgrade-10.sql");
 
+/// From schema 10: joint cases. A case's states are versions of a `hub.case` record; these tables
+/// are what worklists, the sweep for late steps and the case report query.
+const FROM_10: &str = include_str!("upgrade-11.sql");
+
 /// Each upgrade step: the version it leaves and its statements.
-const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9)];
+const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
@@ -102,6 +108,7 @@ enum Done {
     /// Entries acknowledged, and where the feed's cursor over the log stands.
     Acked(u64, Option<i64>),
     Subscription(Option<String>),
+    Case(CaseWritten),
 }
 
 /// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
@@ -1378,6 +1385,31 @@ impl Store for SqliteStore {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
+    }
+
+    async fn transition(&self, mut write: CaseWrite) -> Result<CaseWritten, StoreError> {
+        let cursors = self.cursors();
+        let mut bits = Vec::new();
+        if let Some((v, _)) = &mut write.record {
+            bits.push(cursors.take_bits(&mut v.routes));
+        }
+        bits.push(cursors.take_bits(&mut write.case.routes));
+        for e in &mut write.events {
+            bits.push(cursors.take_bits(&mut e.routes));
+        }
+        match self.one(cases::transition_op(write, bits)).await? {
+            Done::Case(c) => Ok(c),
+            _ => Err(StoreError::Corrupt("writer answered a case transition with something else".into())),
+        }
+    }
+
+    async fn cases(&self, query: CaseQuery) -> Result<Vec<CaseRow>, StoreError> {
+        self.readers.with(move |c| cases::cases(c, &query)).await
+    }
+
+    async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
+        let (p, k) = (publisher.to_owned(), key.to_owned());
+        self.readers.with(move |c| cases::idempotent(c, &p, &k)).await
     }
 
     async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError> {

@@ -68,4 +68,16 @@ CREATE TABLE IF NOT EXISTS schedule_claims (
     check_name TEXT NOT NULL, slot TEXT NOT NULL, claimed_at TEXT NOT NULL,
     PRIMARY KEY (check_name, slot)
 ) WITHOUT ROWID;
-PRAGMA user_version = 10;
+CREATE TABLE IF NOT EXISTS cases (
+    id TEXT PRIMARY KEY, case_type TEXT NOT NULL, opener TEXT NOT NULL, state TEXT NOT NULL,
+    opened_at TEXT NOT NULL, closed_at TEXT, next_sweep TEXT, version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cases_by_opener ON cases (opener, state);
+CREATE INDEX IF NOT EXISTS cases_to_sweep ON cases (next_sweep) WHERE next_sweep IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cases_by_time ON cases (opened_at);
+CREATE TABLE IF NOT EXISTS case_steps (
+    case_id TEXT NOT NULL, step TEXT NOT NULL, department TEXT NOT NULL, state TEXT NOT NULL, due TEXT,
+    PRIMARY KEY (case_id, step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS case_steps_by_department ON case_steps (department, state, case_id);
+PRAGMA user_version = 11;

@@ -1,0 +1,159 @@
+//! Joint cases in the embedded store: a transition's versions (the causing record, the case,
+//! its events) and the case's index rows in one savepoint of the group commit, after the
+//! idempotency key and the versions it was computed from are checked; and the index reads.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{publish_op, Done, Tx, WriteFn};
+use crate::store::{CaseQuery, CaseRow, CaseWrite, CaseWritten, NewVersion, Published, Receipt, StoreError};
+
+/// The receipt an idempotency key was given, and its request's digest.
+pub(super) fn idempotent(c: &Connection, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
+    let row: Option<(String, String)> = c
+        .prepare_cached("SELECT request_digest, receipt FROM idempotency WHERE publisher = ?1 AND idem_key = ?2")?
+        .query_row(params![publisher, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(digest, receipt)| {
+        serde_json::from_str(&receipt).map(|r| (digest, r)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    })
+    .transpose()
+}
+
+fn latest_version(c: &Connection, record_type: &str, key: &str) -> Result<Option<u64>, StoreError> {
+    Ok(c.prepare_cached("SELECT version FROM records WHERE type = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1")?
+        .query_row(params![record_type, key], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|v| v as u64))
+}
+
+/// The write of a transition; `bits` are the cursors of each version, in order (record, case,
+/// events). Run in its own savepoint: an error after the first write undoes all of it.
+pub(super) fn transition_op(w: CaseWrite, bits: Vec<i64>) -> WriteFn {
+    Box::new(move |tx: &mut Tx<'_>| {
+        let first = w.record.as_ref().map_or(&w.case, |(v, _)| v);
+        if let Some((key, digest)) = &first.idempotency {
+            if let Some((seen, receipt)) = idempotent(tx.conn, &first.publisher, key)? {
+                return Ok(Done::Case(if seen == *digest {
+                    CaseWritten::Replayed(receipt)
+                } else {
+                    CaseWritten::Conflict
+                }));
+            }
+        }
+        if let Some((v, expect)) = &w.record {
+            if latest_version(tx.conn, &v.record_type, &v.key)? != *expect {
+                return Ok(Done::Case(CaseWritten::Stale));
+            }
+        }
+        if latest_version(tx.conn, &w.case.record_type, &w.case.key)? != w.case_expect {
+            return Ok(Done::Case(CaseWritten::Stale));
+        }
+        let has_record = w.record.is_some();
+        let versions: Vec<NewVersion> = w.record.into_iter().map(|(v, _)| v).chain([w.case]).chain(w.events).collect();
+        let mut receipts = Vec::with_capacity(versions.len());
+        for (v, bits) in versions.into_iter().zip(bits.into_iter().chain(std::iter::repeat(0))) {
+            match publish_op(v, bits)(tx)? {
+                Done::Published(Published::Created(r)) => receipts.push(r),
+                _ => return Err(StoreError::Corrupt("a version of a case transition was not created".into())),
+            }
+        }
+        let mut receipts = receipts.into_iter();
+        let record = if has_record { receipts.next() } else { None };
+        let case = receipts.next().ok_or_else(|| StoreError::Corrupt("the case version gave no receipt".into()))?;
+        let r = &w.row;
+        tx.conn
+            .prepare_cached(
+                "INSERT INTO cases (id, case_type, opener, state, opened_at, closed_at, next_sweep, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, closed_at = excluded.closed_at,
+                 next_sweep = excluded.next_sweep, version = excluded.version",
+            )?
+            .execute(params![
+                r.id,
+                r.case_type,
+                r.opener,
+                r.state,
+                r.opened_at,
+                r.closed_at,
+                r.next_sweep,
+                case.version as i64
+            ])?;
+        for s in &w.steps {
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO case_steps (case_id, step, department, state, due) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (case_id, step) DO UPDATE SET state = excluded.state, due = excluded.due",
+                )?
+                .execute(params![r.id, s.step, s.department, s.state, s.due])?;
+        }
+        Ok(Done::Case(CaseWritten::Done { record, case }))
+    })
+}
+
+/// The cases a query selects, newest first.
+pub(super) fn cases(c: &Connection, q: &CaseQuery) -> Result<Vec<CaseRow>, StoreError> {
+    let mut sql = String::from(
+        "SELECT c.id, c.case_type, c.opener, c.state, c.opened_at, c.closed_at, c.next_sweep, c.version FROM cases c WHERE 1 = 1",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    let mut arg = |sql: &mut String, text: &str, v: String| {
+        args.push(Box::new(v));
+        sql.push_str(&text.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(d) = &q.step_department {
+        let mut inner = String::from(" AND EXISTS (SELECT 1 FROM case_steps s WHERE s.case_id = c.id");
+        arg(&mut inner, " AND s.department = ?", d.clone());
+        if !q.step_states.is_empty() {
+            inner.push_str(" AND s.state IN (");
+            for (i, st) in q.step_states.iter().enumerate() {
+                arg(&mut inner, if i == 0 { "?" } else { ", ?" }, st.clone());
+            }
+            inner.push(')');
+        }
+        inner.push(')');
+        sql.push_str(&inner);
+    }
+    if let Some(o) = &q.opener {
+        arg(&mut sql, " AND c.opener = ?", o.clone());
+    }
+    if !q.states.is_empty() {
+        sql.push_str(" AND c.state IN (");
+        for (i, st) in q.states.iter().enumerate() {
+            arg(&mut sql, if i == 0 { "?" } else { ", ?" }, st.clone());
+        }
+        sql.push(')');
+    }
+    if let Some(day) = &q.sweep_by {
+        arg(&mut sql, " AND c.next_sweep IS NOT NULL AND c.next_sweep <= ?", day.clone());
+    }
+    if let Some((from, to)) = &q.touched {
+        arg(&mut sql, " AND ((c.opened_at >= ?", from.clone());
+        arg(&mut sql, " AND c.opened_at < ?)", to.clone());
+        arg(&mut sql, " OR (c.closed_at >= ?", from.clone());
+        arg(&mut sql, " AND c.closed_at < ?))", to.clone());
+    }
+    if let Some(t) = &q.case_type {
+        arg(&mut sql, " AND c.case_type = ?", t.clone());
+    }
+    if let Some((at, id)) = &q.before {
+        arg(&mut sql, " AND (c.opened_at < ?", at.clone());
+        arg(&mut sql, " OR (c.opened_at = ?", at.clone());
+        arg(&mut sql, " AND c.id < ?))", id.clone());
+    }
+    sql.push_str(&format!(" ORDER BY c.opened_at DESC, c.id DESC LIMIT {}", q.limit));
+    let mut stmt = c.prepare(&sql)?;
+    let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+    let rows = stmt.query_map(refs.as_slice(), |r| {
+        Ok(CaseRow {
+            id: r.get(0)?,
+            case_type: r.get(1)?,
+            opener: r.get(2)?,
+            state: r.get(3)?,
+            opened_at: r.get(4)?,
+            closed_at: r.get(5)?,
+            next_sweep: r.get(6)?,
+            version: r.get::<_, i64>(7)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
