@@ -39,6 +39,33 @@ impl Event for RecordPublished<'_> {
     }
 }
 
+/// A case transition is durable, with its events.
+pub struct CaseChanged<'a> {
+    /// Case type.
+    pub case_type: &'a str,
+    /// What happened.
+    pub transition: &'a str,
+    /// The case's version after it.
+    pub version: u64,
+    /// Its audit entry.
+    pub audit_seq: u64,
+}
+
+impl Event for CaseChanged<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::info!(
+            case_type = self.case_type,
+            transition = self.transition,
+            version = self.version,
+            audit_seq = self.audit_seq,
+            "case changed"
+        );
+        let labels =
+            crate::metrics::CaseLabels { case_type: self.case_type.to_owned(), transition: self.transition.to_owned() };
+        metrics.cases.get_or_create(&labels).inc();
+    }
+}
+
 /// A known caller was refused (403) and the refusal is audited.
 pub struct AccessRefused<'a> {
     /// Department or operator id.

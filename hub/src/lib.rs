@@ -40,6 +40,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod cases;
 pub mod catalog;
 pub mod checks;
 pub mod cli;

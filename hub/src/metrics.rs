@@ -81,6 +81,16 @@ pub struct RefusalLabels {
     pub principal: String,
 }
 
+/// Labels of a case transition: the case type and what happened (no case ids: they grow without
+/// bound).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaseLabels {
+    /// Case type.
+    pub case_type: String,
+    /// `opened`, `step.done`, `step.refused` or `swept`.
+    pub transition: String,
+}
+
 /// Labels of a check gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -111,6 +121,8 @@ pub struct Metrics {
     pub shed: Family<ShedLabels, Counter>,
     /// Audited refusals (403) by principal.
     pub refusals: Family<RefusalLabels, Counter>,
+    /// Case transitions committed.
+    pub cases: Family<CaseLabels, Counter>,
     commits: Counter,
     operations: Counter,
     seen: (AtomicU64, AtomicU64),
@@ -170,6 +182,12 @@ impl Metrics {
         registry.register("requests_shed", "Requests and connections refused before any handler ran, by reason (overloaded, rate_limited, connections, tls_refused)", shed.clone());
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register("access_refused", "Requests refused (403) and audited, by principal", refusals.clone());
+        let cases = Family::<CaseLabels, Counter>::default();
+        registry.register(
+            "case_transitions",
+            "Joint-case transitions committed, by case type and transition",
+            cases.clone(),
+        );
         let commits = Counter::default();
         registry.register("store_commits", "Durable commits (one fsync each)", commits.clone());
         let operations = Counter::default();
@@ -208,6 +226,7 @@ impl Metrics {
             inbound,
             shed,
             refusals,
+            cases,
             commits,
             operations,
             seen: (AtomicU64::new(0), AtomicU64::new(0)),

@@ -33,10 +33,11 @@ pub struct Problem {
         crate::api::audit::verify, crate::api::audit::access_log, crate::api::meta::livez, crate::api::meta::readyz,
         crate::api::feeds::read, crate::api::feeds::ack, crate::api::ops::deliveries, crate::api::ops::retry,
         crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions,
-        crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla
+        crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla,
+        crate::api::cases::open, crate::api::cases::read, crate::api::cases::list, crate::api::cases::answer
     ),
     modifiers(&Security, &Admission),
-    tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"))
+    tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"), (name = "cases"))
 )]
 struct ApiDoc;
 

@@ -31,6 +31,10 @@ pub enum Problem {
     /// 409: idempotency key reused with another body.
     #[error("{0}")]
     Conflict(String),
+    /// 409: a case or its step is not in a state to take the request (answered twice, before it
+    /// is ready, after the case closed).
+    #[error("{0}")]
+    StateConflict(String),
     /// 409: the operation is already under way.
     #[error("{0}")]
     Busy(String),
@@ -118,6 +122,7 @@ impl Problem {
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
             Busy(_) => (StatusCode::CONFLICT, "busy", "Already under way"),
+            StateConflict(_) => (StatusCode::CONFLICT, "case-state", "Not in a state to take this"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
             HeadersTooLarge(_) => {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large")

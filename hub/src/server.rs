@@ -116,13 +116,23 @@ pub async fn open(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let delivery =
         Arc::new(Delivery::build(&config, catalog.clone(), policy.clone(), store.clone(), metrics.clone(), data)?);
+    let routing = Arc::new(crate::routing::Routing::build(&config));
     let exchange = Arc::new(crate::exchange::Exchange::new(
         catalog.clone(),
         keys.clone(),
-        Arc::new(crate::routing::Routing::build(&config)),
+        routing.clone(),
         delivery.clone(),
         store.clone(),
         metrics.clone(),
+    ));
+    let cases = Arc::new(crate::cases::engine::Cases::new(
+        &config,
+        catalog.clone(),
+        policy.clone(),
+        store.clone(),
+        keys.clone(),
+        routing,
+        exchange.clone(),
     ));
     let inbound = Arc::new(crate::inbound::Inbounds::build(&config, data)?);
     let history = Arc::new(crate::checks::StoreHistory { store: store.clone(), days: config.ops.history_days });
@@ -152,6 +162,7 @@ pub async fn open(
         directory,
         store,
         exchange,
+        cases,
         keys,
     };
     Ok((AppState(Arc::new(hub)), tls))
@@ -222,7 +233,12 @@ pub async fn run(
         draining: state.draining.clone(),
     };
     workers.extend(state.inbound.spawn(inbound_hub, workers_stop.clone()));
-    workers.extend(state.checks.spawn(workers_stop));
+    workers.extend(state.checks.spawn(workers_stop.clone()));
+    workers.push(crate::cases::engine::spawn_sweep(
+        state.cases.clone(),
+        Duration::from_secs(state.config.cases.sweep_secs.max(1)),
+        workers_stop,
+    ));
     // Each connection holds a permit; past the limit a new connection is closed on accept, before
     // a TLS handshake is spent on it.
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.server.max_connections.max(1)));

@@ -32,7 +32,8 @@ fn last_line_of(text: &str, needle: &str) -> usize {
 fn config_check_accepts_the_conghua_deployment() -> Result<()> {
     let (code, out, err) = hub(&["config", "check"])?;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("13 departments, 4 operators, 10 record types"), "{out}");
+    assert!(out.contains("15 departments, 4 operators, 11 record types"), "{out}");
+    assert!(out.contains("2 case types"), "{out}");
     Ok(())
 }
 
@@ -42,6 +43,7 @@ fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     std::fs::create_dir(dir.path().join("config"))?;
     std::os::unix::fs::symlink(harness::root().join("schemas"), dir.path().join("schemas"))?;
     std::os::unix::fs::symlink(harness::root().join("config/samples"), dir.path().join("config/samples"))?;
+    std::os::unix::fs::symlink(harness::root().join("config/calendar"), dir.path().join("config/calendar"))?;
     let text = std::fs::read_to_string(harness::conghua_config())?
         .replace("department = \"hrss\"\nrecord_type = \"marriage-registration\"", "department = \"hrs\"\nrecord_type = \"marriage-registration\"")
         .replace("\"/registration_no\", \"/taxpayer_id\"", "\"/registration_no\", \"/taxpayer_iq\"")

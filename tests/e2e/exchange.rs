@@ -429,7 +429,7 @@ async fn identity_is_the_certificate_from_the_hubs_ca_or_a_known_token() -> Resu
     // The catalogue shows every type and the caller's own grants.
     let r = hub.client("state-tax").get("/v1/catalog").await?;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json["record_types"].as_array().unwrap().len(), 10);
+    assert_eq!(r.json["record_types"].as_array().unwrap().len(), 11);
     let grants: Vec<&str> =
         r.json["grants"].as_array().unwrap().iter().map(|g| g["record_type"].as_str().unwrap()).collect();
     assert_eq!(grants, ["marriage-registration", "enterprise-registration"]);

@@ -3,6 +3,7 @@
 //! once instead of once per suite; `cargo test --release --test e2e -- delivery::` runs one.
 
 mod bench;
+mod cases;
 mod cli;
 mod cluster;
 mod delivery;

@@ -35,6 +35,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
         .receiver(9103, &fp.url)
         .receiver(9102, &ps.url)
         .receiver(9106, &lh.url)
+        .replace("http://127.0.0.1:9110/hub/cases", &lh.url)
         .replace("http://127.0.0.1:9190/hub/alerts", &alerts.url)
         .replace("keep = 7", "keep = 1")
         .replace("checkpoint_every = 1000", "checkpoint_every = 5")

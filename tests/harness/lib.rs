@@ -60,8 +60,10 @@ impl TestConfig {
         self
     }
 
-    /// Points a webhook port of the config (`127.0.0.1:91NN`) at a test receiver's URL.
-    pub fn receiver(self, port: u16, receiver_url: &str) -> Self {
+    /// Points a webhook port of the config (`127.0.0.1:91NN`) at a test receiver's URL: the
+    /// department's record events and, where it has them, its case events.
+    pub fn receiver(mut self, port: u16, receiver_url: &str) -> Self {
+        self.text = self.text.replace(&format!("http://127.0.0.1:{port}/hub/cases"), receiver_url);
         self.replace(&format!("http://127.0.0.1:{port}/hub/events"), receiver_url)
     }
 
@@ -100,6 +102,8 @@ impl TestConfig {
         std::fs::create_dir(dir.path().join("config")).expect("mkdir");
         std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).expect("symlink");
         std::os::unix::fs::symlink(root().join("config/samples"), dir.path().join("config/samples")).expect("symlink");
+        std::os::unix::fs::symlink(root().join("config/calendar"), dir.path().join("config/calendar"))
+            .expect("symlink");
         let path = dir.path().join("config/conghua.toml");
         std::fs::write(&path, self.text).expect("write config");
         (dir, path)

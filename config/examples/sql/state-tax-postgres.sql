@@ -32,3 +32,21 @@ CREATE TABLE IF NOT EXISTS qydj_exchange (
     zt          text,               -- 登记状态
     received_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- 案件受理 exchange: the joint cases' events addressed to State Tax (a step ready for it, late,
+-- or a case stopped), one row per event. A step's row carries the business licence's data the
+-- taxpayer registration needs; State Tax answers by publishing the tax registration through
+-- swdj_staging with the case and step (ajbh, hjbh) or through the API.
+CREATE TABLE IF NOT EXISTS ajsl_exchange (
+    seq         bigserial,
+    event_id    text PRIMARY KEY,   -- the hub's event id: a redelivery inserts nothing
+    ajbh        text NOT NULL,      -- 案件编号 case id
+    hjbh        text NOT NULL,      -- 环节编号 step id
+    sjlx        text NOT NULL,      -- 事件类型: step.ready | step.overdue | refused
+    blqx        date,               -- 办理期限 last day of the time limit
+    nsrsbh      text,               -- 统一社会信用代码 (from the licence)
+    nsrmc       text,               -- 企业名称
+    fddbrxm     text,               -- 法定代表人姓名
+    dz          text,               -- 住所
+    received_at timestamptz NOT NULL DEFAULT now()
+);

@@ -4,6 +4,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod audit;
+pub(crate) mod cases;
 pub(crate) mod dashboard;
 mod extract;
 pub(crate) mod feeds;
@@ -58,6 +59,8 @@ pub struct Hub {
     pub store: Arc<dyn Store>,
     /// The record's way: prepare, commit, wake, count.
     pub exchange: Arc<crate::exchange::Exchange>,
+    /// Joint cases.
+    pub cases: Arc<crate::cases::engine::Cases>,
     /// Subject-hash and checkpoint keys.
     pub keys: Arc<HubKeys>,
     /// Per-department request budgets.
@@ -134,6 +137,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
     let router = Router::new()
         .merge(records::router())
+        .merge(cases::router())
         .merge(meta::router())
         .merge(audit::router())
         .merge(feeds::router())

@@ -44,7 +44,7 @@ async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Res
     Err(state.refuse(who, reason, Context { record_type: Some(&t.id), ..Default::default() }).await)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -56,7 +56,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 /// `POST /v1/records/{type}`.
 #[utoipa::path(post, path = "/v1/records/{type}", tag = "records",
     params(("type" = String, Path, description = "Record type id"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the original receipt")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the original receipt"),
+           ("Hub-Case-Step" = Option<String>, Header, description = "CASE/STEP: the record completes that step of a joint case, in the same commit")),
     request_body(content = Object, content_type = "application/json", description = "One record of the type's schema"),
     responses((status = 201, description = "Durable", body = crate::store::Receipt),
               (status = 200, description = "Idempotent replay", body = crate::store::Receipt),
@@ -73,8 +74,18 @@ pub async fn publish(
 ) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
     require_owner(&state, &who, t).await?;
+    let step = super::cases::case_step(&headers)?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
-    match state.exchange.publish(t, who.id(), &bytes, idempotency_key(&headers)?).await? {
+    let idem = idempotency_key(&headers)?;
+    let published = match step {
+        // The record completes a case step: both commit together, or neither does.
+        Some(step) => {
+            let v = state.exchange.prepare(t, who.id(), &bytes, idem)?;
+            super::cases::publish_for_step(&state, &who, step, v).await?
+        }
+        None => state.exchange.publish(t, who.id(), &bytes, idem).await?,
+    };
+    match published {
         Published::Created(receipt) => {
             let location = format!("/v1/records/{}/{}", receipt.record_type, receipt.key);
             let mut resp = json_response(StatusCode::CREATED, &receipt);

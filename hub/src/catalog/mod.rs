@@ -80,6 +80,9 @@ impl RecordType {
                             "is not a valid unified social credit code (GB 32100: alphabet, area code, check character)"
                                 .to_owned()
                         }
+                        "cn-org-code" => {
+                            "is not a valid organization code (GB 11714: XXXXXXXX-C, check character)".to_owned()
+                        }
                         other => format!("is not a valid {other}"),
                     };
                     out.push(violation(base, what));
@@ -141,6 +144,30 @@ impl RecordType {
     }
 }
 
+impl RecordType {
+    /// A document the hub validates like a record but never stores as one of the catalogue's
+    /// types (a case type's application): no owner publishes it and nobody reads it by key.
+    pub(crate) fn application(
+        id: &str,
+        schema: Value,
+        schema_version: u32,
+        subjects: Vec<FieldPointer>,
+        validator: jsonschema::Validator,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: None,
+            owner: String::new(),
+            sharing: Sharing::None,
+            key: FieldPointer::root(),
+            subjects,
+            schema_version,
+            schema: Arc::new(schema),
+            validator,
+        }
+    }
+}
+
 /// A violation with personal data masked in both its pointer (member names can be identifiers)
 /// and its message.
 pub(crate) fn violation(pointer: String, message: String) -> Violation {
@@ -155,6 +182,8 @@ pub(crate) fn escape(name: &str) -> String {
 /// All record types, by id.
 pub struct Catalog {
     types: BTreeMap<String, RecordType>,
+    /// The joint case types, with their calendar.
+    pub cases: crate::cases::CaseTypes,
 }
 
 /// A schema validator with the hub's custom formats; offline (no remote `$ref`).
@@ -164,6 +193,7 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
         .should_validate_formats(true)
         .with_format("cn-resident-id", formats::is_resident_id)
         .with_format("cn-uscc", formats::is_uscc)
+        .with_format("cn-org-code", formats::is_org_code)
         .build(schema)
         .map_err(|e| mask::scrub(&e.to_string()))
 }
@@ -181,34 +211,8 @@ impl Catalog {
         let mut problems = Problems::new(&config.path, &config.source);
         let mut types = BTreeMap::new();
         for t in &config.record_types {
-            let path: PathBuf = config.resolve(t.schema.get_ref());
-            let Some(schema_version) = version_of(&path) else {
-                problems.at(t.schema.span(), "the schema must sit in a folder named vN (N = its version)");
+            let Some((_, schema_version, schema, validator)) = load_schema(config, &t.schema, &mut problems) else {
                 continue;
-            };
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    problems.at(t.schema.span(), format!("cannot read schema {}: {e}", path.display()));
-                    continue;
-                }
-            };
-            let schema: Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.in_file(&path, e.line(), format!("not valid JSON: {e}"));
-                    continue;
-                }
-            };
-            if schema.get("$schema").and_then(Value::as_str) != Some("https://json-schema.org/draft/2020-12/schema") {
-                problems.in_file(&path, 1, "$schema must be https://json-schema.org/draft/2020-12/schema");
-            }
-            let validator = match compile(&schema) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.in_file(&path, 1, format!("schema does not compile: {e}"));
-                    continue;
-                }
             };
             let (Ok(key), Ok(subjects)) = (
                 FieldPointer::parse(t.key.get_ref()),
@@ -252,8 +256,9 @@ impl Catalog {
             }
         }
         check_mappings(config, &types, &mut problems);
+        let cases = crate::cases::CaseTypes::build(config, &types, &mut problems);
         problems.finish()?;
-        Ok(Catalog { types })
+        Ok(Catalog { types, cases })
     }
 
     /// A record type by id.
@@ -264,6 +269,44 @@ impl Catalog {
     /// Every record type, by id.
     pub fn iter(&self) -> impl Iterator<Item = &RecordType> {
         self.types.values()
+    }
+}
+
+/// Reads and compiles the schema a config entry names (in a `vN` folder), reporting what is wrong
+/// with it: its path, version, schema text and validator.
+pub(crate) fn load_schema(
+    config: &Config,
+    at: &toml::Spanned<String>,
+    problems: &mut Problems<'_>,
+) -> Option<(PathBuf, u32, Value, jsonschema::Validator)> {
+    let path: PathBuf = config.resolve(at.get_ref());
+    let Some(schema_version) = version_of(&path) else {
+        problems.at(at.span(), "the schema must sit in a folder named vN (N = its version)");
+        return None;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.at(at.span(), format!("cannot read schema {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let schema: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.in_file(&path, e.line(), format!("not valid JSON: {e}"));
+            return None;
+        }
+    };
+    if schema.get("$schema").and_then(Value::as_str) != Some("https://json-schema.org/draft/2020-12/schema") {
+        problems.in_file(&path, 1, "$schema must be https://json-schema.org/draft/2020-12/schema");
+    }
+    match compile(&schema) {
+        Ok(v) => Some((path, schema_version, schema, v)),
+        Err(e) => {
+            problems.in_file(&path, 1, format!("schema does not compile: {e}"));
+            None
+        }
     }
 }
 

@@ -67,6 +67,12 @@ impl FieldPointer {
         Ok(Self { text: text.to_owned(), steps })
     }
 
+    /// The pointer to the whole document (`""`), which [`FieldPointer::parse`] never gives: no
+    /// grant or key can name it, only the hub's own documents use it.
+    pub fn root() -> Self {
+        Self { text: String::new(), steps: Vec::new() }
+    }
+
     /// The steps.
     pub fn steps(&self) -> &[Step] {
         &self.steps

@@ -16,15 +16,19 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    for w in &catalog.cases.warnings {
+        println!("{}:{}: warning: {}", w.file.display(), w.line, w.message);
+    }
     println!(
-        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections",
+        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections, {} case types",
         path.display(),
         config.departments.len(),
         config.operators.len(),
         catalog.iter().count(),
         config.grants.len(),
         config.subscriptions.len(),
-        config.inbound.len()
+        config.inbound.len(),
+        catalog.cases.iter().count()
     );
     Ok(ExitCode::SUCCESS)
 }

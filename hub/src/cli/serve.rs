@@ -48,6 +48,9 @@ pub(super) fn serve(
         Err(code) => return Ok(code),
     };
     init_logging(format);
+    for w in &catalog.cases.warnings {
+        tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
+    }
     let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
     let addr = match listen.or_else(|| config.listen_addr()) {
         Some(a) => a,

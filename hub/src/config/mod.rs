@@ -2,6 +2,7 @@
 //! checks that need no I/O. Schema-dependent checks live in `catalog`, which reports problems in
 //! the same `FILE:LINE: message` form so that `hub config check` lists every problem at once.
 
+mod cases;
 pub mod checks;
 mod delivery;
 mod maintenance;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use cases::*;
 pub use delivery::*;
 pub use maintenance::*;
 pub use parties::*;
@@ -67,6 +69,12 @@ pub struct Config {
     /// `[[checks]]`: scheduled health checks.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
+    /// `[cases]`: the working-day calendar and the sweep for late steps.
+    #[serde(default)]
+    pub cases: CasesSection,
+    /// `[[case_types]]`: joint cases across departments.
+    #[serde(default)]
+    pub case_types: Vec<CaseTypeConfig>,
     /// Where the file was read from; relative paths inside it resolve against its folder.
     #[serde(skip)]
     pub path: PathBuf,

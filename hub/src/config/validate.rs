@@ -19,6 +19,7 @@ impl Config {
         self.check_grants(&mut p);
         self.check_delivery(&mut p);
         self.check_ops(&mut p);
+        self.check_cases(&mut p);
         p.finish()
     }
 
@@ -295,6 +296,8 @@ impl Config {
             p.at(sub.purpose.span(), format!("purpose {purpose:?} must be kebab-case"));
         }
         match self.record_type(sub.record_type.get_ref()) {
+            // Case events are addressed to a department and carry what its grants allow.
+            None if sub.record_type.get_ref() == CASE_EVENT_TYPE => {}
             None => p.at(
                 sub.record_type.span(),
                 format!("subscription record_type {:?} is not a record type", sub.record_type.get_ref()),

@@ -35,6 +35,31 @@ impl Delivery {
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
+        if row.record_type == crate::cases::CASE_EVENT_TYPE {
+            // A case event carries what its receiver may see, made when the transition committed.
+            let kind = rec.payload["kind"].as_str().unwrap_or("event").to_owned();
+            let case = rec.payload["id"].as_str().unwrap_or_default().to_owned();
+            let data = match &sub.mapping {
+                None => rec.payload.clone(),
+                Some(m) => match m.map(&rec.payload) {
+                    Ok(mapped) => mapped,
+                    Err(e) => return Ok(Err(format!("not delivered: {e}"))),
+                },
+            };
+            let envelope = Envelope::new(EnvelopeFields {
+                id: row.event_id.clone(),
+                source: format!("urn:hub:{}:cases", self.hub),
+                ty: format!("hub.case.{kind}"),
+                subject: format!("cases/{case}"),
+                time: chrono::DateTime::parse_from_rfc3339(&rec.received_at)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now()),
+                data,
+                record_version: rec.version,
+                audit_seq: rec.audit_seq,
+            });
+            return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
+        }
         let Some(t) = self.catalog.get(&row.record_type) else {
             return Ok(Err("the record type is no longer configured".into()));
         };

@@ -138,20 +138,35 @@ impl Exchange {
         let mut woken = Vec::new();
         for ((publisher, routes), outcome) in labels.into_iter().zip(&outcomes) {
             if let Ok(Published::Created(r)) = outcome {
-                RecordPublished {
-                    department: &publisher,
-                    record_type: &r.record_type,
-                    version: r.version,
-                    audit_seq: r.audit_seq,
-                }
-                .emit(&self.metrics);
+                self.counted(&publisher, r);
                 woken.extend(routes);
             }
         }
-        woken.sort();
-        woken.dedup();
-        self.delivery.notify(&woken);
+        self.wake(woken);
         Ok(outcomes)
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Counts a version created (a publish, or a record that completed a case step).
+    pub fn counted(&self, publisher: &str, r: &crate::store::Receipt) {
+        RecordPublished {
+            department: publisher,
+            record_type: &r.record_type,
+            version: r.version,
+            audit_seq: r.audit_seq,
+        }
+        .emit(&self.metrics);
+    }
+
+    /// Wakes the workers of these subscriptions: committed versions wait for them.
+    pub fn wake(&self, mut routes: Vec<String>) {
+        routes.sort();
+        routes.dedup();
+        self.delivery.notify(&routes);
     }
 
     /// Prepares and commits one record.

@@ -33,6 +33,9 @@ pub enum Action {
     /// A record offered through an inbound connection was rejected (schema, key, mapping): the
     /// hub's rejected log, beside the problem the adapter reports upstream.
     Reject,
+    /// A joint case changed (opened, a step answered, a late step reminded or escalated) or sent
+    /// one of its events.
+    Case,
 }
 
 impl Action {
@@ -48,6 +51,7 @@ impl Action {
             Action::Deliver => "deliver",
             Action::DeadLetter => "dead_letter",
             Action::Reject => "reject",
+            Action::Case => "case",
         }
     }
 }
