@@ -9,6 +9,8 @@ use std::time::Duration;
 use adapters::testkit::{Captured, Receiver};
 use anyhow::Result;
 use harness::{dev_secret, marriage, resident_id, Client, Reply, TestConfig, TestHub};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hub");
 use serde_json::{json, Value};
 
 fn event(c: &Captured) -> Value {
@@ -321,5 +323,315 @@ async fn bad_case_requests_get_problems_and_store_nothing() -> Result<()> {
     assert_eq!(open("k-1", &application(&a, &b, true)).await?.status, 409);
     assert_eq!(opener.get("/v1/cases").await?.json["count"], 1);
     hub.stop().await;
+    Ok(())
+}
+
+/// Noon in Conghua (UTC+8, no daylight saving) on `day`, as the sweep's clock.
+fn noon(day: chrono::NaiveDate) -> chrono::DateTime<chrono::Utc> {
+    day.and_hms_opt(4, 0, 0).unwrap().and_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_step_is_reminded_then_escalated_to_the_supervision_bureau_once_each() -> Result<()> {
+    let (_cfg_dir, cfg) = TestConfig::conghua().fast_retries().without_checks().write();
+    let hub = TestHub::start_with(&cfg).await?;
+    let (a, b) = (resident_id("19900315", 31), resident_id("19920708", 32));
+    let opener = hub.client("citizen-service-centre");
+    let r = opener.post("/v1/cases/marriage-and-birth", &application(&a, &b, false)).await?;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let due = chrono::NaiveDate::parse_from_str(step(&r.json, "marriage")["due"].as_str().unwrap(), "%Y-%m-%d")?;
+    let calendar = &hub.state.catalog.cases.calendar;
+    let cases = hub.state.cases.clone();
+
+    // On its last day the step is not late; the day after, Civil Affairs is reminded, once.
+    assert_eq!(cases.sweep_at(noon(due)).await?, 0);
+    let after = due.succ_opt().unwrap();
+    assert_eq!(cases.sweep_at(noon(after)).await?, 1);
+    assert_eq!(cases.sweep_at(noon(after)).await?, 0, "a reminder goes once");
+    let civil = hub.client("civil-affairs");
+    let f = civil.get("/v1/feeds/cases-to-civil-affairs?wait=5&limit=10").await?;
+    let kinds: Vec<&str> = f.json["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["hub.case.step.ready", "hub.case.step.overdue"], "{}", f.text);
+    assert!(f.json["events"][1]["data"].get("application").is_none(), "a reminder carries no personal data");
+
+    // Two working days past the limit, the step goes to the supervision bureau (an auditor),
+    // which then sees who is late; the step's department still answers it.
+    let escalate_after = calendar.add_working_days(due, 2);
+    assert_eq!(cases.sweep_at(noon(escalate_after)).await?, 0);
+    assert_eq!(cases.sweep_at(noon(escalate_after.succ_opt().unwrap())).await?, 1);
+    assert_eq!(cases.sweep_at(noon(escalate_after.succ_opt().unwrap())).await?, 0, "an escalation goes once");
+    let seen = hub.client("supervision").get(&format!("/v1/cases/{id}")).await?;
+    let marriage_step = step(&seen.json, "marriage");
+    assert!(marriage_step["reminded_at"].is_string() && marriage_step["escalated_at"].is_string(), "{}", seen.text);
+    let audit = hub.client("supervision").get("/v1/audit?limit=1000").await?;
+    let escalations = audit.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "case" && e["detail"]["event"] == "escalated" && e["detail"]["to"] == "supervision")
+        .count();
+    assert_eq!(escalations, 1, "{}", audit.text);
+    let m = marriage("J440184-2026-000031", &a, &b);
+    assert_eq!(publish_for_step(&civil, "marriage-registration", &id, "marriage", &m).await?.status, 201);
+    hub.stop().await;
+    Ok(())
+}
+
+fn server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
+fn enterprise_application(owner: &str) -> Value {
+    serde_json::from_str::<Value>(
+        &std::fs::read_to_string(
+            harness::root().join("schemas/enterprise-establishment/v1/examples/valid/lychee-farm.json"),
+        )
+        .expect("the example application"),
+    )
+    .map(|mut v| {
+        v["legal_representative"]["id_number"] = json!(owner);
+        v
+    })
+    .expect("JSON")
+}
+
+/// The enterprise establishment of the plan over the adapters each department uses, on the
+/// PostgreSQL store: the Investment Centre's application, Industry and Commerce's licence (its
+/// feed), then State Tax (its exchange table in its own PostgreSQL, carrying the licence's credit
+/// code) and Quality Supervision (its feed) in parallel, and the unified reply in the Investment
+/// Centre's RabbitMQ queue through the AMQP outbound adapter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_application_runs_three_departments_in_order_and_replies_through_the_queue() -> Result<()> {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    let (Some(pg_url), Some(amqp_url)) = (server("HUB_TEST_POSTGRES_URL"), server("HUB_TEST_AMQP_URL")) else {
+        return Ok(());
+    };
+    let Some(db) = harness::PgDatabase::create("joint cases on the PostgreSQL store").await? else { return Ok(()) };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let sfx = format!("{}_{nanos}", std::process::id());
+    let (table, queue) = (format!("ajsl_exchange_{sfx}"), format!("conghua.investment-centre.cases.{sfx}"));
+    let tax_db = sqlx::PgPool::connect(&pg_url).await?;
+    let ddl = std::fs::read_to_string(harness::root().join("config/examples/sql/state-tax-postgres.sql"))?;
+    let ddl = &ddl[ddl.find("CREATE TABLE IF NOT EXISTS ajsl_exchange").expect("the case exchange table")..];
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.replace("ajsl_exchange", &table))).execute(&tax_db).await?;
+    let conn = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
+
+    let (_cfg_dir, cfg) =
+        TestConfig::conghua_with_exchange(&["cases-to-investment-centre-queue", "cases-to-state-tax-table"])
+            .without_checks()
+            .fast_retries()
+            .replace("engine = \"sqlite\"", "engine = \"postgres\"")
+            .replace("amqp://guest:guest@127.0.0.1:5672/%2f", &amqp_url)
+            .replace("routing_key = \"conghua.investment-centre.cases\"", &format!("routing_key = \"{queue}\""))
+            .replace("table = \"ajsl_exchange\"", &format!("table = \"{table}\""))
+            .replace(
+                "settings = { url = \"postgres://postgres@127.0.0.1:5432/test\", table",
+                &format!("settings = {{ url = \"{pg_url}\", table"),
+            )
+            .write();
+    let dir = tempfile::tempdir()?;
+    let env = [("HUB_DATABASE_URL", db.url.as_str())];
+    let hub = harness::HubProcess::start_config(BIN, &cfg, &dir.path().join("data"), harness::free_port()?, &[], &env)
+        .await?;
+    let owner = resident_id("19580911", 17);
+    let centre = hub.client("investment-centre");
+    let r = centre.post("/v1/cases/enterprise-establishment", &enterprise_application(&owner)).await?;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        states(&r.json),
+        [
+            ("licence".into(), "ready".into()),
+            ("tax".into(), "waiting".into()),
+            ("organization-code".into(), "waiting".into())
+        ]
+    );
+
+    // Industry and Commerce reads the application from its feed and issues the licence.
+    let ic = hub.client("industry-commerce");
+    let f = ic.get("/v1/feeds/cases-to-industry-commerce?wait=10").await?;
+    assert_eq!(
+        f.json["events"][0]["data"]["application"]["enterprise"]["name"], "广州市从化区流溪河荔枝农业有限公司",
+        "{}",
+        f.text
+    );
+    let code = harness::uscc("91440184MA59XK0D1");
+    let licence = json!({
+        "uscc": code, "name": "广州市从化区流溪河荔枝农业有限公司", "enterprise_type": "limited-liability",
+        "legal_representative": { "id_number": owner, "name": "陈国强" }, "registered_capital": 50,
+        "established_on": "2026-12-04", "address": "广州市从化区太平镇钱岗村", "business_scope": "水果种植；农产品初加工",
+        "status": "active"
+    });
+    let r = publish_for_step(&ic, "enterprise-registration", &id, "licence", &licence).await?;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // State Tax's exchange table gets its step with the licence's credit code; Quality
+    // Supervision's feed gets its own.
+    harness::eventually(Duration::from_secs(30), "State Tax's case row", || async {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(&tax_db).await?;
+        Ok(n > 0)
+    })
+    .await?;
+    let (ajbh, hjbh, sjlx, nsrsbh, nsrmc): (String, String, String, Option<String>, Option<String>) = sqlx::query_as(
+        sqlx::AssertSqlSafe(format!("SELECT ajbh, hjbh, sjlx, nsrsbh, nsrmc FROM {table} ORDER BY seq LIMIT 1")),
+    )
+    .fetch_one(&tax_db)
+    .await?;
+    assert_eq!((ajbh.as_str(), hjbh.as_str(), sjlx.as_str()), (id.as_str(), "tax", "step.ready"));
+    assert_eq!(
+        (nsrsbh.as_deref(), nsrmc.as_deref()),
+        (Some(code.as_str()), Some("广州市从化区流溪河荔枝农业有限公司"))
+    );
+    let qs = hub.client("quality-supervision");
+    let f = qs.get("/v1/feeds/cases-to-quality-supervision?wait=10").await?;
+    assert_eq!(f.json["events"][0]["data"]["inputs"]["licence"]["record"]["uscc"], code.as_str(), "{}", f.text);
+    assert!(f.json["events"][0]["data"]["inputs"]["licence"]["record"]["legal_representative"]
+        .get("id_number")
+        .is_none());
+
+    let tax = json!({
+        "registration_no": "TR440184-2026-000901", "taxpayer_id": code, "taxpayer_name": "广州市从化区流溪河荔枝农业有限公司",
+        "taxpayer_kind": "enterprise", "registered_on": "2026-12-07", "tax_authority": "国家税务总局广州市从化区税务局",
+        "status": "normal"
+    });
+    assert_eq!(publish_for_step(&hub.client("state-tax"), "tax-registration", &id, "tax", &tax).await?.status, 201);
+    let org_code = json!({
+        "code": "MA59XK0D-5", "uscc": code, "name": "广州市从化区流溪河荔枝农业有限公司", "organization_type": "enterprise",
+        "issued_on": "2026-12-07", "valid_until": "2030-12-06", "issuing_authority": "从化区质量技术监督局", "status": "valid"
+    });
+    let r = publish_for_step(&qs, "organization-code", &id, "organization-code", &org_code).await?;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // One unified reply in the Investment Centre's queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut reply = None;
+    while reply.is_none() && tokio::time::Instant::now() < deadline {
+        match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await? {
+            Some(m) => reply = Some(serde_json::from_slice::<Value>(&m.delivery.data)?),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let reply = reply.unwrap_or_default();
+    assert_eq!(reply["type"], "hub.case.completed", "{reply}");
+    assert_eq!(
+        states(&reply["data"]),
+        [("licence".into(), "done".into()), ("tax".into(), "done".into()), ("organization-code".into(), "done".into())]
+    );
+    assert_eq!(step(&reply["data"], "tax")["record"]["key"], "TR440184-2026-000901");
+    assert!(channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await?.is_none(), "one reply");
+    let v = hub.client("supervision").get("/v1/audit/verify").await?;
+    assert_eq!(v.json["ok"], true, "{}", v.text);
+    drop(hub);
+    channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&tax_db).await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// SIGKILL while departments complete steps: after the restart every step a department was told
+/// is done is done once (its record stored once, the case moved once), every other is still
+/// ready and takes the department's retry, and the next department's events arrive at least once
+/// with ids that do not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_cases_loses_no_transition_and_repeats_none() -> Result<()> {
+    const N: usize = 120;
+    let fp = Receiver::start().await;
+    let (_cfg_dir, cfg) = TestConfig::conghua().receiver(9103, &fp.url).fast_retries().without_checks().write();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = harness::free_port()?;
+    let mut hub = harness::HubProcess::start_config(BIN, &cfg, &data, port, &[], &[]).await?;
+    let opener = hub.client("citizen-service-centre");
+    let mut cases = Vec::new();
+    for i in 0..N as u32 {
+        let (a, b) = (resident_id("19900315", 200 + i), resident_id("19920708", 200 + i));
+        let r = opener.post("/v1/cases/marriage-and-birth", &application(&a, &b, false)).await?;
+        assert_eq!(r.status, 201, "{}", r.text);
+        cases.push((
+            r.json["id"].as_str().unwrap().to_owned(),
+            marriage(&format!("J440184-2026-{:06}", 500 + i), &a, &b),
+        ));
+    }
+    let answer = |civil: Client, id: String, m: Value, n: usize| async move {
+        let req = civil
+            .http
+            .post(format!("{}/v1/records/marriage-registration", civil.url))
+            .header("hub-case-step", format!("{id}/marriage"))
+            .header("idempotency-key", format!("marriage-{n}"))
+            .json(&m);
+        civil.send(req).await.map(|r| r.status).unwrap_or(0)
+    };
+    // Civil Affairs answers the cases one after another; the hub is killed a quarter of the way,
+    // with answers in flight.
+    let civil = hub.client("civil-affairs");
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(vec![0u16; N]));
+    let answering = {
+        let (heard, cases) = (heard.clone(), cases.clone());
+        tokio::spawn(async move {
+            for (n, (id, m)) in cases.into_iter().enumerate() {
+                let status = answer(civil.clone(), id, m, n).await;
+                heard.lock().unwrap()[n] = status;
+            }
+        })
+    };
+    harness::eventually(Duration::from_secs(30), "a quarter of the answers", || async {
+        Ok(heard.lock().unwrap().iter().filter(|s| **s == 201).count() >= N / 4)
+    })
+    .await?;
+    hub.kill()?;
+    answering.await?;
+    let heard = heard.lock().unwrap().clone();
+    let told_done = heard.iter().filter(|s| **s == 201).count();
+    eprintln!("killed after {told_done} of {N} answers were acknowledged");
+
+    // After the restart, Civil Affairs sends again what it did not hear back about, with the
+    // same keys: a replay for what had committed, the transition for what had not.
+    let hub = harness::HubProcess::start_config(BIN, &cfg, &data, port, &[], &[]).await?;
+    let civil = hub.client("civil-affairs");
+    for (n, (id, m)) in cases.iter().enumerate() {
+        let status = answer(civil.clone(), id.clone(), m.clone(), n).await;
+        assert!(status == 200 || status == 201, "case {n}: {status}");
+        if heard[n] == 201 {
+            assert_eq!(status, 200, "case {n} was told done before the kill: its retry is a replay");
+        }
+    }
+    let opener = hub.client("citizen-service-centre");
+    let audit = hub.client("supervision");
+    for (id, m) in &cases {
+        let c = opener.get(&format!("/v1/cases/{id}")).await?;
+        assert_eq!(step(&c.json, "marriage")["state"], "done", "{}", c.text);
+        assert_eq!(step(&c.json, "marriage")["record"]["version"], 1);
+        assert_eq!(step(&c.json, "birth-service")["state"], "ready");
+        assert_eq!(c.json["version"], 2, "opened, then the marriage: one transition each: {}", c.text);
+        let key = m["registration_no"].as_str().unwrap();
+        let h = audit.get(&format!("/v1/records/marriage-registration/{key}/history")).await?;
+        assert_eq!(h.json["versions"].as_array().map(Vec::len), Some(1), "{key} stored once");
+    }
+    // Family Planning hears of every ready step, at least once, under one id per step.
+    let ready_ids = || -> std::collections::HashSet<String> {
+        fp.accepted()
+            .iter()
+            .filter(|c| event(c)["type"] == "hub.case.step.ready")
+            .map(|c| c.headers["webhook-id"].to_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    harness::eventually(Duration::from_secs(60), "every birth-service step to reach Family Planning", || async {
+        Ok(ready_ids().len() >= N)
+    })
+    .await?;
+    assert_eq!(ready_ids().len(), N, "one id per ready step, however often it came");
+    let v = audit.get("/v1/audit/verify").await?;
+    assert_eq!(v.json["ok"], true, "{}", v.text);
     Ok(())
 }

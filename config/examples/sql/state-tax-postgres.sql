@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS qydj_exchange (
 
 -- 案件受理 exchange: the joint cases' events addressed to State Tax (a step ready for it, late,
 -- or a case stopped), one row per event. A step's row carries the business licence's data the
--- taxpayer registration needs; State Tax answers by publishing the tax registration through
--- swdj_staging with the case and step (ajbh, hjbh) or through the API.
+-- taxpayer registration needs. State Tax answers by publishing the tax registration with the
+-- header Hub-Case-Step: AJBH/HJBH (the case and step of the row) through the API.
 CREATE TABLE IF NOT EXISTS ajsl_exchange (
     seq         bigserial,
     event_id    text PRIMARY KEY,   -- the hub's event id: a redelivery inserts nothing

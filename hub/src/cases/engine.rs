@@ -111,7 +111,10 @@ impl Cases {
     }
 
     fn now(&self) -> (String, NaiveDate) {
-        let now = chrono::Utc::now();
+        self.at(chrono::Utc::now())
+    }
+
+    fn at(&self, now: chrono::DateTime<chrono::Utc>) -> (String, NaiveDate) {
         (now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), now.with_timezone(&self.tz).date_naive())
     }
 
@@ -274,7 +277,13 @@ impl Cases {
 
     /// Sends the reminders and escalations due today; returns how many cases it changed.
     pub async fn sweep(&self) -> Result<u32, CaseError> {
-        let (_, today) = self.now();
+        self.sweep_at(chrono::Utc::now()).await
+    }
+
+    /// [`Cases::sweep`] as if it were `now` (the tests' clock: a step late by days is a step
+    /// whose sweep runs days later).
+    pub async fn sweep_at(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u32, CaseError> {
+        let (_, today) = self.at(now);
         let mut changed = 0;
         let mut before = None;
         loop {
@@ -289,7 +298,7 @@ impl Cases {
                 })
                 .await?;
             for row in &rows {
-                if self.sweep_one(&row.id).await? {
+                if self.sweep_one(&row.id, now).await? {
                     changed += 1;
                 }
             }
@@ -301,11 +310,11 @@ impl Cases {
         Ok(changed)
     }
 
-    async fn sweep_one(&self, id: &str) -> Result<bool, CaseError> {
+    async fn sweep_one(&self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, CaseError> {
         for _ in 0..ATTEMPTS {
             let (case, rec) = self.load(id).await?;
             let Ok(t) = self.case_type(&case.case_type) else { return Ok(false) };
-            let (now, today) = self.now();
+            let (now, today) = self.at(at);
             let Some((after, notices)) = case.sweep(t, &now, today, &self.catalog.cases.calendar) else {
                 return Ok(false);
             };

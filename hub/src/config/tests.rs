@@ -165,3 +165,62 @@ full_every = 3
         "{problems:#?}"
     );
 }
+
+#[test]
+fn every_problem_of_a_case_type_names_its_line() {
+    let text = r#"[hub]
+name = "t"
+[[departments]]
+id = "a"
+name = "A"
+[[departments]]
+id = "b"
+name = "B"
+[[subscriptions]]
+name = "to-a"
+department = "a"
+record_type = "hub.case-event"
+purpose = "p"
+adapter = "feed"
+[[case_types]]
+id = "c"
+title = "C"
+openers = ["b"]
+application = "x/v1/schema.json"
+purpose = "p"
+reply = "to-a"
+escalation = { after_days = 0, to = "nobody" }
+[[case_types.steps]]
+id = "one"
+department = "a"
+completes_with = "no-such-type"
+depends_on = ["two"]
+time_limit_days = 1
+[[case_types.steps]]
+id = "two"
+department = "ghost"
+completes_with = "answer"
+depends_on = ["one", "three"]
+fields = ["/elsewhere/x", "/steps/two/record/x"]
+time_limit_days = 0
+"#;
+    let err = Config::parse(Path::new("c.toml"), text.into()).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected problems") };
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (16, "the steps of \"c\" depend on each other in a circle: one → two → one"),
+            (21, "reply \"to-a\" belongs to \"a\", which does not open \"c\""),
+            (22, "escalation to \"nobody\": not a department, an auditor or an ops operator"),
+            (22, "escalation after_days must be at least 1"),
+            (26, "completes_with \"no-such-type\" is neither \"answer\" nor a record type"),
+            (31, "step department \"ghost\" is not a department"),
+            (33, "depends_on \"three\" is not a step of \"c\""),
+            (34, "field \"/elsewhere/x\" must start with /application/ or /steps/<step>/record/"),
+            (34, "field \"/steps/two/record/x\": step \"two\" completes with an answer, not a record"),
+            (35, "time_limit_days must be at least 1 (working days)"),
+        ],
+        "{problems:#?}"
+    );
+}
