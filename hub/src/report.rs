@@ -21,18 +21,15 @@ pub enum ReportError {
     Store(#[from] StoreError),
 }
 
-fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The signed report: `{"report": {...}, "signature": {...}}`.
-pub async fn sla(
-    store: &dyn Store,
-    keys: &HubKeys,
-    hub: &str,
+/// The first instant of `month` (YYYY-MM) in `tz` and of the month after, in UTC.
+pub fn month_bounds(
     tz: chrono_tz::Tz,
     month: &str,
-) -> Result<Value, ReportError> {
+) -> Result<(chrono::DateTime<Utc>, chrono::DateTime<Utc>), ReportError> {
     let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| ReportError::BadMonth)?;
     let next = if first.month() == 12 {
         NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
@@ -43,7 +40,35 @@ pub async fn sla(
     let local = |d: NaiveDate| {
         tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()).earliest().map(|t| t.with_timezone(&Utc))
     };
-    let (Some(start), Some(month_end)) = (local(first), local(next)) else { return Err(ReportError::BadMonth) };
+    match (local(first), local(next)) {
+        (Some(start), Some(end)) => Ok((start, end)),
+        _ => Err(ReportError::BadMonth),
+    }
+}
+
+/// Signs a report: `{"report": {...}, "signature": {...}}` over its RFC 8785 form.
+pub fn signed(report: Value, keys: &HubKeys) -> Value {
+    let canonical = serde_jcs::to_vec(&report).unwrap_or_default();
+    json!({
+        "report": report,
+        "signature": {
+            "algorithm": "Ed25519",
+            "canonicalization": "RFC 8785 (JCS) of the \"report\" member",
+            "value": keys.sign(&canonical),
+            "public_key": keys.public_pem(),
+        }
+    })
+}
+
+/// The signed report: `{"report": {...}, "signature": {...}}`.
+pub async fn sla(
+    store: &dyn Store,
+    keys: &HubKeys,
+    hub: &str,
+    tz: chrono_tz::Tz,
+    month: &str,
+) -> Result<Value, ReportError> {
+    let (start, month_end) = month_bounds(tz, month)?;
     let end = month_end.min(Utc::now());
     // A week before the month finds the run that sets each check's opening status.
     let runs = store.check_runs_between(&rfc3339(start - chrono::Duration::days(7)), &rfc3339(end)).await?;
@@ -77,16 +102,7 @@ pub async fn sla(
         "deliveries": { "delivered": count("deliver"), "dead_lettered": count("dead_letter") },
         "publishes": count("publish"),
     });
-    let canonical = serde_jcs::to_vec(&report).unwrap_or_default();
-    Ok(json!({
-        "report": report,
-        "signature": {
-            "algorithm": "Ed25519",
-            "canonicalization": "RFC 8785 (JCS) of the \"report\" member",
-            "value": keys.sign(&canonical),
-            "public_key": keys.public_pem(),
-        }
-    }))
+    Ok(signed(report, keys))
 }
 
 fn esc(s: &str) -> String {

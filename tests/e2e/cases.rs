@@ -217,6 +217,26 @@ async fn marriage_and_birth_runs_from_one_application_through_three_departments(
         civil.post(&format!("/v1/cases/{id}/steps/marriage"), &json!({"outcome": "refused", "reasons": ["x"]})).await?;
     assert_eq!(late.status, 409, "{}", late.text);
 
+    // The couple's access log shows which departments worked on their case.
+    let log = hub.client("citizen-portal").post("/v1/access-log", &json!({ "subject": b })).await?;
+    assert_eq!(log.status, 200, "{}", log.text);
+    let worked: Vec<(String, String)> = log.json["accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "case")
+        .map(|e| {
+            (
+                e["department"].as_str().unwrap_or("").to_owned(),
+                e["case"]["transition"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for who in ["citizen-service-centre", "civil-affairs", "family-planning", "public-security"] {
+        assert!(worked.iter().any(|(d, _)| d == who), "{who} missing from {worked:?}");
+    }
+    assert!(!log.text.contains(&a) && !log.text.contains(&b), "no ID numbers in the access log");
+
     // Every transition is in the audit chain, and the chain verifies.
     let audit = hub.client("supervision");
     let v = audit.get("/v1/audit/verify").await?;
@@ -374,6 +394,27 @@ async fn a_late_step_is_reminded_then_escalated_to_the_supervision_bureau_once_e
     assert_eq!(escalations, 1, "{}", audit.text);
     let m = marriage("J440184-2026-000031", &a, &b);
     assert_eq!(publish_for_step(&civil, "marriage-registration", &id, "marriage", &m).await?.status, 201);
+
+    // The month's signed case report: the ops desk gets the late steps, the vendor counts only;
+    // the dashboard counts the open case.
+    let month = (chrono::Utc::now() + chrono::Duration::hours(8)).format("%Y-%m").to_string();
+    let ops = hub.client("ops-duty").get(&format!("/v1/ops/reports/cases?month={month}")).await?;
+    assert_eq!(ops.status, 200, "{}", ops.text);
+    let types = ops.json["report"]["case_types"].as_array().unwrap();
+    let mb = types.iter().find(|t| t["case_type"] == "marriage-and-birth").unwrap();
+    assert_eq!((mb["opened"].as_u64(), mb["completed"].as_u64()), (Some(1), Some(0)), "{}", ops.text);
+    let steps = ops.json["report"]["steps"].as_array().unwrap();
+    let done = steps.iter().find(|s| s["step"] == "marriage").unwrap();
+    assert_eq!(done["working_days_to_done"]["count"], 1, "{}", ops.text);
+    assert!(ops.json["report"]["late_steps"].is_array() && ops.json["signature"]["value"].is_string());
+    let vendor = hub.client("vendor").get(&format!("/v1/ops/reports/cases?month={month}")).await?;
+    assert_eq!(vendor.status, 200, "{}", vendor.text);
+    assert!(vendor.json["report"].get("late_steps").is_none(), "the vendor sees counts only");
+    assert!(!vendor.text.contains(&id), "no case is named to the vendor");
+    assert_eq!(hub.client("civil-affairs").get(&format!("/v1/ops/reports/cases?month={month}")).await?.status, 403);
+    assert_eq!(hub.client("ops-duty").get("/v1/ops/reports/cases?month=2026-13").await?.status, 400);
+    let page = hub.client("ops-duty").get("/ops/").await?;
+    assert!(page.text.contains("Joint cases"), "{}", page.text);
     hub.stop().await;
     Ok(())
 }

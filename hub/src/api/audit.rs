@@ -108,13 +108,26 @@ pub async fn access_log(
     let entries = state.store.audit_by_subject(&hash, 1000).await?;
     let accesses: Vec<Value> = entries
         .iter()
-        .filter(|e| matches!(e.action.as_str(), "read" | "lookup" | "deliver"))
+        .filter(|e| match e.action.as_str() {
+            "read" | "lookup" | "deliver" => true,
+            // A department's work on the person's joint case (opening it, doing or refusing a
+            // step); the events the hub sent are in the deliveries.
+            "case" => {
+                state.config.department(&e.actor).is_some()
+                    && e.detail.as_ref().is_some_and(|d| d.get("transition").is_some())
+            }
+            _ => false,
+        })
         .map(|e| {
             let name = state.config.department(&e.actor).map(|d| d.name.clone());
-            json!({
+            let mut v = json!({
                 "time": e.time, "department": e.actor, "department_name": name, "action": e.action,
                 "record_type": e.record_type, "purpose": e.purpose, "audit_seq": e.seq,
-            })
+            });
+            if let Some(d) = e.detail.as_ref().filter(|_| e.action == "case") {
+                v["case"] = json!({ "case_type": d["case_type"], "transition": d["transition"], "step": d["step"] });
+            }
+            v
         })
         .collect();
     let entry = NewEntry {

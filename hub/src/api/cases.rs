@@ -33,6 +33,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/cases", get(list))
         .route("/v1/cases/{case}", get(read).post(open))
         .route("/v1/cases/{case}/steps/{step}", post(answer))
+        .route("/v1/ops/reports/cases", get(report))
 }
 
 impl AppState {
@@ -346,4 +347,41 @@ pub(super) async fn publish_for_step(
         Ok(p) => Ok(p),
         Err(e) => Err(state.case_problem(who, e).await),
     }
+}
+
+/// Query of the case report.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    month: Option<String>,
+}
+
+/// `GET /v1/ops/reports/cases?month=YYYY-MM`: the signed monthly case report (ops and auditors
+/// with the late steps, the vendor counts only).
+#[utoipa::path(get, path = "/v1/ops/reports/cases", tag = "cases",
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone")),
+    responses((status = 200, description = "The signed case report"),
+              (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
+pub async fn report(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, Problem> {
+    let role = state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the case report").await?;
+    let month = q.month.ok_or_else(|| bad("month", "is required: YYYY-MM"))?;
+    let signed = crate::cases::report::monthly(
+        state.store.as_ref(),
+        &state.catalog.cases,
+        &state.keys,
+        state.config.hub.name.get_ref(),
+        state.config.timezone(),
+        &month,
+        role == Role::Vendor,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::report::ReportError::BadMonth => bad("month", "must be YYYY-MM"),
+        crate::report::ReportError::Store(s) => s.into(),
+    })?;
+    Ok(json_response(StatusCode::OK, &signed))
 }

@@ -63,6 +63,8 @@ pub async fn render(state: &AppState) -> Result<Response, Problem> {
         _ => "ok",
     });
     let certificates = latest.iter().find(|r| r.kind == "certificates");
+    let today = chrono::Utc::now().with_timezone(&state.config.timezone()).date_naive().to_string();
+    let cases = state.store.case_counts(&today).await?;
     let markup = html! {
         (DOCTYPE)
         html lang="zh-CN" {
@@ -105,6 +107,26 @@ pub async fn render(state: &AppState) -> Result<Response, Problem> {
                             td class=(if s.is_disabled() { "critical" } else { "ok" }) { (if s.is_disabled() { "stopped" } else { "running" }) }
                         }
                     }
+                }
+                @if state.catalog.cases.iter().next().is_some() {
+                    h2 { "Joint cases 联办案件" }
+                    table {
+                        tr { th { "case type" } th.num { "open" } }
+                        @for t in state.catalog.cases.iter() {
+                            tr { td { (t.title) } td.num { (cases.open.iter().find(|(k, _)| *k == t.id).map_or(0, |(_, n)| *n)) } }
+                        }
+                    }
+                    table {
+                        tr { th { "department" } th.num { "late steps" } }
+                        @for (d, n) in &cases.late {
+                            tr {
+                                td { (d) " " span.muted { (state.config.department(d).map_or("", |x| x.name.as_str())) } }
+                                td.num.warn { (n) }
+                            }
+                        }
+                        @if cases.late.is_empty() { tr { td.muted colspan="2" { "no step is past its time limit" } } }
+                    }
+                    p.muted { "The month's signed case report: /v1/ops/reports/cases?month=YYYY-MM" }
                 }
                 h2 { "Certificates 证书" }
                 p class=(certificates.map_or("warn", |c| c.status.as_str())) { (certificates.map_or("no certificates check configured", |c| c.summary.as_str())) }

@@ -6,6 +6,7 @@
 pub mod calendar;
 pub mod engine;
 pub mod model;
+pub mod report;
 pub mod view;
 
 use std::collections::BTreeMap;

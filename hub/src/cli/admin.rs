@@ -59,6 +59,37 @@ pub(super) fn sla(month: &str, data: Option<PathBuf>, config: &Path, format: &st
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hub report cases`: the signed monthly case report, read from the data directory or database.
+pub(super) fn case_report(month: &str, data: Option<PathBuf>, config: &Path) -> anyhow::Result<ExitCode> {
+    let (config, catalog) = match load_or_report(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
+    if config.storage.engine() == crate::config::Engine::Sqlite && !crate::store::sqlite::db_path(&data).exists() {
+        bail!("{} holds no hub database", data.display());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let text = runtime.block_on(async {
+        let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
+        let store = crate::store::open(&config, &data, keys.clone()).await?;
+        let signed = crate::cases::report::monthly(
+            &*store,
+            &catalog.cases,
+            &keys,
+            config.hub.name.get_ref(),
+            config.timezone(),
+            month,
+            false,
+        )
+        .await?;
+        store.close().await;
+        Ok::<_, anyhow::Error>(serde_json::to_string_pretty(&signed)?)
+    })?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `hub backup`: an online snapshot, its chain verified.
 pub(super) fn backup(data: &Path, out: &Path) -> anyhow::Result<ExitCode> {
     let bar = progress_bar("verifying the snapshot's audit chain");

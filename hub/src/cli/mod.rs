@@ -260,6 +260,18 @@ enum DlqCommand {
 
 #[derive(Subcommand)]
 enum ReportCommand {
+    /// The signed monthly joint-case report.
+    Cases {
+        /// Month, YYYY-MM, in the hub's time zone.
+        #[arg(long)]
+        month: String,
+        /// Data directory (default: [storage].path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// The signed monthly SLA report.
     Sla {
         /// Month, YYYY-MM, in the hub's time zone.
@@ -322,6 +334,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => remote::dlq(command),
         Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
             admin::sla(&month, data, &config, &format)
+        }
+        Command::Report { command: ReportCommand::Cases { month, data, config } } => {
+            admin::case_report(&month, data, &config)
         }
         Command::Bench(args) => {
             crate::bench::run(args)?;

@@ -284,6 +284,15 @@ pub struct CaseQuery {
     pub limit: u32,
 }
 
+/// Open cases and late steps, counted (the dashboard; no case is named).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CaseCounts {
+    /// Open cases per case type.
+    pub open: Vec<(String, u64)>,
+    /// Ready steps past their last day, per department.
+    pub late: Vec<(String, u64)>,
+}
+
 /// The receipt a publisher gets (CONTRACT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
@@ -661,6 +670,9 @@ pub trait Store: Send + Sync {
     async fn transition(&self, write: CaseWrite) -> Result<CaseWritten, StoreError>;
     /// Cases from the index, newest first.
     async fn cases(&self, query: CaseQuery) -> Result<Vec<CaseRow>, StoreError>;
+    /// Open cases per type and ready steps whose last day is before `today` (YYYY-MM-DD), per
+    /// department.
+    async fn case_counts(&self, today: &str) -> Result<CaseCounts, StoreError>;
     /// The receipt an idempotency key of `publisher` was given, and the digest of its request.
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError>;
 

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::append::{append_batch, Appended};
 use super::writer::{Done, Group};
-use crate::store::{CaseQuery, CaseRow, CaseWrite, CaseWritten, Published, Receipt, StoreError};
+use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, Published, Receipt, StoreError};
 
 /// The receipt an idempotency key was given, and its request's digest.
 pub(super) async fn idempotent<'e, E: sqlx::PgExecutor<'e>>(
@@ -189,4 +189,22 @@ pub(super) async fn cases(pool: &PgPool, q: &CaseQuery) -> Result<Vec<CaseRow>, 
             })
         })
         .collect()
+}
+
+/// Open cases per type and late steps per department.
+pub(super) async fn case_counts(pool: &PgPool, today: &str) -> Result<CaseCounts, StoreError> {
+    let open: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT case_type, COUNT(*) FROM cases WHERE state = 'open' GROUP BY case_type ORDER BY case_type",
+    )
+    .fetch_all(pool)
+    .await?;
+    let late: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.department, COUNT(*) FROM case_steps s JOIN cases c ON c.id = s.case_id
+         WHERE c.state = 'open' AND s.state = 'ready' AND s.due < $1 GROUP BY s.department ORDER BY s.department",
+    )
+    .bind(today)
+    .fetch_all(pool)
+    .await?;
+    let counted = |v: Vec<(String, i64)>| v.into_iter().map(|(k, n)| (k, n as u64)).collect();
+    Ok(CaseCounts { open: counted(open), late: counted(late) })
 }

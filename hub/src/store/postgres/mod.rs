@@ -737,6 +737,10 @@ impl Store for PostgresStore {
         cases::cases(&self.pool, &query).await
     }
 
+    async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
+        cases::case_counts(&self.pool, today).await
+    }
+
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
         cases::idempotent(&self.pool, publisher, key).await
     }

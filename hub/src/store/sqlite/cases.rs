@@ -5,7 +5,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{publish_op, Done, Tx, WriteFn};
-use crate::store::{CaseQuery, CaseRow, CaseWrite, CaseWritten, NewVersion, Published, Receipt, StoreError};
+use crate::store::{
+    CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, NewVersion, Published, Receipt, StoreError,
+};
 
 /// The receipt an idempotency key was given, and its request's digest.
 pub(super) fn idempotent(c: &Connection, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
@@ -156,4 +158,24 @@ pub(super) fn cases(c: &Connection, q: &CaseQuery) -> Result<Vec<CaseRow>, Store
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Open cases per type and late steps per department.
+pub(super) fn case_counts(c: &Connection, today: &str) -> Result<CaseCounts, StoreError> {
+    let pairs = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = c.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    };
+    Ok(CaseCounts {
+        open: pairs(
+            "SELECT case_type, COUNT(*) FROM cases WHERE state = 'open' GROUP BY case_type ORDER BY case_type",
+            &[],
+        )?,
+        late: pairs(
+            "SELECT s.department, COUNT(*) FROM case_steps s JOIN cases c ON c.id = s.case_id
+             WHERE c.state = 'open' AND s.state = 'ready' AND s.due < ?1 GROUP BY s.department ORDER BY s.department",
+            &[&today],
+        )?,
+    })
 }

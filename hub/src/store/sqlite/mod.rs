@@ -1407,6 +1407,11 @@ impl Store for SqliteStore {
         self.readers.with(move |c| cases::cases(c, &query)).await
     }
 
+    async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
+        let today = today.to_owned();
+        self.readers.with(move |c| cases::case_counts(c, &today)).await
+    }
+
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
         let (p, k) = (publisher.to_owned(), key.to_owned());
         self.readers.with(move |c| cases::idempotent(c, &p, &k)).await
