@@ -419,16 +419,6 @@ async fn a_late_step_is_reminded_then_escalated_to_the_supervision_bureau_once_e
     Ok(())
 }
 
-fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: {var} is not set");
-            None
-        }
-    }
-}
-
 fn enterprise_application(owner: &str) -> Value {
     serde_json::from_str::<Value>(
         &std::fs::read_to_string(
@@ -452,7 +442,9 @@ fn enterprise_application(owner: &str) -> Value {
 async fn an_enterprise_application_runs_three_departments_in_order_and_replies_through_the_queue() -> Result<()> {
     use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
     use lapin::types::FieldTable;
-    let (Some(pg_url), Some(amqp_url)) = (server("HUB_TEST_POSTGRES_URL"), server("HUB_TEST_AMQP_URL")) else {
+    let (Some(pg_url), Some(amqp_url)) =
+        (harness::server("HUB_TEST_POSTGRES_URL"), harness::server("HUB_TEST_AMQP_URL"))
+    else {
         return Ok(());
     };
     let Some(db) = harness::PgDatabase::create("joint cases on the PostgreSQL store").await? else { return Ok(()) };

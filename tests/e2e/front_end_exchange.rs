@@ -9,18 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::{eventually, free_port, resident_id, uscc, HubProcess, TestConfig, TestHub};
+use harness::{eventually, free_port, resident_id, server, uscc, HubProcess, TestConfig, TestHub};
 use serde_json::{json, Value};
-
-fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: {var} is not set");
-            None
-        }
-    }
-}
 
 fn suffix() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);

@@ -129,6 +129,18 @@ where
     }
 }
 
+/// The URL of a server a suite needs, from the environment variable `var`; `None` (after saying
+/// on stderr that the suite is skipped) when it is not set.
+pub fn server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
 /// The development webhook secret the hub created for `env` in its data directory.
 pub fn dev_secret(data: &Path, env: &str) -> String {
     std::fs::read_to_string(data.join("keys/webhooks").join(format!("{env}.secret")))

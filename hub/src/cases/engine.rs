@@ -334,8 +334,7 @@ impl Cases {
             Principal::Department(d) if *d == case.opener => Ok(view::full(case, t, version)),
             Principal::Operator(_, Role::Auditor) => Ok(view::full(case, t, version)),
             Principal::Department(d) if case.steps.iter().any(|s| s.department == *d) => {
-                Ok(view::for_department(&*self.store, &self.catalog, &self.policy, case, t, version, d, today, None)
-                    .await?)
+                Ok(view::for_department(&self.sight(today), case, t, version, d, None).await?)
             }
             // An operator a late step was escalated to sees who is late, not the application.
             Principal::Operator(o, _) if t.escalation.as_ref().is_some_and(|e| e.to == *o) => {
@@ -343,6 +342,10 @@ impl Cases {
             }
             other => Err(CaseError::NotParty(format!("{} takes no part in case {}", other.id(), case.id))),
         }
+    }
+
+    fn sight(&self, today: NaiveDate) -> view::Sight<'_> {
+        view::Sight { store: &*self.store, catalog: &self.catalog, policy: &self.policy, today }
     }
 
     /// The subjects of a case, as keyed hashes.
@@ -421,8 +424,7 @@ impl Cases {
         let fresh = fresh_doc.as_ref().map(|(r, d)| (r, d));
         let mut events = Vec::with_capacity(notices.len());
         for (i, n) in notices.iter().enumerate() {
-            let data =
-                view::event(&*self.store, &self.catalog, &self.policy, after, t, version, n, today, fresh).await?;
+            let data = view::event(&self.sight(today), after, t, version, n, fresh).await?;
             let routes = self.event_routes(t, after, n, &data);
             woken.extend(routes.iter().cloned());
             let canonical = serde_jcs::to_string(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?;

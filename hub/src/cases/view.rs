@@ -67,6 +67,19 @@ pub fn reply(case: &Case, t: &CaseType, version: u64) -> Value {
     v
 }
 
+/// What a view reads with: the store (earlier steps' records), the record types and the grants,
+/// as of one day.
+pub struct Sight<'a> {
+    /// Where the records are.
+    pub store: &'a dyn Store,
+    /// Their types.
+    pub catalog: &'a Catalog,
+    /// The grants.
+    pub policy: &'a Policy,
+    /// The day grants are judged on.
+    pub today: NaiveDate,
+}
+
 /// A record version being written in the same commit as the case version that names it: not
 /// in the store yet, but what a step's department must see of it.
 pub type Fresh<'a> = Option<(&'a RecordRef, &'a Value)>;
@@ -74,18 +87,15 @@ pub type Fresh<'a> = Option<(&'a RecordRef, &'a Value)>;
 /// What the department of one or more steps sees: those steps, the application fields they name,
 /// and for each, the earlier steps' records projected first to the department's grant (as a read
 /// for the step's purpose would be) and then to the fields the step names.
-#[allow(clippy::too_many_arguments)]
 pub async fn for_department(
-    store: &dyn Store,
-    catalog: &Catalog,
-    policy: &Policy,
+    sight: &Sight<'_>,
     case: &Case,
     t: &CaseType,
     version: u64,
     department: &str,
-    today: NaiveDate,
     fresh: Fresh<'_>,
 ) -> Result<Value, StoreError> {
+    let Sight { store, catalog, policy, today } = *sight;
     let mine: Vec<&Step> = case.steps.iter().filter(|s| s.department == department).collect();
     let mut v = head(case, t, version);
     let mut fields = Vec::new();
@@ -134,22 +144,18 @@ pub async fn for_department(
 }
 
 /// The data of the event a notice becomes, as its receiver may see it.
-#[allow(clippy::too_many_arguments)]
 pub async fn event(
-    store: &dyn Store,
-    catalog: &Catalog,
-    policy: &Policy,
+    sight: &Sight<'_>,
     case: &Case,
     t: &CaseType,
     version: u64,
     n: &Notice,
-    today: NaiveDate,
     fresh: Fresh<'_>,
 ) -> Result<Value, StoreError> {
     let mut data = match n.kind {
         Kind::Completed | Kind::Refused if n.to == case.opener && n.step.is_none() => reply(case, t, version),
         Kind::StepReady => {
-            let mut v = for_department(store, catalog, policy, case, t, version, &n.to, today, fresh).await?;
+            let mut v = for_department(sight, case, t, version, &n.to, fresh).await?;
             // Only the step the event is about; the department's other steps have their own.
             if let Some(steps) = v["steps"].as_array_mut() {
                 steps.retain(|s| s["id"].as_str() == n.step.as_deref());

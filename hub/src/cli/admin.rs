@@ -33,34 +33,20 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hub report sla`.
-pub(super) fn sla(month: &str, data: Option<PathBuf>, config: &Path, format: &str) -> anyhow::Result<ExitCode> {
-    let (config, _) = match load_or_report(config) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let data = data.unwrap_or_else(|| PathBuf::from(&config.storage.path));
-    if config.storage.engine() == crate::config::Engine::Sqlite && !crate::store::sqlite::db_path(&data).exists() {
-        bail!("{} holds no hub database", data.display());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let text = runtime.block_on(async {
-        let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
-        let store = crate::store::open(&config, &data, keys.clone()).await?;
-        let signed = crate::report::sla(&*store, &keys, config.hub.name.get_ref(), config.timezone(), month).await?;
-        store.close().await;
-        Ok::<_, anyhow::Error>(if format == "html" {
-            crate::report::html(&signed)
-        } else {
-            serde_json::to_string_pretty(&signed)?
-        })
-    })?;
-    println!("{text}");
-    Ok(ExitCode::SUCCESS)
+/// Which signed monthly report `hub report` makes.
+pub(super) enum Report {
+    /// The SLA report, as JSON or printable HTML.
+    Sla {
+        /// `json` or `html`.
+        html: bool,
+    },
+    /// The joint-case report.
+    Cases,
 }
 
-/// `hub report cases`: the signed monthly case report, read from the data directory or database.
-pub(super) fn case_report(month: &str, data: Option<PathBuf>, config: &Path) -> anyhow::Result<ExitCode> {
+/// `hub report sla` and `hub report cases`: a signed monthly report, read from the data
+/// directory or the database the config names.
+pub(super) fn report(what: Report, month: &str, data: Option<PathBuf>, config: &Path) -> anyhow::Result<ExitCode> {
     let (config, catalog) = match load_or_report(config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -73,18 +59,17 @@ pub(super) fn case_report(month: &str, data: Option<PathBuf>, config: &Path) -> 
     let text = runtime.block_on(async {
         let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
         let store = crate::store::open(&config, &data, keys.clone()).await?;
-        let signed = crate::cases::report::monthly(
-            &*store,
-            &catalog.cases,
-            &keys,
-            config.hub.name.get_ref(),
-            config.timezone(),
-            month,
-            false,
-        )
-        .await?;
+        let (hub, tz) = (config.hub.name.get_ref(), config.timezone());
+        let signed = match what {
+            Report::Sla { .. } => crate::report::sla(&*store, &keys, hub, tz, month).await,
+            Report::Cases => crate::cases::report::monthly(&*store, &catalog.cases, &keys, hub, tz, month, false).await,
+        };
         store.close().await;
-        Ok::<_, anyhow::Error>(serde_json::to_string_pretty(&signed)?)
+        let signed = signed?;
+        Ok::<_, anyhow::Error>(match what {
+            Report::Sla { html: true } => crate::report::html(&signed),
+            _ => serde_json::to_string_pretty(&signed)?,
+        })
     })?;
     println!("{text}");
     Ok(ExitCode::SUCCESS)

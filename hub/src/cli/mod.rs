@@ -333,10 +333,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checks { command } => remote::checks(command),
         Command::Dlq { command } => remote::dlq(command),
         Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
-            admin::sla(&month, data, &config, &format)
+            admin::report(admin::Report::Sla { html: format == "html" }, &month, data, &config)
         }
         Command::Report { command: ReportCommand::Cases { month, data, config } } => {
-            admin::case_report(&month, data, &config)
+            admin::report(admin::Report::Cases, &month, data, &config)
         }
         Command::Bench(args) => {
             crate::bench::run(args)?;

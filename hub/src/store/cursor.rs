@@ -132,6 +132,13 @@ impl Cursors {
         cursors
     }
 
+    /// The bits of each version of a case transition (record, case, events, in the order the
+    /// stores write them), taken from their routes as [`Cursors::take_bits`] does.
+    pub fn take_case_bits(&self, w: &mut super::CaseWrite) -> Vec<i64> {
+        let versions = w.record.iter_mut().map(|(v, _)| v).chain([&mut w.case]).chain(w.events.iter_mut());
+        versions.map(|v| self.take_bits(&mut v.routes)).collect()
+    }
+
     /// The bits of the routes served from the log; `routes` keeps the others (outbox rows).
     pub fn take_bits(&self, routes: &mut Vec<String>) -> i64 {
         let mut bits = 0i64;

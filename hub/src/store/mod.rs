@@ -284,6 +284,60 @@ pub struct CaseQuery {
     pub limit: u32,
 }
 
+impl CaseQuery {
+    /// The SELECT of the `cases` index this query makes, and its arguments in order; `at(n)`
+    /// writes the n-th placeholder in the engine's syntax (`?n`, `$n`).
+    pub(crate) fn sql(&self, at: impl Fn(usize) -> String) -> (String, Vec<String>) {
+        let mut sql = String::from(
+            "SELECT c.id, c.case_type, c.opener, c.state, c.opened_at, c.closed_at, c.next_sweep, c.version FROM cases c WHERE 1 = 1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        let mut arg = |sql: &mut String, text: &str, v: &str| {
+            args.push(v.to_owned());
+            sql.push_str(&text.replace('?', &at(args.len())));
+        };
+        let list = |sql: &mut String, arg: &mut dyn FnMut(&mut String, &str, &str), column: &str, values: &[String]| {
+            for (i, v) in values.iter().enumerate() {
+                let text = if i == 0 { format!(" AND {column} IN (?") } else { ", ?".to_owned() };
+                arg(sql, &text, v);
+            }
+            if !values.is_empty() {
+                sql.push(')');
+            }
+        };
+        if let Some(d) = &self.step_department {
+            let mut inner = String::from(" AND EXISTS (SELECT 1 FROM case_steps s WHERE s.case_id = c.id");
+            arg(&mut inner, " AND s.department = ?", d);
+            list(&mut inner, &mut arg, "s.state", &self.step_states);
+            inner.push(')');
+            sql.push_str(&inner);
+        }
+        if let Some(o) = &self.opener {
+            arg(&mut sql, " AND c.opener = ?", o);
+        }
+        list(&mut sql, &mut arg, "c.state", &self.states);
+        if let Some(day) = &self.sweep_by {
+            arg(&mut sql, " AND c.next_sweep IS NOT NULL AND c.next_sweep <= ?", day);
+        }
+        if let Some((from, to)) = &self.touched {
+            arg(&mut sql, " AND ((c.opened_at >= ?", from);
+            arg(&mut sql, " AND c.opened_at < ?)", to);
+            arg(&mut sql, " OR (c.closed_at >= ?", from);
+            arg(&mut sql, " AND c.closed_at < ?))", to);
+        }
+        if let Some(t) = &self.case_type {
+            arg(&mut sql, " AND c.case_type = ?", t);
+        }
+        if let Some((opened, id)) = &self.before {
+            arg(&mut sql, " AND (c.opened_at < ?", opened);
+            arg(&mut sql, " OR (c.opened_at = ?", opened);
+            arg(&mut sql, " AND c.id < ?))", id);
+        }
+        sql.push_str(&format!(" ORDER BY c.opened_at DESC, c.id DESC LIMIT {}", self.limit));
+        (sql, args)
+    }
+}
+
 /// Open cases and late steps, counted (the dashboard; no case is named).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CaseCounts {

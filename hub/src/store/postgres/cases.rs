@@ -123,53 +123,7 @@ pub(super) async fn transition(
 
 /// The cases a query selects, newest first.
 pub(super) async fn cases(pool: &PgPool, q: &CaseQuery) -> Result<Vec<CaseRow>, StoreError> {
-    let mut sql = String::from(
-        "SELECT c.id, c.case_type, c.opener, c.state, c.opened_at, c.closed_at, c.next_sweep, c.version FROM cases c WHERE TRUE",
-    );
-    let mut args: Vec<String> = Vec::new();
-    let mut arg = |sql: &mut String, text: &str, v: &str| {
-        args.push(v.to_owned());
-        sql.push_str(&text.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(d) = &q.step_department {
-        let mut inner = String::from(" AND EXISTS (SELECT 1 FROM case_steps s WHERE s.case_id = c.id");
-        arg(&mut inner, " AND s.department = ?", d);
-        for (i, st) in q.step_states.iter().enumerate() {
-            arg(&mut inner, if i == 0 { " AND s.state IN (?" } else { ", ?" }, st);
-        }
-        if !q.step_states.is_empty() {
-            inner.push(')');
-        }
-        inner.push(')');
-        sql.push_str(&inner);
-    }
-    if let Some(o) = &q.opener {
-        arg(&mut sql, " AND c.opener = ?", o);
-    }
-    for (i, st) in q.states.iter().enumerate() {
-        arg(&mut sql, if i == 0 { " AND c.state IN (?" } else { ", ?" }, st);
-    }
-    if !q.states.is_empty() {
-        sql.push(')');
-    }
-    if let Some(day) = &q.sweep_by {
-        arg(&mut sql, " AND c.next_sweep IS NOT NULL AND c.next_sweep <= ?", day);
-    }
-    if let Some((from, to)) = &q.touched {
-        arg(&mut sql, " AND ((c.opened_at >= ?", from);
-        arg(&mut sql, " AND c.opened_at < ?)", to);
-        arg(&mut sql, " OR (c.closed_at >= ?", from);
-        arg(&mut sql, " AND c.closed_at < ?))", to);
-    }
-    if let Some(t) = &q.case_type {
-        arg(&mut sql, " AND c.case_type = ?", t);
-    }
-    if let Some((at, id)) = &q.before {
-        arg(&mut sql, " AND (c.opened_at < ?", at);
-        arg(&mut sql, " OR (c.opened_at = ?", at);
-        arg(&mut sql, " AND c.id < ?))", id);
-    }
-    sql.push_str(&format!(" ORDER BY c.opened_at DESC, c.id DESC LIMIT {}", q.limit));
+    let (sql, args) = q.sql(|n| format!("${n}"));
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for a in &args {
         query = query.bind(a);

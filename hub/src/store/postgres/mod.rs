@@ -718,15 +718,7 @@ impl Store for PostgresStore {
     }
 
     async fn transition(&self, mut write: CaseWrite) -> Result<CaseWritten, StoreError> {
-        let cursors = self.cursors();
-        let mut bits = Vec::new();
-        if let Some((v, _)) = &mut write.record {
-            bits.push(cursors.take_bits(&mut v.routes));
-        }
-        bits.push(cursors.take_bits(&mut write.case.routes));
-        for e in &mut write.events {
-            bits.push(cursors.take_bits(&mut e.routes));
-        }
+        let bits = self.cursors().take_case_bits(&mut write);
         match self.one(Op::Transition(Box::new(write), bits)).await? {
             Done::Case(c) => Ok(c),
             _ => Err(StoreError::Corrupt("writer answered a case transition with something else".into())),

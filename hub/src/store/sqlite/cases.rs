@@ -94,58 +94,9 @@ pub(super) fn transition_op(w: CaseWrite, bits: Vec<i64>) -> WriteFn {
 
 /// The cases a query selects, newest first.
 pub(super) fn cases(c: &Connection, q: &CaseQuery) -> Result<Vec<CaseRow>, StoreError> {
-    let mut sql = String::from(
-        "SELECT c.id, c.case_type, c.opener, c.state, c.opened_at, c.closed_at, c.next_sweep, c.version FROM cases c WHERE 1 = 1",
-    );
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    let mut arg = |sql: &mut String, text: &str, v: String| {
-        args.push(Box::new(v));
-        sql.push_str(&text.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(d) = &q.step_department {
-        let mut inner = String::from(" AND EXISTS (SELECT 1 FROM case_steps s WHERE s.case_id = c.id");
-        arg(&mut inner, " AND s.department = ?", d.clone());
-        if !q.step_states.is_empty() {
-            inner.push_str(" AND s.state IN (");
-            for (i, st) in q.step_states.iter().enumerate() {
-                arg(&mut inner, if i == 0 { "?" } else { ", ?" }, st.clone());
-            }
-            inner.push(')');
-        }
-        inner.push(')');
-        sql.push_str(&inner);
-    }
-    if let Some(o) = &q.opener {
-        arg(&mut sql, " AND c.opener = ?", o.clone());
-    }
-    if !q.states.is_empty() {
-        sql.push_str(" AND c.state IN (");
-        for (i, st) in q.states.iter().enumerate() {
-            arg(&mut sql, if i == 0 { "?" } else { ", ?" }, st.clone());
-        }
-        sql.push(')');
-    }
-    if let Some(day) = &q.sweep_by {
-        arg(&mut sql, " AND c.next_sweep IS NOT NULL AND c.next_sweep <= ?", day.clone());
-    }
-    if let Some((from, to)) = &q.touched {
-        arg(&mut sql, " AND ((c.opened_at >= ?", from.clone());
-        arg(&mut sql, " AND c.opened_at < ?)", to.clone());
-        arg(&mut sql, " OR (c.closed_at >= ?", from.clone());
-        arg(&mut sql, " AND c.closed_at < ?))", to.clone());
-    }
-    if let Some(t) = &q.case_type {
-        arg(&mut sql, " AND c.case_type = ?", t.clone());
-    }
-    if let Some((at, id)) = &q.before {
-        arg(&mut sql, " AND (c.opened_at < ?", at.clone());
-        arg(&mut sql, " OR (c.opened_at = ?", at.clone());
-        arg(&mut sql, " AND c.id < ?))", id.clone());
-    }
-    sql.push_str(&format!(" ORDER BY c.opened_at DESC, c.id DESC LIMIT {}", q.limit));
+    let (sql, args) = q.sql(|n| format!("?{n}"));
     let mut stmt = c.prepare(&sql)?;
-    let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
-    let rows = stmt.query_map(refs.as_slice(), |r| {
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
         Ok(CaseRow {
             id: r.get(0)?,
             case_type: r.get(1)?,
