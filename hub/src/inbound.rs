@@ -47,6 +47,7 @@ pub struct Connection {
     pub adapter_kind: String,
     adapter: Arc<dyn adapters::Inbound>,
     mapping: Option<JqProgram>,
+    case_step: Option<JqProgram>,
 }
 
 impl Connection {
@@ -74,6 +75,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// True once shutdown begins: new records are answered "unavailable".
     pub draining: Arc<AtomicBool>,
+    /// Joint cases: a record that completes a step goes through them.
+    pub cases: Arc<crate::cases::engine::Cases>,
 }
 
 /// Pause before an adapter whose run ended with an error is started again.
@@ -102,6 +105,7 @@ impl Inbounds {
                 adapter_kind: kind.name.to_owned(),
                 adapter,
                 mapping: c.mapping.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok()),
+                case_step: c.case_step.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok()),
             }));
         }
         Ok(Self { conns })
@@ -166,24 +170,43 @@ fn scoped_key(connection: &str, key: &str) -> String {
 }
 
 impl HubSink {
-    /// Maps and validates one record, as its department publishing it.
-    fn prepare(&self, key: &str, body: &[u8]) -> Result<NewVersion, Problem> {
+    /// Maps and validates one record, as its department publishing it, with the case step it
+    /// completes (`case_step` on the department's record), if any.
+    fn prepare(&self, key: &str, body: &[u8]) -> Result<(NewVersion, Option<(String, String)>), Problem> {
         let exchange = &self.hub.exchange;
         let t = exchange
             .record_type(&self.conn.record_type)
             .map_err(|_| Problem::Unavailable("the record type is no longer configured".into()))?;
         let department = &self.conn.department;
         let idem = Some(scoped_key(&self.conn.name, key));
-        match &self.conn.mapping {
-            None => Ok(exchange.prepare(t, department, body, idem)?),
-            Some(m) => {
-                let doc: Value = crate::catalog::strict::parse(body)
-                    .map_err(|e| Problem::BadRequest(format!("the record is not strict JSON: {e}")))?;
-                let mapped =
-                    m.map(&doc).map_err(|e| Problem::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?;
-                Ok(exchange.prepare_doc(t, department, mapped, idem)?)
-            }
+        if self.conn.mapping.is_none() && self.conn.case_step.is_none() {
+            return Ok((exchange.prepare(t, department, body, idem)?, None));
         }
+        let doc: Value = crate::catalog::strict::parse(body)
+            .map_err(|e| Problem::BadRequest(format!("the record is not strict JSON: {e}")))?;
+        let step = match &self.conn.case_step {
+            None => None,
+            Some(p) => match p.map(&doc) {
+                Ok(Value::Null) => None,
+                Ok(Value::String(s)) => match s.split_once('/') {
+                    Some((case, step)) if !case.is_empty() && !step.is_empty() => {
+                        Some((case.to_owned(), step.to_owned()))
+                    }
+                    _ => {
+                        return Err(Problem::InvalidRequest("case_step must give CASE/STEP or null".into(), Vec::new()))
+                    }
+                },
+                Ok(_) => {
+                    return Err(Problem::InvalidRequest("case_step must give CASE/STEP or null".into(), Vec::new()))
+                }
+                Err(e) => return Err(Problem::InvalidRequest(format!("case_step: {e}"), Vec::new())),
+            },
+        };
+        let mapped = match &self.conn.mapping {
+            None => doc,
+            Some(m) => m.map(&doc).map_err(|e| Problem::InvalidRequest(format!("inbound mapping: {e}"), Vec::new()))?,
+        };
+        Ok((exchange.prepare_doc(t, department, mapped, idem)?, step))
     }
 
     /// A refusal: counted, written to the hub's rejected log (the audit), and handed back.
@@ -228,24 +251,48 @@ impl RecordSink for HubSink {
         }
         let mut results: Vec<Option<Result<Value, SinkError>>> = Vec::with_capacity(items.len());
         let mut pending: Vec<(usize, NewVersion)> = Vec::new();
+        let mut for_steps: Vec<(usize, NewVersion, (String, String))> = Vec::new();
         for (i, (key, body)) in items.iter().enumerate() {
             match self.prepare(key, body) {
-                Ok(v) => {
+                Ok((v, None)) => {
                     pending.push((i, v));
+                    results.push(None);
+                }
+                Ok((v, Some(step))) => {
+                    for_steps.push((i, v, step));
                     results.push(None);
                 }
                 Err(e) if e.parts().0.is_client_error() => results.push(Some(Err(self.reject(key, &e).await))),
                 Err(e) => results.push(Some(Err(self.unavailable(e.to_string())))),
             }
         }
-        let (slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
-        let outcomes = match self.hub.exchange.commit(versions).await {
+        let (mut slots, versions): (Vec<usize>, Vec<NewVersion>) = pending.into_iter().unzip();
+        let mut outcomes = match self.hub.exchange.commit(versions).await {
             Ok(o) => o,
             Err(e) => {
                 let why = e.to_string();
                 return results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.unavailable(why.clone())))).collect();
             }
         };
+        // A record that completes a case step commits with the step's transition, one at a time.
+        let mut refused: Vec<(usize, Problem)> = Vec::new();
+        for (slot, v, (case, step)) in for_steps {
+            match self.hub.cases.publish_for_step(&case, &step, v).await {
+                Ok(p) => {
+                    slots.push(slot);
+                    outcomes.push(Ok(p));
+                }
+                Err(e) => refused.push((slot, Problem::from(e))),
+            }
+        }
+        for (slot, e) in refused {
+            let key = &items[slot].0;
+            results[slot] = Some(if e.parts().0.is_client_error() {
+                Err(self.reject(key, &e).await)
+            } else {
+                Err(self.unavailable(e.to_string()))
+            });
+        }
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             let key = &items[slot].0;
             results[slot] = Some(match outcome {

@@ -99,6 +99,27 @@ impl From<crate::exchange::PublishError> for Problem {
     }
 }
 
+impl From<crate::cases::engine::CaseError> for Problem {
+    /// The problem of a case error, for callers that audit their refusals themselves (an inbound
+    /// connection writes its rejected log; the API audits a 403 before it answers).
+    fn from(e: crate::cases::engine::CaseError) -> Self {
+        use crate::cases::engine::CaseError as C;
+        use crate::cases::model::Refusal as R;
+        match e {
+            C::UnknownType(_) | C::NoCase(_) | C::Refused(R::NoStep { .. }) => Problem::NotFound(e.to_string()),
+            C::NotOpener(why) | C::NotParty(why) => Problem::Forbidden(why),
+            C::Refused(r @ R::NotYours { .. }) => Problem::Forbidden(r.to_string()),
+            C::Refused(R::State(why)) => Problem::StateConflict(why),
+            C::Refused(R::Invalid(why)) => Problem::InvalidRequest(why, Vec::new()),
+            C::Malformed(p) => p.into(),
+            C::Invalid(v) => Problem::InvalidRequest("the application does not match its schema".into(), v),
+            C::Conflict => Problem::Conflict(e.to_string()),
+            C::Busy => Problem::Unavailable(e.to_string()),
+            C::Store(s) => s.into(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]

@@ -231,6 +231,7 @@ pub async fn run(
         store: state.store.clone(),
         metrics: state.metrics.clone(),
         draining: state.draining.clone(),
+        cases: state.cases.clone(),
     };
     workers.extend(state.inbound.spawn(inbound_hub, workers_stop.clone()));
     workers.extend(state.checks.spawn(workers_stop.clone()));

@@ -453,25 +453,34 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     let (table, queue) = (format!("ajsl_exchange_{sfx}"), format!("conghua.investment-centre.cases.{sfx}"));
     let tax_db = sqlx::PgPool::connect(&pg_url).await?;
     let ddl = std::fs::read_to_string(harness::root().join("config/examples/sql/state-tax-postgres.sql"))?;
-    let ddl = &ddl[ddl.find("CREATE TABLE IF NOT EXISTS ajsl_exchange").expect("the case exchange table")..];
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.replace("ajsl_exchange", &table))).execute(&tax_db).await?;
+    let staging = format!("swdj_staging_{sfx}");
+    for t in ["swdj_staging", "ajsl_exchange"] {
+        let from = ddl.find(&format!("CREATE TABLE IF NOT EXISTS {t} ")).expect("the table's DDL");
+        let stmt = &ddl[from..from + ddl[from..].find(");").expect("its end") + 2];
+        let stmt = stmt.replace("swdj_staging", &staging).replace("ajsl_exchange", &table);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&tax_db).await?;
+    }
     let conn = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
 
-    let (_cfg_dir, cfg) =
-        TestConfig::conghua_with_exchange(&["cases-to-investment-centre-queue", "cases-to-state-tax-table"])
-            .without_checks()
-            .fast_retries()
-            .replace("engine = \"sqlite\"", "engine = \"postgres\"")
-            .replace("amqp://guest:guest@127.0.0.1:5672/%2f", &amqp_url)
-            .replace("routing_key = \"conghua.investment-centre.cases\"", &format!("routing_key = \"{queue}\""))
-            .replace("table = \"ajsl_exchange\"", &format!("table = \"{table}\""))
-            .replace(
-                "settings = { url = \"postgres://postgres@127.0.0.1:5432/test\", table",
-                &format!("settings = {{ url = \"{pg_url}\", table"),
-            )
-            .write();
+    let (_cfg_dir, cfg) = TestConfig::conghua_with_exchange(&[
+        "cases-to-investment-centre-queue",
+        "cases-to-state-tax-table",
+        "state-tax-staging",
+    ])
+    .without_checks()
+    .fast_retries()
+    .replace("engine = \"sqlite\"", "engine = \"postgres\"")
+    .replace("amqp://guest:guest@127.0.0.1:5672/%2f", &amqp_url)
+    .replace("routing_key = \"conghua.investment-centre.cases\"", &format!("routing_key = \"{queue}\""))
+    .replace("table = \"ajsl_exchange\"", &format!("table = \"{table}\""))
+    .replace("table = \"swdj_staging\" }", &format!("table = \"{staging}\", poll_ms = 50 }}"))
+    .replace(
+        "settings = { url = \"postgres://postgres@127.0.0.1:5432/test\", table",
+        &format!("settings = {{ url = \"{pg_url}\", table"),
+    )
+    .write();
     let dir = tempfile::tempdir()?;
     let env = [("HUB_DATABASE_URL", db.url.as_str())];
     let hub = harness::HubProcess::start_config(BIN, &cfg, &dir.path().join("data"), harness::free_port()?, &[], &env)
@@ -538,7 +547,32 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
         "taxpayer_kind": "enterprise", "registered_on": "2026-12-07", "tax_authority": "国家税务总局广州市从化区税务局",
         "status": "normal"
     });
-    assert_eq!(publish_for_step(&hub.client("state-tax"), "tax-registration", &id, "tax", &tax).await?.status, 201);
+    // State Tax answers from its own database: a staging row with the case and step of its
+    // exchange-table row is the registration that completes the step.
+    let _ = tax;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {staging} (djxh, nsrsbh, nsrmc, nsrlx, djrq, swjg, zt, ajbh, hjbh) \
+         VALUES ('TR440184-2026-000901', $1, '广州市从化区流溪河荔枝农业有限公司', 'qy', '2026-12-07', \
+         '国家税务总局广州市从化区税务局', 'zc', $2, $3)"
+    )))
+    .bind(&code)
+    .bind(&ajbh)
+    .bind(&hjbh)
+    .execute(&tax_db)
+    .await?;
+    harness::eventually(Duration::from_secs(30), "State Tax's staging row to be taken", || async {
+        let status: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT status FROM {staging}"))).fetch_one(&tax_db).await?;
+        Ok(status != "new")
+    })
+    .await?;
+    let (status, problem): (String, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {staging}")))
+            .fetch_one(&tax_db)
+            .await?;
+    assert_eq!(status, "taken", "{problem:?}");
+    let seen = centre.get(&format!("/v1/cases/{id}")).await?;
+    assert_eq!(step(&seen.json, "tax")["state"], "done", "{}", seen.text);
     let org_code = json!({
         "code": "MA59XK0D-5", "uscc": code, "name": "广州市从化区流溪河荔枝农业有限公司", "organization_type": "enterprise",
         "issued_on": "2026-12-07", "valid_until": "2030-12-06", "issuing_authority": "从化区质量技术监督局", "status": "valid"
@@ -567,7 +601,7 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     assert_eq!(v.json["ok"], true, "{}", v.text);
     drop(hub);
     channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&tax_db).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}; DROP TABLE {staging}"))).execute(&tax_db).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
 }

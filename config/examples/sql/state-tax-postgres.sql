@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS swdj_staging (
     nsrlx   text NOT NULL,          -- 纳税人类型: qy | gtgsh | gr
     djrq    date NOT NULL,          -- 登记日期
     swjg    text NOT NULL,          -- 税务机关
-    zt      text NOT NULL           -- 状态: zc | fz | zx
+    zt      text NOT NULL,          -- 状态: zc | fz | zx
+    ajbh    text,                   -- 案件编号: the joint case this registration answers, if one
+    hjbh    text                    -- 环节编号: its step (with ajbh, from ajsl_exchange)
 );
 CREATE INDEX IF NOT EXISTS swdj_staging_new ON swdj_staging (id) WHERE status = 'new';
 
@@ -35,8 +37,8 @@ CREATE TABLE IF NOT EXISTS qydj_exchange (
 
 -- 案件受理 exchange: the joint cases' events addressed to State Tax (a step ready for it, late,
 -- or a case stopped), one row per event. A step's row carries the business licence's data the
--- taxpayer registration needs. State Tax answers by publishing the tax registration with the
--- header Hub-Case-Step: AJBH/HJBH (the case and step of the row) through the API.
+-- taxpayer registration needs. State Tax answers with a swdj_staging row carrying the row's
+-- ajbh and hjbh (or through the API, with the header Hub-Case-Step: AJBH/HJBH).
 CREATE TABLE IF NOT EXISTS ajsl_exchange (
     seq         bigserial,
     event_id    text PRIMARY KEY,   -- the hub's event id: a redelivery inserts nothing

@@ -16,7 +16,7 @@ use super::extract::{Path, Query};
 use super::records::idempotency_key;
 use super::{is_json, json_response, parse_json, read_body, AppState, Context, Problem};
 use crate::cases::engine::{CaseError, Cases, Outcome};
-use crate::cases::model::{Answer, Case, RecordRef, Refusal};
+use crate::cases::model::{Answer, Case, RecordRef};
 use crate::cases::CASE_TYPE;
 use crate::catalog::Violation;
 use crate::config::Role;
@@ -40,18 +40,9 @@ impl AppState {
     /// A case error as the problem to send; refusals of the caller are audited first.
     async fn case_problem(&self, who: &Principal, e: CaseError) -> Problem {
         let ctx = Context { record_type: Some(CASE_TYPE), ..Default::default() };
-        match e {
-            CaseError::UnknownType(_) | CaseError::NoCase(_) => Problem::NotFound(e.to_string()),
-            CaseError::NotOpener(why) | CaseError::NotParty(why) => self.refuse(who, why, ctx).await,
-            CaseError::Refused(r @ Refusal::NotYours { .. }) => self.refuse(who, r.to_string(), ctx).await,
-            CaseError::Refused(r @ Refusal::NoStep { .. }) => Problem::NotFound(r.to_string()),
-            CaseError::Refused(Refusal::State(why)) => Problem::StateConflict(why),
-            CaseError::Refused(Refusal::Invalid(why)) => Problem::InvalidRequest(why, Vec::new()),
-            CaseError::Malformed(p) => p.into(),
-            CaseError::Invalid(v) => Problem::InvalidRequest("the application does not match its schema".into(), v),
-            CaseError::Conflict => Problem::Conflict(e.to_string()),
-            CaseError::Busy => Problem::Unavailable(e.to_string()),
-            CaseError::Store(s) => s.into(),
+        match Problem::from(e) {
+            Problem::Forbidden(why) => self.refuse(who, why, ctx).await,
+            other => other,
         }
     }
 

@@ -133,4 +133,9 @@ pub struct InboundConfig {
     /// the mapping runs on it and its output must validate against the record type's schema.
     #[serde(default)]
     pub mapping_example: Option<Spanned<String>>,
+    /// Optional jq program from the department's record (before the mapping) to the joint-case
+    /// step it completes, `"CASE/STEP"`, or `null` for a record that completes none: the
+    /// connection's equivalent of the `Hub-Case-Step` header.
+    #[serde(default)]
+    pub case_step: Option<Spanned<String>>,
 }

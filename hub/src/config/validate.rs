@@ -371,6 +371,11 @@ impl Config {
                 p.at(m.span(), format!("mapping: {e}"));
             }
         }
+        if let Some(m) = &c.case_step {
+            if let Err(e) = crate::routing::jq::JqProgram::compile(m.get_ref()) {
+                p.at(m.span(), format!("case_step: {e}"));
+            }
+        }
         if let (Some(ex), None) = (&c.mapping_example, &c.mapping) {
             p.at(ex.span(), "mapping_example needs a mapping");
         }
