@@ -98,11 +98,9 @@ async fn drive(args: &BenchArgs, clients: i64, t: &str, dir: &Path) -> Result<Ou
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    let measure_from =
-        started.duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64 + args.warmup.as_micros() as u64;
-    let measure_to = measure_from + args.duration.as_micros() as u64;
-    let mut out = Outcome::empty(args.duration)?;
-    out.errors = failed;
+    // The window starts from pgbench's own first transaction, not from when it was spawned: on
+    // a loaded machine the process can take longer to start than the warm-up lasts.
+    let mut ended: Vec<(u64, u64)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("log")) {
@@ -118,11 +116,19 @@ async fn drive(args: &BenchArgs, clients: i64, t: &str, dir: &Path) -> Result<Ou
                 // "failed" or "skipped" in the latency column.
                 continue;
             };
-            let ended = sec * 1_000_000 + usec;
-            if ended >= measure_from && ended < measure_to {
-                out.ok += 1;
-                let _ = out.histogram.record(latency.max(1));
-            }
+            ended.push((sec * 1_000_000 + usec, latency));
+        }
+    }
+    let spawned = started.duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let first = ended.iter().map(|(at, latency)| at.saturating_sub(*latency)).min().unwrap_or(spawned).max(spawned);
+    let measure_from = first + args.warmup.as_micros() as u64;
+    let measure_to = measure_from + args.duration.as_micros() as u64;
+    let mut out = Outcome::empty(args.duration)?;
+    out.errors = failed;
+    for (at, latency) in ended {
+        if at >= measure_from && at < measure_to {
+            out.ok += 1;
+            let _ = out.histogram.record(latency.max(1));
         }
     }
     if out.ok == 0 {
