@@ -542,14 +542,8 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
         .get("id_number")
         .is_none());
 
-    let tax = json!({
-        "registration_no": "TR440184-2026-000901", "taxpayer_id": code, "taxpayer_name": "广州市从化区流溪河荔枝农业有限公司",
-        "taxpayer_kind": "enterprise", "registered_on": "2026-12-07", "tax_authority": "国家税务总局广州市从化区税务局",
-        "status": "normal"
-    });
     // State Tax answers from its own database: a staging row with the case and step of its
     // exchange-table row is the registration that completes the step.
-    let _ = tax;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {staging} (djxh, nsrsbh, nsrmc, nsrlx, djrq, swjg, zt, ajbh, hjbh) \
          VALUES ('TR440184-2026-000901', $1, '广州市从化区流溪河荔枝农业有限公司', 'qy', '2026-12-07', \

@@ -26,8 +26,6 @@ pub use crate::config::{ANSWER, CASE_EVENT_TYPE, CASE_TYPE};
 pub struct StepType {
     /// Id.
     pub id: String,
-    /// Display name.
-    pub title: Option<String>,
     /// The department that does it.
     pub department: String,
     /// A record type id, or `"answer"`.
@@ -225,7 +223,6 @@ fn compile(
         }
         steps.push(StepType {
             id: s.id.get_ref().clone(),
-            title: s.title.clone(),
             department: s.department.get_ref().clone(),
             completes_with: s.completes_with.get_ref().clone(),
             depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
