@@ -35,7 +35,7 @@ pub struct Problem {
         crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions,
         crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla,
         crate::api::cases::open, crate::api::cases::read, crate::api::cases::list, crate::api::cases::answer,
-        crate::api::cases::report
+        crate::api::cases::report, crate::api::cases::desk
     ),
     modifiers(&Security, &Admission),
     tags((name = "records"), (name = "catalogue"), (name = "delivery"), (name = "operations"), (name = "audit"), (name = "health"), (name = "cases"))

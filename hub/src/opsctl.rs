@@ -107,6 +107,33 @@ pub async fn status(c: &Connection, names: &dyn Fn(&str) -> String, json: bool) 
     Ok(format!("hub {}: {}\n{checks}\n{backlog}", s(&health["serviceId"]), s(&health["status"])))
 }
 
+/// `hub cases`: open cases per type, late steps per department, and (for ops and auditors)
+/// the late steps, oldest last day first.
+pub async fn cases(c: &Connection, names: &dyn Fn(&str) -> String, json: bool) -> anyhow::Result<String> {
+    let v = c.get("/v1/ops/cases").await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let mut open = table(&["case type", "title", "open"]);
+    for t in v["case_types"].as_array().into_iter().flatten() {
+        open.add_row(vec![s(&t["case_type"]), s(&t["title"]), s(&t["open"])]);
+    }
+    let mut late = table(&["department", "late steps"]);
+    for d in v["late_by_department"].as_array().into_iter().flatten() {
+        let dept = d["department"].as_str().unwrap_or_default();
+        late.add_row(vec![format!("{dept} {}", names(dept)), s(&d["late"])]);
+    }
+    let mut out = format!("joint cases on {}\n{open}\n{late}", s(&v["today"]));
+    if let Some(steps) = v["late_steps"].as_array().filter(|l| !l.is_empty()) {
+        let mut t = table(&["case", "case type", "step", "department", "last day"]);
+        for l in steps {
+            t.add_row(vec![s(&l["case"]), s(&l["case_type"]), s(&l["step"]), s(&l["department"]), s(&l["due"])]);
+        }
+        out.push_str(&format!("\n{t}"));
+    }
+    Ok(out)
+}
+
 /// `hub checks list`.
 pub async fn checks_list(c: &Connection, json: bool) -> anyhow::Result<String> {
     let v = c.get("/v1/ops/checks").await?;

@@ -347,6 +347,17 @@ async fn bad_case_requests_get_problems_and_store_nothing() -> Result<()> {
 }
 
 /// Noon in Conghua (UTC+8, no daylight saving) on `day`, as the sweep's clock.
+/// The hub's command line with a config and data directory: success, stdout, stderr.
+fn hub_cli(args: &[&str], config: &std::path::Path, data: &std::path::Path) -> Result<(bool, String, String)> {
+    let out =
+        std::process::Command::new(BIN).args(args).arg("--config").arg(config).arg("--data").arg(data).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 fn noon(day: chrono::NaiveDate) -> chrono::DateTime<chrono::Utc> {
     day.and_hms_opt(4, 0, 0).unwrap().and_utc()
 }
@@ -392,8 +403,19 @@ async fn a_late_step_is_reminded_then_escalated_to_the_supervision_bureau_once_e
         .filter(|e| e["action"] == "case" && e["detail"]["event"] == "escalated" && e["detail"]["to"] == "supervision")
         .count();
     assert_eq!(escalations, 1, "{}", audit.text);
+    // The case desk on that day names the step, and counts it for Civil Affairs.
+    let that_day = escalate_after.succ_opt().unwrap().to_string();
+    let desk = hub.state.store.case_counts(&that_day).await?;
+    assert_eq!(desk.late, [("civil-affairs".to_owned(), 1)]);
+    let named: Vec<(&str, &str, &str)> =
+        desk.late_steps.iter().map(|l| (l.case.as_str(), l.step.as_str(), l.department.as_str())).collect();
+    assert_eq!(named, [(id.as_str(), "marriage", "civil-affairs")]);
+    assert_eq!(desk.late_steps[0].due, due.to_string());
+    assert!(hub.state.store.case_counts(&due.to_string()).await?.late_steps.is_empty(), "not late on its last day");
     let m = marriage("J440184-2026-000031", &a, &b);
     assert_eq!(publish_for_step(&civil, "marriage-registration", &id, "marriage", &m).await?.status, 201);
+    let after_done = hub.state.store.case_counts(&that_day).await?;
+    assert!(after_done.late_steps.iter().all(|l| l.step != "marriage"), "a done step is not late: {after_done:?}");
 
     // The month's signed case report: the ops desk gets the late steps, the vendor counts only;
     // the dashboard counts the open case.
@@ -413,9 +435,37 @@ async fn a_late_step_is_reminded_then_escalated_to_the_supervision_bureau_once_e
     assert!(!vendor.text.contains(&id), "no case is named to the vendor");
     assert_eq!(hub.client("civil-affairs").get(&format!("/v1/ops/reports/cases?month={month}")).await?.status, 403);
     assert_eq!(hub.client("ops-duty").get("/v1/ops/reports/cases?month=2026-13").await?.status, 400);
+    let printable = hub.client("ops-duty").get(&format!("/v1/ops/reports/cases?month={month}&format=html")).await?;
+    assert!(printable.content_type.starts_with("text/html"), "{}", printable.content_type);
+    assert!(
+        printable.text.contains("marriage-and-birth") && printable.text.contains("no step was late"),
+        "{}",
+        printable.text
+    );
     let page = hub.client("ops-duty").get("/ops/").await?;
-    assert!(page.text.contains("Joint cases"), "{}", page.text);
-    hub.stop().await;
+    assert!(page.text.contains("Joint cases") && page.text.contains("format=html"), "{}", page.text);
+
+    // The case desk now: the open case counted; the vendor gets no late-step list.
+    let desk = hub.client("ops-duty").get("/v1/ops/cases").await?;
+    assert_eq!(desk.status, 200, "{}", desk.text);
+    let open = desk.json["case_types"].as_array().unwrap().iter().find(|t| t["case_type"] == "marriage-and-birth");
+    assert_eq!(open.map(|t| t["open"].clone()), Some(json!(1)), "{}", desk.text);
+    assert!(desk.json["late_steps"].is_array());
+    let vendor_desk = hub.client("vendor").get("/v1/ops/cases").await?;
+    assert!(vendor_desk.status == 200 && vendor_desk.json.get("late_steps").is_none(), "{}", vendor_desk.text);
+    assert_eq!(hub.client("civil-affairs").get("/v1/ops/cases").await?.status, 403);
+
+    // The same from the command line: `hub cases` against the running hub, and the printable
+    // report from the data directory once it has stopped.
+    let (url, data, config) = (hub.url.clone(), hub.data.path().to_path_buf(), cfg.clone());
+    let (ok, out, err) =
+        tokio::task::spawn_blocking(move || hub_cli(&["cases", "--url", &url], &config, &data)).await??;
+    assert!(ok, "{err}");
+    assert!(out.contains("marriage-and-birth") && out.contains("适龄青年婚育一条龙服务"), "{out}");
+    let data = hub.stop_keeping_data().await;
+    let (ok, out, err) = hub_cli(&["report", "cases", "--month", &month, "--format", "html"], &cfg, data.path())?;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("<!DOCTYPE html>") && out.contains("birth-service") && out.contains("Ed25519"), "{out}");
     Ok(())
 }
 
@@ -434,22 +484,24 @@ fn enterprise_application(owner: &str) -> Value {
 }
 
 /// The enterprise establishment of the plan over the adapters each department uses, on the
-/// PostgreSQL store: the Investment Centre's application, Industry and Commerce's licence (its
-/// feed), then State Tax (its exchange table in its own PostgreSQL, carrying the licence's credit
-/// code) and Quality Supervision (its feed) in parallel, and the unified reply in the Investment
-/// Centre's RabbitMQ queue through the AMQP outbound adapter.
+/// PostgreSQL store: the Investment Centre's application; Industry and Commerce's licence (the
+/// case from its feed, the licence from its MariaDB staging table); then State Tax (its exchange
+/// table in its own PostgreSQL, carrying the licence's credit code, answered from its staging
+/// table) and Quality Supervision (its feed) in parallel; and the unified reply in the
+/// Investment Centre's RabbitMQ queue through the AMQP outbound adapter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enterprise_application_runs_three_departments_in_order_and_replies_through_the_queue() -> Result<()> {
     use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
     use lapin::types::FieldTable;
-    let (Some(pg_url), Some(amqp_url)) =
-        (harness::server("HUB_TEST_POSTGRES_URL"), harness::server("HUB_TEST_AMQP_URL"))
-    else {
+    let (Some(pg_url), Some(my_url), Some(amqp_url)) = (
+        harness::server("HUB_TEST_POSTGRES_URL"),
+        harness::server("HUB_TEST_MYSQL_URL"),
+        harness::server("HUB_TEST_AMQP_URL"),
+    ) else {
         return Ok(());
     };
     let Some(db) = harness::PgDatabase::create("joint cases on the PostgreSQL store").await? else { return Ok(()) };
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let sfx = format!("{}_{nanos}", std::process::id());
+    let sfx = harness::suffix();
     let (table, queue) = (format!("ajsl_exchange_{sfx}"), format!("conghua.investment-centre.cases.{sfx}"));
     let tax_db = sqlx::PgPool::connect(&pg_url).await?;
     let ddl = std::fs::read_to_string(harness::root().join("config/examples/sql/state-tax-postgres.sql"))?;
@@ -460,6 +512,11 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
         let stmt = stmt.replace("swdj_staging", &staging).replace("ajsl_exchange", &table);
         sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&tax_db).await?;
     }
+    // Industry and Commerce's own MariaDB, with the staging table its licences leave by.
+    let ic_db = sqlx::MySqlPool::connect(&my_url).await?;
+    let licences = format!("qydj_staging_{sfx}");
+    let ddl = std::fs::read_to_string(harness::root().join("config/examples/sql/industry-commerce-mariadb.sql"))?;
+    harness::run_sql_my(&ic_db, &ddl.replace("qydj_staging", &licences)).await?;
     let conn = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
@@ -468,6 +525,7 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
         "cases-to-investment-centre-queue",
         "cases-to-state-tax-table",
         "state-tax-staging",
+        "industry-commerce-staging",
     ])
     .without_checks()
     .fast_retries()
@@ -476,10 +534,12 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     .replace("routing_key = \"conghua.investment-centre.cases\"", &format!("routing_key = \"{queue}\""))
     .replace("table = \"ajsl_exchange\"", &format!("table = \"{table}\""))
     .replace("table = \"swdj_staging\" }", &format!("table = \"{staging}\", poll_ms = 50 }}"))
+    .replace("table = \"qydj_staging\" }", &format!("table = \"{licences}\", poll_ms = 50 }}"))
     .replace(
         "settings = { url = \"postgres://postgres@127.0.0.1:5432/test\", table",
         &format!("settings = {{ url = \"{pg_url}\", table"),
     )
+    .replace("mysql://root@127.0.0.1:3306/test", &my_url)
     .write();
     let dir = tempfile::tempdir()?;
     let env = [("HUB_DATABASE_URL", db.url.as_str())];
@@ -499,23 +559,35 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
         ]
     );
 
-    // Industry and Commerce reads the application from its feed and issues the licence.
+    // Industry and Commerce reads the application from its feed and issues the licence from its
+    // own MariaDB: a staging row with the case and step of the feed's event.
     let ic = hub.client("industry-commerce");
     let f = ic.get("/v1/feeds/cases-to-industry-commerce?wait=10").await?;
-    assert_eq!(
-        f.json["events"][0]["data"]["application"]["enterprise"]["name"], "广州市从化区流溪河荔枝农业有限公司",
-        "{}",
-        f.text
-    );
+    let event = &f.json["events"][0]["data"];
+    assert_eq!(event["application"]["enterprise"]["name"], "广州市从化区流溪河荔枝农业有限公司", "{}", f.text);
     let code = harness::uscc("91440184MA59XK0D1");
-    let licence = json!({
-        "uscc": code, "name": "广州市从化区流溪河荔枝农业有限公司", "enterprise_type": "limited-liability",
-        "legal_representative": { "id_number": owner, "name": "陈国强" }, "registered_capital": 50,
-        "established_on": "2026-12-04", "address": "广州市从化区太平镇钱岗村", "business_scope": "水果种植；农产品初加工",
-        "status": "active"
-    });
-    let r = publish_for_step(&ic, "enterprise-registration", &id, "licence", &licence).await?;
-    assert_eq!(r.status, 201, "{}", r.text);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {licences} (tyshxydm, qymc, qylx, fddbr_xm, fddbr_sfzh, zczb, clrq, zs, jyfw, djzt, ajbh, hjbh) \
+         VALUES (?, '广州市从化区流溪河荔枝农业有限公司', 'limited-liability', '陈国强', ?, 50.00, '2026-12-04', \
+         '广州市从化区太平镇钱岗村', '水果种植；农产品初加工', 'active', ?, ?)"
+    )))
+    .bind(&code)
+    .bind(&owner)
+    .bind(event["id"].as_str())
+    .bind(event["steps"][0]["id"].as_str())
+    .execute(&ic_db)
+    .await?;
+    harness::eventually(Duration::from_secs(30), "Industry and Commerce's staging row to be taken", || async {
+        let status: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT status FROM {licences}"))).fetch_one(&ic_db).await?;
+        Ok(status != "new")
+    })
+    .await?;
+    let (status, problem): (String, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {licences}")))
+            .fetch_one(&ic_db)
+            .await?;
+    assert_eq!(status, "taken", "{problem:?}");
 
     // State Tax's exchange table gets its step with the licence's credit code; Quality
     // Supervision's feed gets its own.
@@ -593,9 +665,15 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     assert!(channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await?.is_none(), "one reply");
     let v = hub.client("supervision").get("/v1/audit/verify").await?;
     assert_eq!(v.json["ok"], true, "{}", v.text);
+    // The case desk's queries on the PostgreSQL store: nothing open, nothing late.
+    let desk = hub.client("ops-duty").get("/v1/ops/cases").await?;
+    assert_eq!(desk.status, 200, "{}", desk.text);
+    assert!(desk.json["case_types"].as_array().unwrap().iter().all(|t| t["open"] == 0), "{}", desk.text);
+    assert_eq!(desk.json["late_steps"], json!([]), "{}", desk.text);
     drop(hub);
     channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}; DROP TABLE {staging}"))).execute(&tax_db).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {licences}"))).execute(&ic_db).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
 }

@@ -9,13 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::{eventually, free_port, resident_id, server, uscc, HubProcess, TestConfig, TestHub};
+use harness::{
+    eventually, free_port, resident_id, run_sql_my, run_sql_pg, server, suffix, uscc, HubProcess, TestConfig, TestHub,
+};
 use serde_json::{json, Value};
-
-fn suffix() -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}_{}", std::process::id(), n % 1_000_000)
-}
 
 fn results(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
@@ -137,27 +134,6 @@ async fn a_gb18030_csv_in_the_exchange_folder_is_published_line_by_line() -> Res
     assert!(event["data"].get("address").is_none(), "not in the federation's grant");
     hub.stop().await;
     Ok(())
-}
-
-/// Runs each statement of a DDL file (statements end with `;` at a line end).
-async fn run_sql_pg(pool: &sqlx::PgPool, sql: &str) -> Result<()> {
-    for stmt in statements(sql) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(pool).await?;
-    }
-    Ok(())
-}
-
-async fn run_sql_my(pool: &sqlx::MySqlPool, sql: &str) -> Result<()> {
-    for stmt in statements(sql) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(pool).await?;
-    }
-    Ok(())
-}
-
-fn statements(sql: &str) -> Vec<String> {
-    let without_comments: String =
-        sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
-    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

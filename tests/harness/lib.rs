@@ -510,3 +510,31 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// Runs a DDL file's statements (`--` comments dropped) on PostgreSQL.
+pub async fn run_sql_pg(pool: &sqlx::PgPool, sql: &str) -> Result<()> {
+    for stmt in statements(sql) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// The same on MariaDB, which takes one statement per query.
+pub async fn run_sql_my(pool: &sqlx::MySqlPool, sql: &str) -> Result<()> {
+    for stmt in statements(sql) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(pool).await?;
+    }
+    Ok(())
+}
+
+fn statements(sql: &str) -> Vec<String> {
+    let without_comments: String =
+        sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A suffix for this run's own table and queue names on the shared servers.
+pub fn suffix() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}", std::process::id(), n % 1_000_000)
+}

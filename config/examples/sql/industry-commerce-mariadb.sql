@@ -15,5 +15,7 @@ CREATE TABLE IF NOT EXISTS qydj_staging (
     zs          VARCHAR(200) NOT NULL,  -- 住所
     jyfw        TEXT,                   -- 经营范围
     djzt        VARCHAR(16) NOT NULL,   -- 登记状态: active | revoked | cancelled
+    ajbh        VARCHAR(64),            -- 案件编号: the joint case this licence answers, if one
+    hjbh        VARCHAR(64),            -- 环节编号: its step (with ajbh, from the case's feed event)
     KEY qydj_staging_status (status, id)
 ) DEFAULT CHARSET = utf8mb4;

@@ -34,6 +34,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/cases/{case}", get(read).post(open))
         .route("/v1/cases/{case}/steps/{step}", post(answer))
         .route("/v1/ops/reports/cases", get(report))
+        .route("/v1/ops/cases", get(desk))
 }
 
 impl AppState {
@@ -345,17 +346,19 @@ pub(super) async fn publish_for_step(
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     month: Option<String>,
+    format: Option<String>,
 }
 
 /// `GET /v1/ops/reports/cases?month=YYYY-MM`: the signed monthly case report (ops and auditors
 /// with the late steps, the vendor counts only).
 #[utoipa::path(get, path = "/v1/ops/reports/cases", tag = "cases",
-    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone")),
-    responses((status = 200, description = "The signed case report"),
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    responses((status = 200, description = "The signed case report (JSON, or its printable page)"),
               (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
 pub async fn report(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    headers: HeaderMap,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, Problem> {
     let role = state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the case report").await?;
@@ -374,5 +377,32 @@ pub async fn report(
         crate::report::ReportError::BadMonth => bad("month", "must be YYYY-MM"),
         crate::report::ReportError::Store(s) => s.into(),
     })?;
+    if super::wants_html(q.format.as_deref(), &headers) {
+        return Ok(super::report_page(crate::cases::report::html(&signed)));
+    }
     Ok(json_response(StatusCode::OK, &signed))
+}
+
+/// `GET /v1/ops/cases`: the case desk now: open cases per type, late steps per department, and
+/// (for ops and auditors) the late steps themselves; the vendor gets the counts only.
+#[utoipa::path(get, path = "/v1/ops/cases", tag = "cases",
+    responses((status = 200, description = "Open cases and late steps"),
+              (status = 403, body = crate::openapi::Problem)))]
+pub async fn desk(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
+    let role = state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the case desk").await?;
+    let today = chrono::Utc::now().with_timezone(&state.config.timezone()).date_naive().to_string();
+    let counts = state.store.case_counts(&today).await?;
+    let open = |id: &str| counts.open.iter().find(|(t, _)| t == id).map_or(0, |(_, n)| *n);
+    let types: Vec<Value> = state
+        .catalog
+        .cases
+        .iter()
+        .map(|t| json!({ "case_type": t.id, "title": t.title, "open": open(&t.id) }))
+        .collect();
+    let late: Vec<Value> = counts.late.iter().map(|(d, n)| json!({ "department": d, "late": n })).collect();
+    let mut body = json!({ "today": today, "case_types": types, "late_by_department": late });
+    if role != Role::Vendor {
+        body["late_steps"] = serde_json::to_value(&counts.late_steps).map_err(|e| Problem::Internal(e.to_string()))?;
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -126,7 +126,8 @@ pub async fn render(state: &AppState) -> Result<Response, Problem> {
                         }
                         @if cases.late.is_empty() { tr { td.muted colspan="2" { "no step is past its time limit" } } }
                     }
-                    p.muted { "The month's signed case report: /v1/ops/reports/cases?month=YYYY-MM" }
+                    p { a href=(format!("/v1/ops/reports/cases?month={}&format=html", today.get(..7).unwrap_or_default())) { "This month's signed case report 本月联办案件报告" }
+                        span.muted { " · the late steps themselves: hub cases, or GET /v1/ops/cases" } }
                 }
                 h2 { "Certificates 证书" }
                 p class=(certificates.map_or("warn", |c| c.status.as_str())) { (certificates.map_or("no certificates check configured", |c| c.summary.as_str())) }

@@ -249,18 +249,8 @@ pub async fn sla(
         crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
         crate::report::ReportError::Store(s) => s.into(),
     })?;
-    let wants_html = q.format.as_deref() == Some("html")
-        || headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/html"));
-    if wants_html {
-        return Ok((
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
-            ],
-            crate::report::html(&signed),
-        )
-            .into_response());
+    if super::wants_html(q.format.as_deref(), &headers) {
+        return Ok(super::report_page(crate::report::html(&signed)));
     }
     Ok(json_response(StatusCode::OK, &signed))
 }

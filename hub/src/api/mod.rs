@@ -372,6 +372,25 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Whether a report's caller asked for the printable page (`format=html`, or a browser's Accept).
+fn wants_html(format: Option<&str>, headers: &axum::http::HeaderMap) -> bool {
+    format == Some("html")
+        || headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/html"))
+}
+
+/// A signed report's printable page: its one inline style block is the only thing it may load.
+fn report_page(html: String) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod oneshot;
 

@@ -143,3 +143,80 @@ pub async fn monthly(
     }
     Ok(signed(report, keys))
 }
+
+/// A printable HTML page of a signed case report (no scripts, no external assets).
+pub fn html(signed: &Value) -> String {
+    let r = &signed["report"];
+    let text = |v: &Value| {
+        v.as_str().map(str::to_owned).unwrap_or_else(|| if v.is_null() { "–".into() } else { v.to_string() })
+    };
+    let rows = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let markup = maud::html! {
+        (maud::DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                title { "Joint cases " (text(&r["month"])) " — " (text(&r["hub"])) }
+                style { "body{font:14px/1.5 sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;margin:1em 0}"
+                        "td,th{border:1px solid #999;padding:.3em .6em;text-align:left}td.n{text-align:right}"
+                        "code{word-break:break-all;font-size:11px}" }
+            }
+            body {
+                h1 { "联办案件报告 Joint case report " (text(&r["month"])) }
+                p {
+                    "Hub " b { (text(&r["hub"])) } ", time zone " (text(&r["timezone"])) ", period "
+                    (text(&r["period"]["start"])) " – " (text(&r["period"]["end"]))
+                    @if r["period"]["complete"] != true { " (the month so far)" } "."
+                }
+                h2 { "Cases 案件 (working days from opening to the reply)" }
+                table {
+                    tr { th { "case type" } th { "opened" } th { "completed" } th { "refused" } th { "median" } th { "p90" } }
+                    @for t in rows(&r["case_types"]) {
+                        tr {
+                            td { (text(&t["case_type"])) } td.n { (text(&t["opened"])) } td.n { (text(&t["completed"])) }
+                            td.n { (text(&t["refused"])) } td.n { (text(&t["working_days_to_reply"]["median"])) }
+                            td.n { (text(&t["working_days_to_reply"]["p90"])) }
+                        }
+                    }
+                }
+                h2 { "Steps 环节 (working days from ready to done)" }
+                table {
+                    tr { th { "case type" } th { "step" } th { "done" } th { "median" } th { "p90" } th { "late" } }
+                    @for s in rows(&r["steps"]) {
+                        tr {
+                            td { (text(&s["case_type"])) } td { (text(&s["step"])) }
+                            td.n { (text(&s["working_days_to_done"]["count"])) } td.n { (text(&s["working_days_to_done"]["median"])) }
+                            td.n { (text(&s["working_days_to_done"]["p90"])) } td.n { (text(&s["late"])) }
+                        }
+                    }
+                }
+                h2 { "Late steps per department 超期环节" }
+                table {
+                    tr { th { "department" } th { "late steps" } }
+                    @for (d, n) in r["late_steps_by_department"].as_object().cloned().unwrap_or_default() {
+                        tr { td { (d) } td.n { (text(&n)) } }
+                    }
+                    @if r["late_steps_by_department"].as_object().is_none_or(|m| m.is_empty()) {
+                        tr { td colspan="2" { "no step was late" } }
+                    }
+                }
+                @if let Some(late) = r["late_steps"].as_array().filter(|l| !l.is_empty()) {
+                    table {
+                        tr { th { "case" } th { "case type" } th { "step" } th { "department" } th { "last day" } th { "state" } th { "done" } }
+                        @for l in late {
+                            tr {
+                                td { code { (text(&l["case"])) } } td { (text(&l["case_type"])) } td { (text(&l["step"])) }
+                                td { (text(&l["department"])) } td { (text(&l["due"])) } td { (text(&l["state"])) } td { (text(&l["done_at"])) }
+                            }
+                        }
+                    }
+                }
+                h2 { "Signature 签名" }
+                p { (text(&signed["signature"]["algorithm"])) " over " (text(&signed["signature"]["canonicalization"])) ":" }
+                p { code { (text(&signed["signature"]["value"])) } }
+                pre { (text(&signed["signature"]["public_key"])) }
+            }
+        }
+    };
+    markup.into_string()
+}

@@ -40,8 +40,11 @@ pub(super) enum Report {
         /// `json` or `html`.
         html: bool,
     },
-    /// The joint-case report.
-    Cases,
+    /// The joint-case report, as JSON or printable HTML.
+    Cases {
+        /// `json` or `html`.
+        html: bool,
+    },
 }
 
 /// `hub report sla` and `hub report cases`: a signed monthly report, read from the data
@@ -62,12 +65,15 @@ pub(super) fn report(what: Report, month: &str, data: Option<PathBuf>, config: &
         let (hub, tz) = (config.hub.name.get_ref(), config.timezone());
         let signed = match what {
             Report::Sla { .. } => crate::report::sla(&*store, &keys, hub, tz, month).await,
-            Report::Cases => crate::cases::report::monthly(&*store, &catalog.cases, &keys, hub, tz, month, false).await,
+            Report::Cases { .. } => {
+                crate::cases::report::monthly(&*store, &catalog.cases, &keys, hub, tz, month, false).await
+            }
         };
         store.close().await;
         let signed = signed?;
         Ok::<_, anyhow::Error>(match what {
             Report::Sla { html: true } => crate::report::html(&signed),
+            Report::Cases { html: true } => crate::cases::report::html(&signed),
             _ => serde_json::to_string_pretty(&signed)?,
         })
     })?;

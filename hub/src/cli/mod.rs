@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: ChecksCommand,
     },
+    /// A running hub's joint cases: open cases per type, late steps per department and which.
+    Cases {
+        #[command(flatten)]
+        to: Remote,
+    },
     /// A running hub's dead letters.
     Dlq {
         #[command(subcommand)]
@@ -271,6 +276,9 @@ enum ReportCommand {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// json or html.
+        #[arg(long, default_value = "json")]
+        format: String,
     },
     /// The signed monthly SLA report.
     Sla {
@@ -332,11 +340,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { to } => remote::status(to),
         Command::Checks { command } => remote::checks(command),
         Command::Dlq { command } => remote::dlq(command),
+        Command::Cases { to } => remote::cases(to),
         Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
             admin::report(admin::Report::Sla { html: format == "html" }, &month, data, &config)
         }
-        Command::Report { command: ReportCommand::Cases { month, data, config } } => {
-            admin::report(admin::Report::Cases, &month, data, &config)
+        Command::Report { command: ReportCommand::Cases { month, data, config, format } } => {
+            admin::report(admin::Report::Cases { html: format == "html" }, &month, data, &config)
         }
         Command::Bench(args) => {
             crate::bench::run(args)?;

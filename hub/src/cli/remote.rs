@@ -1,4 +1,4 @@
-//! The operator commands against a running hub (`status`, `checks`, `dlq`): one mTLS
+//! The operator commands against a running hub (`status`, `checks`, `dlq`, `cases`): one mTLS
 //! connection as an operator, the output printed as a table or JSON.
 
 use std::path::PathBuf;
@@ -60,4 +60,9 @@ pub(super) fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             remote(to, move |c, _, _| Box::pin(async move { crate::opsctl::dlq_retry(&c, id).await }))
         }
     }
+}
+
+/// `hub cases`.
+pub(super) fn cases(to: Remote) -> anyhow::Result<ExitCode> {
+    remote(to, |c, names, json| Box::pin(async move { crate::opsctl::cases(&c, &names, json).await }))
 }

@@ -338,14 +338,42 @@ impl CaseQuery {
     }
 }
 
-/// Open cases and late steps, counted (the dashboard; no case is named).
+/// Open cases and late steps: counted (the dashboard, the vendor), and the late steps themselves,
+/// oldest last day first (ops and auditors; a case id names no person).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CaseCounts {
     /// Open cases per case type.
     pub open: Vec<(String, u64)>,
     /// Ready steps past their last day, per department.
     pub late: Vec<(String, u64)>,
+    /// The first 200 of those steps: an operator's screen, not an export (the monthly report
+    /// lists them all).
+    pub late_steps: Vec<LateStep>,
 }
+
+/// A ready step of an open case past its last day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LateStep {
+    /// The case.
+    pub case: String,
+    /// Its type.
+    pub case_type: String,
+    /// The step.
+    pub step: String,
+    /// The step's department.
+    pub department: String,
+    /// Its last day (YYYY-MM-DD).
+    pub due: String,
+}
+
+/// The queries behind [`CaseCounts`], the same on both engines; `$1` is today.
+pub(crate) const CASE_COUNT_SQL: [&str; 3] = [
+    "SELECT case_type, COUNT(*) FROM cases WHERE state = 'open' GROUP BY case_type ORDER BY case_type",
+    "SELECT s.department, COUNT(*) FROM case_steps s JOIN cases c ON c.id = s.case_id
+     WHERE c.state = 'open' AND s.state = 'ready' AND s.due < $1 GROUP BY s.department ORDER BY s.department",
+    "SELECT s.case_id, c.case_type, s.step, s.department, s.due FROM case_steps s JOIN cases c ON c.id = s.case_id
+     WHERE c.state = 'open' AND s.state = 'ready' AND s.due < $1 ORDER BY s.due, s.case_id, s.step LIMIT 200",
+];
 
 /// The receipt a publisher gets (CONTRACT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]

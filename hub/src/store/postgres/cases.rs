@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::append::{append_batch, Appended};
 use super::writer::{Done, Group};
-use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, Published, Receipt, StoreError};
+use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, Published, Receipt, StoreError};
 
 /// The receipt an idempotency key was given, and its request's digest.
 pub(super) async fn idempotent<'e, E: sqlx::PgExecutor<'e>>(
@@ -147,18 +147,18 @@ pub(super) async fn cases(pool: &PgPool, q: &CaseQuery) -> Result<Vec<CaseRow>, 
 
 /// Open cases per type and late steps per department.
 pub(super) async fn case_counts(pool: &PgPool, today: &str) -> Result<CaseCounts, StoreError> {
-    let open: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT case_type, COUNT(*) FROM cases WHERE state = 'open' GROUP BY case_type ORDER BY case_type",
-    )
-    .fetch_all(pool)
-    .await?;
-    let late: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.department, COUNT(*) FROM case_steps s JOIN cases c ON c.id = s.case_id
-         WHERE c.state = 'open' AND s.state = 'ready' AND s.due < $1 GROUP BY s.department ORDER BY s.department",
-    )
-    .bind(today)
-    .fetch_all(pool)
-    .await?;
+    let [open, late, steps] = crate::store::CASE_COUNT_SQL;
+    let open: Vec<(String, i64)> = sqlx::query_as(open).fetch_all(pool).await?;
+    let late: Vec<(String, i64)> = sqlx::query_as(late).bind(today).fetch_all(pool).await?;
+    let late_steps: Vec<(String, String, String, String, String)> =
+        sqlx::query_as(steps).bind(today).fetch_all(pool).await?;
     let counted = |v: Vec<(String, i64)>| v.into_iter().map(|(k, n)| (k, n as u64)).collect();
-    Ok(CaseCounts { open: counted(open), late: counted(late) })
+    Ok(CaseCounts {
+        open: counted(open),
+        late: counted(late),
+        late_steps: late_steps
+            .into_iter()
+            .map(|(case, case_type, step, department, due)| LateStep { case, case_type, step, department, due })
+            .collect(),
+    })
 }

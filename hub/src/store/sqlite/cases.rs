@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{publish_op, Done, Tx, WriteFn};
 use crate::store::{
-    CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, NewVersion, Published, Receipt, StoreError,
+    CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, NewVersion, Published, Receipt, StoreError,
 };
 
 /// The receipt an idempotency key was given, and its request's digest.
@@ -113,20 +113,23 @@ pub(super) fn cases(c: &Connection, q: &CaseQuery) -> Result<Vec<CaseRow>, Store
 
 /// Open cases per type and late steps per department.
 pub(super) fn case_counts(c: &Connection, today: &str) -> Result<CaseCounts, StoreError> {
+    let [open, late, steps] = crate::store::CASE_COUNT_SQL.map(|q| q.replace("$1", "?1"));
     let pairs = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = c.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     };
-    Ok(CaseCounts {
-        open: pairs(
-            "SELECT case_type, COUNT(*) FROM cases WHERE state = 'open' GROUP BY case_type ORDER BY case_type",
-            &[],
-        )?,
-        late: pairs(
-            "SELECT s.department, COUNT(*) FROM case_steps s JOIN cases c ON c.id = s.case_id
-             WHERE c.state = 'open' AND s.state = 'ready' AND s.due < ?1 GROUP BY s.department ORDER BY s.department",
-            &[&today],
-        )?,
-    })
+    let mut stmt = c.prepare_cached(&steps)?;
+    let late_steps = stmt
+        .query_map([today], |r| {
+            Ok(LateStep {
+                case: r.get(0)?,
+                case_type: r.get(1)?,
+                step: r.get(2)?,
+                department: r.get(3)?,
+                due: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CaseCounts { open: pairs(&open, &[])?, late: pairs(&late, &[&today])?, late_steps })
 }
