@@ -483,6 +483,22 @@ fn enterprise_application(owner: &str) -> Value {
     .expect("JSON")
 }
 
+/// Waits until a department's staging row (its status and problem, from `row`) is no longer
+/// new, and checks the hub took it.
+async fn taken<F, Fut>(what: &str, row: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(String, Option<String>)>>,
+{
+    harness::eventually(Duration::from_secs(30), &format!("{what} to be taken"), || async {
+        Ok(row().await?.0 != "new")
+    })
+    .await?;
+    let (status, problem) = row().await?;
+    assert_eq!(status, "taken", "{what}: {problem:?}");
+    Ok(())
+}
+
 /// The enterprise establishment of the plan over the adapters each department uses, on the
 /// PostgreSQL store: the Investment Centre's application; Industry and Commerce's licence (the
 /// case from its feed, the licence from its MariaDB staging table); then State Tax (its exchange
@@ -577,17 +593,12 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     .bind(event["steps"][0]["id"].as_str())
     .execute(&ic_db)
     .await?;
-    harness::eventually(Duration::from_secs(30), "Industry and Commerce's staging row to be taken", || async {
-        let status: String =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT status FROM {licences}"))).fetch_one(&ic_db).await?;
-        Ok(status != "new")
+    taken("Industry and Commerce's staging row", || async {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {licences}")))
+            .fetch_one(&ic_db)
+            .await?)
     })
     .await?;
-    let (status, problem): (String, Option<String>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {licences}")))
-            .fetch_one(&ic_db)
-            .await?;
-    assert_eq!(status, "taken", "{problem:?}");
 
     // State Tax's exchange table gets its step with the licence's credit code; Quality
     // Supervision's feed gets its own.
@@ -626,17 +637,12 @@ async fn an_enterprise_application_runs_three_departments_in_order_and_replies_t
     .bind(&hjbh)
     .execute(&tax_db)
     .await?;
-    harness::eventually(Duration::from_secs(30), "State Tax's staging row to be taken", || async {
-        let status: String =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT status FROM {staging}"))).fetch_one(&tax_db).await?;
-        Ok(status != "new")
+    taken("State Tax's staging row", || async {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {staging}")))
+            .fetch_one(&tax_db)
+            .await?)
     })
     .await?;
-    let (status, problem): (String, Option<String>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT status, problem FROM {staging}")))
-            .fetch_one(&tax_db)
-            .await?;
-    assert_eq!(status, "taken", "{problem:?}");
     let seen = centre.get(&format!("/v1/cases/{id}")).await?;
     assert_eq!(step(&seen.json, "tax")["state"], "done", "{}", seen.text);
     let org_code = json!({
