@@ -136,13 +136,15 @@ impl Cursors {
     /// stores write them), taken from their routes as [`Cursors::take_bits`] does.
     pub fn take_case_bits(&self, w: &mut super::CaseWrite) -> Vec<i64> {
         let versions = w.record.iter_mut().map(|(v, _)| v).chain([&mut w.case]).chain(w.events.iter_mut());
-        versions.map(|v| self.take_bits(&mut v.routes)).collect()
+        versions.map(|v| self.take_bits(&v.record_type, &mut v.routes)).collect()
     }
 
-    /// The bits of the routes served from the log; `routes` keeps the others (outbox rows).
-    pub fn take_bits(&self, routes: &mut Vec<String>) -> i64 {
+    /// The bits of the routes served from the log; `routes` keeps the others (outbox rows). A
+    /// cursor reads its own record type's rows only, so a version of another type routed to it
+    /// (a notice of a correction, say) is an outbox row.
+    pub fn take_bits(&self, record_type: &str, routes: &mut Vec<String>) -> i64 {
         let mut bits = 0i64;
-        routes.retain(|r| match self.by_name.get(r) {
+        routes.retain(|r| match self.by_name.get(r).filter(|c| c.record_type == record_type) {
             Some(c) => {
                 bits |= c.bit();
                 false

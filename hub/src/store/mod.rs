@@ -227,6 +227,39 @@ pub enum CaseWritten {
     Stale,
 }
 
+/// What became of versions written together ([`Store::publish_linked`]): a correction or a
+/// recall and the notices it sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Linked {
+    /// Stored: every version's receipt, in order.
+    Done(Vec<Receipt>),
+    /// The first version's idempotency key was seen with the same request: its receipt, and
+    /// nothing written.
+    Replayed(Receipt),
+    /// The first version's idempotency key was seen with another request; nothing written.
+    Conflict,
+    /// The record moved on since the notices were computed; nothing written: try again.
+    Stale,
+}
+
+impl From<Linked> for CaseWritten {
+    /// A case transition stopped before it wrote anything.
+    fn from(l: Linked) -> Self {
+        match l {
+            Linked::Replayed(r) => CaseWritten::Replayed(r),
+            Linked::Conflict => CaseWritten::Conflict,
+            Linked::Stale | Linked::Done(_) => CaseWritten::Stale,
+        }
+    }
+}
+
+/// The subscriptions any version of a record was routed to (each engine's cursors and the
+/// records' `routes` bits; `$1` type, `$2` key). A bit stays set once the version is delivered,
+/// so this is everyone who got a version or is still owed one.
+pub(crate) const ROUTED_SQL: &str = "SELECT c.subscription FROM cursors c WHERE EXISTS (
+     SELECT 1 FROM records r WHERE r.type = $1 AND r.key = $2 AND r.routes IS NOT NULL
+     AND (r.routes & (CAST(1 AS BIGINT) << c.slot)) != 0) ORDER BY c.subscription";
+
 /// A case as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseRow {
@@ -755,6 +788,14 @@ pub trait Store: Send + Sync {
     /// Open cases per type and ready steps whose last day is before `today` (YYYY-MM-DD), per
     /// department.
     async fn case_counts(&self, today: &str) -> Result<CaseCounts, StoreError>;
+    /// Commits `versions` together or not at all, if the first one's record still has the latest
+    /// version `expect` (none: a new record): a correction or recall with the notices it sends.
+    async fn publish_linked(&self, versions: Vec<NewVersion>, expect: Option<u64>) -> Result<Linked, StoreError>;
+    /// The subscriptions any version of a record was routed to ([`ROUTED_SQL`]).
+    async fn routed(&self, record_type: &str, key: &str) -> Result<Vec<String>, StoreError>;
+    /// The audit entries about any version of a record (publishes, reads, deliveries), newest
+    /// first.
+    async fn audit_by_record(&self, record_type: &str, key: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// The receipt an idempotency key of `publisher` was given, and the digest of its request.
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError>;
 

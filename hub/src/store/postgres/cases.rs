@@ -6,36 +6,9 @@
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::append::{append_batch, Appended};
+use super::linked;
 use super::writer::{Done, Group};
-use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, Published, Receipt, StoreError};
-
-/// The receipt an idempotency key was given, and its request's digest.
-pub(super) async fn idempotent<'e, E: sqlx::PgExecutor<'e>>(
-    c: E,
-    publisher: &str,
-    key: &str,
-) -> Result<Option<(String, Receipt)>, StoreError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT request_digest, receipt FROM idempotency WHERE publisher = $1 AND idem_key = $2")
-            .bind(publisher)
-            .bind(key)
-            .fetch_optional(c)
-            .await?;
-    row.map(|(digest, receipt)| {
-        serde_json::from_str(&receipt).map(|r| (digest, r)).map_err(|e| StoreError::Corrupt(e.to_string()))
-    })
-    .transpose()
-}
-
-async fn latest_version(c: &mut PgConnection, record_type: &str, key: &str) -> Result<Option<u64>, StoreError> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT version FROM latest WHERE type = $1 AND key = $2")
-        .bind(record_type)
-        .bind(key)
-        .fetch_optional(&mut *c)
-        .await?;
-    Ok(v.map(|v| v as u64))
-}
+use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, NewVersion, StoreError};
 
 /// Applies a transition in the writer's transaction (its own savepoint: the job is isolated).
 pub(super) async fn transition(
@@ -45,43 +18,15 @@ pub(super) async fn transition(
     bits: Vec<i64>,
 ) -> Result<Done, StoreError> {
     let first = w.record.as_ref().map_or(&w.case, |(v, _)| v);
-    if let Some((key, digest)) = &first.idempotency {
-        if let Some((seen, receipt)) = idempotent(&mut *c, &first.publisher, key).await? {
-            return Ok(Done::Case(if seen == *digest {
-                CaseWritten::Replayed(receipt)
-            } else {
-                CaseWritten::Conflict
-            }));
-        }
-    }
-    // Under the chain lock no other writer of the cluster commits meanwhile, so what these
-    // reads see is what the batch below writes after.
-    if let Some((v, expect)) = &w.record {
-        if latest_version(c, &v.record_type, &v.key).await? != *expect {
-            return Ok(Done::Case(CaseWritten::Stale));
-        }
-    }
-    if latest_version(c, &w.case.record_type, &w.case.key).await? != w.case_expect {
-        return Ok(Done::Case(CaseWritten::Stale));
+    let mut expects: Vec<(&str, &str, Option<u64>)> =
+        w.record.iter().map(|(v, e)| (v.record_type.as_str(), v.key.as_str(), *e)).collect();
+    expects.push((&w.case.record_type, &w.case.key, w.case_expect));
+    if let Some(early) = linked::check(c, first, &expects).await? {
+        return Ok(Done::Case(early.into()));
     }
     let has_record = w.record.is_some();
-    let items = w
-        .record
-        .into_iter()
-        .map(|(v, _)| v)
-        .chain([w.case])
-        .chain(w.events)
-        .zip(bits.into_iter().chain(std::iter::repeat(0)))
-        .map(|(v, b)| Appended::Publish(v, b))
-        .collect();
-    let mut receipts = Vec::new();
-    for d in append_batch(c, g, items).await? {
-        match d {
-            Done::Published(Published::Created(r)) => receipts.push(r),
-            _ => return Err(StoreError::Corrupt("a version of a case transition was not created".into())),
-        }
-    }
-    let mut receipts = receipts.into_iter();
+    let versions: Vec<NewVersion> = w.record.into_iter().map(|(v, _)| v).chain([w.case]).chain(w.events).collect();
+    let mut receipts = linked::create_all(c, g, versions, bits).await?.into_iter();
     let record = if has_record { receipts.next() } else { None };
     let case = receipts.next().ok_or_else(|| StoreError::Corrupt("the case version gave no receipt".into()))?;
     let r = &w.row;

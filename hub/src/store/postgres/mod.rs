@@ -17,6 +17,7 @@
 
 mod append;
 mod cases;
+mod linked;
 mod log;
 mod reads;
 mod writer;
@@ -389,7 +390,7 @@ impl Store for PostgresStore {
             .into_iter()
             .map(|mut v| {
                 // Routes to a cursor are a bit of the record's row; the others get outbox rows.
-                let bits = cursors.take_bits(&mut v.routes);
+                let bits = cursors.take_bits(&v.record_type, &mut v.routes);
                 Op::Append(Box::new(Appended::Publish(v, bits)))
             })
             .collect();
@@ -729,12 +730,38 @@ impl Store for PostgresStore {
         cases::cases(&self.pool, &query).await
     }
 
+    async fn publish_linked(
+        &self,
+        mut versions: Vec<NewVersion>,
+        expect: Option<u64>,
+    ) -> Result<super::Linked, StoreError> {
+        let cursors = self.cursors();
+        let bits = versions.iter_mut().map(|v| cursors.take_bits(&v.record_type, &mut v.routes)).collect();
+        match self.one(Op::Linked(versions, expect, bits)).await? {
+            Done::Linked(l) => Ok(l),
+            _ => Err(StoreError::Corrupt("writer answered a linked write with something else".into())),
+        }
+    }
+
+    async fn routed(&self, record_type: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(super::ROUTED_SQL).bind(record_type).bind(key).fetch_all(&self.pool).await?)
+    }
+
+    async fn audit_by_record(&self, record_type: &str, key: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.record_type = $1 AND a.record_key = $2
+             AND a.record_version IS NOT NULL ORDER BY a.seq DESC LIMIT $3"
+        );
+        let (t, k) = (record_type.to_owned(), key.to_owned());
+        self.fetch(sql, |q| q.bind(t).bind(k).bind(i64::from(limit)), entry_row).await
+    }
+
     async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
         cases::case_counts(&self.pool, today).await
     }
 
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
-        cases::idempotent(&self.pool, publisher, key).await
+        linked::idempotent(&self.pool, publisher, key).await
     }
 
     async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError> {

@@ -43,6 +43,8 @@ pub(super) enum Op {
     Register(Vec<String>),
     /// A case transition, with the cursor bits of each of its versions.
     Transition(Box<crate::store::CaseWrite>, Vec<i64>),
+    /// Versions written together ([`crate::store::Store::publish_linked`]).
+    Linked(Vec<crate::store::NewVersion>, Option<u64>, Vec<i64>),
 }
 
 pub(super) enum Done {
@@ -53,6 +55,7 @@ pub(super) enum Done {
     /// (name, slot, position, tenure) of each cursor.
     Cursors(Vec<(String, i64, i64, i64)>),
     Case(crate::store::CaseWritten),
+    Linked(crate::store::Linked),
 }
 
 pub(super) type JobResult = Result<Vec<Result<Done, StoreError>>, StoreError>;
@@ -290,6 +293,7 @@ pub(super) async fn apply(c: &mut PgConnection, g: &mut Group<'_>, op: Op) -> Re
             Ok(Done::Cursors(cursors))
         }
         Op::Transition(write, bits) => super::cases::transition(c, g, *write, bits).await,
+        Op::Linked(versions, expect, bits) => super::linked::linked(c, g, versions, expect, bits).await,
         Op::SetSubscription { name, disabled, reason, audit } => {
             sqlx::query(
                 "INSERT INTO subscription_state (name, disabled, reason, since) VALUES ($1, $2, $3, $4)

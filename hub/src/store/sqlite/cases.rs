@@ -2,64 +2,25 @@
 //! its events) and the case's index rows in one savepoint of the group commit, after the
 //! idempotency key and the versions it was computed from are checked; and the index reads.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use super::{publish_op, Done, Tx, WriteFn};
-use crate::store::{
-    CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, NewVersion, Published, Receipt, StoreError,
-};
-
-/// The receipt an idempotency key was given, and its request's digest.
-pub(super) fn idempotent(c: &Connection, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
-    let row: Option<(String, String)> = c
-        .prepare_cached("SELECT request_digest, receipt FROM idempotency WHERE publisher = ?1 AND idem_key = ?2")?
-        .query_row(params![publisher, key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    row.map(|(digest, receipt)| {
-        serde_json::from_str(&receipt).map(|r| (digest, r)).map_err(|e| StoreError::Corrupt(e.to_string()))
-    })
-    .transpose()
-}
-
-fn latest_version(c: &Connection, record_type: &str, key: &str) -> Result<Option<u64>, StoreError> {
-    Ok(c.prepare_cached("SELECT version FROM records WHERE type = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1")?
-        .query_row(params![record_type, key], |r| r.get::<_, i64>(0))
-        .optional()?
-        .map(|v| v as u64))
-}
+use super::{linked, Done, Tx, WriteFn};
+use crate::store::{CaseCounts, CaseQuery, CaseRow, CaseWrite, CaseWritten, LateStep, NewVersion, StoreError};
 
 /// The write of a transition; `bits` are the cursors of each version, in order (record, case,
 /// events). Run in its own savepoint: an error after the first write undoes all of it.
 pub(super) fn transition_op(w: CaseWrite, bits: Vec<i64>) -> WriteFn {
     Box::new(move |tx: &mut Tx<'_>| {
         let first = w.record.as_ref().map_or(&w.case, |(v, _)| v);
-        if let Some((key, digest)) = &first.idempotency {
-            if let Some((seen, receipt)) = idempotent(tx.conn, &first.publisher, key)? {
-                return Ok(Done::Case(if seen == *digest {
-                    CaseWritten::Replayed(receipt)
-                } else {
-                    CaseWritten::Conflict
-                }));
-            }
-        }
-        if let Some((v, expect)) = &w.record {
-            if latest_version(tx.conn, &v.record_type, &v.key)? != *expect {
-                return Ok(Done::Case(CaseWritten::Stale));
-            }
-        }
-        if latest_version(tx.conn, &w.case.record_type, &w.case.key)? != w.case_expect {
-            return Ok(Done::Case(CaseWritten::Stale));
+        let mut expects: Vec<(&str, &str, Option<u64>)> =
+            w.record.iter().map(|(v, e)| (v.record_type.as_str(), v.key.as_str(), *e)).collect();
+        expects.push((&w.case.record_type, &w.case.key, w.case_expect));
+        if let Some(early) = linked::check(tx.conn, first, &expects)? {
+            return Ok(Done::Case(early.into()));
         }
         let has_record = w.record.is_some();
         let versions: Vec<NewVersion> = w.record.into_iter().map(|(v, _)| v).chain([w.case]).chain(w.events).collect();
-        let mut receipts = Vec::with_capacity(versions.len());
-        for (v, bits) in versions.into_iter().zip(bits.into_iter().chain(std::iter::repeat(0))) {
-            match publish_op(v, bits)(tx)? {
-                Done::Published(Published::Created(r)) => receipts.push(r),
-                _ => return Err(StoreError::Corrupt("a version of a case transition was not created".into())),
-            }
-        }
-        let mut receipts = receipts.into_iter();
+        let mut receipts = linked::create_all(tx, versions, bits)?.into_iter();
         let record = if has_record { receipts.next() } else { None };
         let case = receipts.next().ok_or_else(|| StoreError::Corrupt("the case version gave no receipt".into()))?;
         let r = &w.row;

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 mod cases;
+mod linked;
 mod log;
 
 pub(crate) use log::owed as owed_from_log;
@@ -109,6 +110,7 @@ enum Done {
     Acked(u64, Option<i64>),
     Subscription(Option<String>),
     Case(CaseWritten),
+    Linked(super::Linked),
 }
 
 /// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
@@ -984,7 +986,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|mut v| {
                 // Routes to a cursor are a bit of the record's row; the others get outbox rows.
-                let bits = cursors.take_bits(&mut v.routes);
+                let bits = cursors.take_bits(&v.record_type, &mut v.routes);
                 publish_op(v, bits)
             })
             .collect();
@@ -1399,6 +1401,43 @@ impl Store for SqliteStore {
         self.readers.with(move |c| cases::cases(c, &query)).await
     }
 
+    async fn publish_linked(
+        &self,
+        mut versions: Vec<NewVersion>,
+        expect: Option<u64>,
+    ) -> Result<super::Linked, StoreError> {
+        let cursors = self.cursors();
+        let bits = versions.iter_mut().map(|v| cursors.take_bits(&v.record_type, &mut v.routes)).collect();
+        match self.one(linked::linked_op(versions, expect, bits)).await? {
+            Done::Linked(l) => Ok(l),
+            _ => Err(StoreError::Corrupt("writer answered a linked write with something else".into())),
+        }
+    }
+
+    async fn routed(&self, record_type: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        let (t, k) = (record_type.to_owned(), key.to_owned());
+        self.readers
+            .with(move |c| {
+                let mut stmt = c.prepare_cached(&super::ROUTED_SQL.replace("$1", "?1").replace("$2", "?2"))?;
+                let names = stmt.query_map(params![t, k], |r| r.get::<_, String>(0))?;
+                Ok(names.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn audit_by_record(&self, record_type: &str, key: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        let (t, k) = (record_type.to_owned(), key.to_owned());
+        self.readers
+            .with(move |c| {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.record_type = ?1 AND a.record_key = ?2
+                     AND a.record_version IS NOT NULL ORDER BY a.seq DESC LIMIT ?3"
+                );
+                entries(c, &sql, &[&t, &k, &limit])
+            })
+            .await
+    }
+
     async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
         let today = today.to_owned();
         self.readers.with(move |c| cases::case_counts(c, &today)).await
@@ -1406,7 +1445,7 @@ impl Store for SqliteStore {
 
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError> {
         let (p, k) = (publisher.to_owned(), key.to_owned());
-        self.readers.with(move |c| cases::idempotent(c, &p, &k)).await
+        self.readers.with(move |c| linked::idempotent(c, &p, &k)).await
     }
 
     async fn record_check(&self, run: CheckRun, keep_after: String) -> Result<(), StoreError> {
