@@ -31,6 +31,9 @@ pub struct EnvelopeFields {
     pub record_version: u64,
     /// The publish audit entry.
     pub audit_seq: u64,
+    /// The record version this one corrects (the extension `supersedes`): set on every version
+    /// after the first, and on the notices of a correction or recall.
+    pub supersedes: Option<u64>,
 }
 
 /// One event, ready to deliver.
@@ -43,7 +46,7 @@ pub struct Envelope {
 impl Envelope {
     /// Builds and serializes the event once; every attempt sends the same bytes.
     pub fn new(f: EnvelopeFields) -> Result<Self, AdapterError> {
-        let event = EventBuilderV10::new()
+        let mut builder = EventBuilderV10::new()
             .id(f.id)
             .source(f.source)
             .ty(f.ty)
@@ -51,9 +54,11 @@ impl Envelope {
             .time(f.time)
             .data("application/json", f.data)
             .extension("recordversion", f.record_version as i64)
-            .extension("auditseq", f.audit_seq as i64)
-            .build()
-            .map_err(|e| AdapterError::Build(format!("cloudevent: {e}")))?;
+            .extension("auditseq", f.audit_seq as i64);
+        if let Some(v) = f.supersedes {
+            builder = builder.extension("supersedes", v as i64);
+        }
+        let event = builder.build().map_err(|e| AdapterError::Build(format!("cloudevent: {e}")))?;
         let json = serde_json::to_vec(&event).map_err(|e| AdapterError::Build(format!("cloudevent: {e}")))?;
         Ok(Self { event, json })
     }
@@ -98,6 +103,7 @@ mod tests {
             data: json!({"kind": "marriage"}),
             record_version: 2,
             audit_seq: 17,
+            supersedes: None,
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(e.json()).unwrap();

@@ -35,6 +35,12 @@ pub enum Problem {
     /// is ready, after the case closed).
     #[error("{0}")]
     StateConflict(String),
+    /// 409: the record is not in a state to take the request (revoked already).
+    #[error("{0}")]
+    RecordState(String),
+    /// 410: the record was withdrawn by its owner; nothing of it is sent.
+    #[error("{0}")]
+    Gone(String),
     /// 409: the operation is already under way.
     #[error("{0}")]
     Busy(String),
@@ -93,6 +99,9 @@ impl From<crate::exchange::PublishError> for Problem {
             P::Repeated { message, violation } => Problem::InvalidRequest(message, vec![violation]),
             P::Invalid(v) => Problem::Invalid(v),
             P::Conflict => Problem::Conflict(e.to_string()),
+            P::NoRecord(_) => Problem::NotFound(e.to_string()),
+            P::AlreadyRevoked(_) => Problem::RecordState(e.to_string()),
+            P::Busy => Problem::Unavailable(e.to_string()),
             P::Store(s) => s.into(),
             P::Internal(m) => Problem::Internal(m),
         }
@@ -144,6 +153,8 @@ impl Problem {
             Conflict(_) => (StatusCode::CONFLICT, "idempotency-conflict", "Idempotency key reused"),
             Busy(_) => (StatusCode::CONFLICT, "busy", "Already under way"),
             StateConflict(_) => (StatusCode::CONFLICT, "case-state", "Not in a state to take this"),
+            RecordState(_) => (StatusCode::CONFLICT, "record-state", "The record is not in a state to take this"),
+            Gone(_) => (StatusCode::GONE, "revoked", "Revoked by its owner"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large"),
             HeadersTooLarge(_) => {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request headers too large")

@@ -6,6 +6,7 @@ mod bench;
 mod cases;
 mod cli;
 mod cluster;
+mod corrections;
 mod delivery;
 mod durability;
 mod exchange;

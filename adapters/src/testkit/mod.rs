@@ -174,6 +174,7 @@ pub fn envelope_fields(n: u64) -> EnvelopeFields {
         data: serde_json::json!({"registration_no": format!("J440184-2026-{n:06}"), "kind": "marriage"}),
         record_version: 1,
         audit_seq: n,
+        supersedes: None,
     }
 }
 

@@ -110,6 +110,8 @@ pub async fn access_log(
         .iter()
         .filter(|e| match e.action.as_str() {
             "read" | "lookup" | "deliver" => true,
+            // A correction or recall: who withdrew the record, and each department told of it.
+            "revoke" | "notice" => true,
             // A department's work on the person's joint case (opening it, doing or refusing a
             // step); the events the hub sent are in the deliveries.
             "case" => {
@@ -119,11 +121,24 @@ pub async fn access_log(
             _ => false,
         })
         .map(|e| {
-            let name = state.config.department(&e.actor).map(|d| d.name.clone());
+            let detail = e.detail.as_ref();
+            // A notice's entry is the owner's; the department it names is the one told.
+            let department = match (e.action.as_str(), detail.and_then(|d| d["to"].as_str())) {
+                ("notice", Some(to)) => to,
+                _ => e.actor.as_str(),
+            };
+            let name = state.config.department(department).map(|d| d.name.clone());
+            let record_type = match e.action.as_str() {
+                "notice" => detail.map(|d| d["record_type"].clone()).unwrap_or_default(),
+                _ => json!(e.record_type),
+            };
             let mut v = json!({
-                "time": e.time, "department": e.actor, "department_name": name, "action": e.action,
-                "record_type": e.record_type, "purpose": e.purpose, "audit_seq": e.seq,
+                "time": e.time, "department": department, "department_name": name, "action": e.action,
+                "record_type": record_type, "purpose": e.purpose, "audit_seq": e.seq,
             });
+            if let Some(kind) = detail.and_then(|d| d.get("notice")).filter(|k| k.is_string()) {
+                v["notice"] = kind.clone();
+            }
             if let Some(d) = e.detail.as_ref().filter(|_| e.action == "case") {
                 v["case"] = json!({ "case_type": d["case_type"], "transition": d["transition"], "step": d["step"] });
             }

@@ -1,7 +1,8 @@
 //! The pull feed: `GET /v1/feeds/{subscription}` (long poll) and `POST .../ack`. Only the
 //! subscription's department reads it; events are the same CloudEvents envelopes a webhook gets,
 //! projected to the same grant; unacknowledged events come again. Serving events is a delivery,
-//! so each answer is audited (subscriber as actor, every subject) before it is sent.
+//! so each answer is audited (subscriber as actor, every subject) before it is sent. A
+//! department's notice feed (`GET /v1/notices`, `POST /v1/notices/ack`) is one of them.
 
 use std::time::Duration;
 
@@ -25,7 +26,51 @@ use crate::store::{FeedCursor, Settlement};
 
 /// Pull-mode subscriptions.
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/v1/feeds/{subscription}", get(read)).route("/v1/feeds/{subscription}/ack", post(ack))
+    Router::new()
+        .route("/v1/feeds/{subscription}", get(read))
+        .route("/v1/feeds/{subscription}/ack", post(ack))
+        .route("/v1/notices", get(notices))
+        .route("/v1/notices/ack", post(notices_ack))
+}
+
+/// The caller's notice feed.
+async fn notice_feed_of(state: &AppState, who: &Principal) -> Result<String, Problem> {
+    match who {
+        Principal::Department(d) => Ok(crate::delivery::notice_feed(d)),
+        Principal::Operator(..) => {
+            Err(state.refuse(who, "notices are for departments".into(), Context::default()).await)
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/notices", tag = "delivery",
+    params(("after" = Option<String>, Query, description = "Cursor; default: the acknowledged one"),
+           ("limit" = Option<u32>, Query), ("wait" = Option<u64>, Query, description = "Seconds to wait for a first notice")),
+    responses((status = 200, description = "hub.record.corrected and hub.record.revoked CloudEvents after the cursor, and the new cursor"),
+              (status = 403, body = crate::openapi::Problem)))]
+/// `GET /v1/notices`: the caller's notices of corrections and recalls of records it read or
+/// looked up, that no subscription of its own carries.
+pub async fn notices(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Response, Problem> {
+    let name = notice_feed_of(&state, &who).await?;
+    serve(&state, &who, &name, q).await
+}
+
+#[utoipa::path(post, path = "/v1/notices/ack", tag = "delivery",
+    request_body(content = Object, content_type = "application/json", description = "{\"cursor\"}"),
+    responses((status = 200, description = "Notices up to the cursor are acknowledged"), (status = 403, body = crate::openapi::Problem)))]
+/// `POST /v1/notices/ack` with `{"cursor"}`.
+pub async fn notices_ack(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let name = notice_feed_of(&state, &who).await?;
+    acknowledge(&state, &who, &name, headers, body).await
 }
 
 /// Query of a feed read.
@@ -71,7 +116,13 @@ pub async fn read(
     Path(name): Path<String>,
     Query(q): Query<FeedQuery>,
 ) -> Result<Response, Problem> {
-    let sub = feed_of(&state, &who, &name).await?;
+    serve(&state, &who, &name, q).await
+}
+
+/// One page of a feed, after the long poll.
+async fn serve(state: &AppState, who: &Principal, name: &str, q: FeedQuery) -> Result<Response, Problem> {
+    let name = name.to_owned();
+    let sub = feed_of(state, who, &name).await?;
     let settings = sub.feed.clone().ok_or_else(|| Problem::Internal(format!("feed {name} has no settings")))?;
     let after = match &q.after {
         Some(c) => cursor(c)?,
@@ -153,7 +204,18 @@ pub async fn ack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    feed_of(&state, &who, &name).await?;
+    acknowledge(&state, &who, &name, headers, body).await
+}
+
+/// Acknowledges a feed up to the body's cursor.
+async fn acknowledge(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    feed_of(state, who, name).await?;
     let invalid = || {
         Problem::InvalidRequest(
             "the body must be {\"cursor\": CURSOR}".into(),
@@ -169,6 +231,6 @@ pub async fn ack(
         Value::Number(n) => FeedCursor { rows: n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?, log: None },
         _ => return Err(invalid()),
     };
-    let n = state.store.ack(&name, c).await?;
+    let n = state.store.ack(name, c).await?;
     Ok(json_response(StatusCode::OK, &json!({ "acknowledged": n, "cursor": c.to_string() })))
 }

@@ -147,7 +147,9 @@ pub async fn replay(
         from = last.audit_seq + 1;
         for v in &page {
             let recent = since.as_ref().is_none_or(|s| v.received_at >= *s);
-            if recent && state.exchange.routes(&v.record_type, &v.payload).contains(&name) {
+            // A recall is a state of the record, not a document any filter or grant applies to.
+            let document = v.schema_version != crate::exchange::notices::REVOKED;
+            if recent && document && state.exchange.routes(&v.record_type, &v.payload).contains(&name) {
                 picked.push((v.record_type.clone(), v.key.clone(), v.version));
             }
         }

@@ -18,6 +18,7 @@ use super::{is_json, json_response, parse_json, read_body, AppState, Context, Pr
 use crate::catalog::pointer::project;
 use crate::catalog::{formats, RecordType, Violation};
 use crate::config::{is_kebab, Role};
+use crate::exchange::notices::REVOKED;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
@@ -29,6 +30,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/batch/{type}", post(batch))
         .route("/v1/records/{type}/{key}", get(read))
         .route("/v1/records/{type}/{key}/history", get(history))
+        .route("/v1/records/{type}/{key}/revoke", post(revoke))
         .route("/v1/lookup", post(lookup))
 }
 
@@ -215,6 +217,13 @@ fn check_purpose(purpose: Option<&str>) -> Result<(), Problem> {
 }
 
 fn view(v: &RecordVersion, access: &Access) -> Value {
+    if v.schema_version == REVOKED {
+        // A recall: its reason, for the owner and auditors who see the history.
+        return json!({
+            "type": v.record_type, "key": v.key, "version": v.version, "state": "revoked",
+            "publisher": v.publisher, "received_at": v.received_at, "revoked": v.payload["revoked"],
+        });
+    }
     match access {
         Access::Full => json!({
             "type": v.record_type, "key": v.key, "version": v.version, "schema_version": v.schema_version,
@@ -261,9 +270,17 @@ pub async fn read(
         purpose: purpose.map(str::to_owned),
         ..NewEntry::new(who.id(), Action::Read, if found.is_some() { "ok" } else { "not-found" })
     };
+    let revoked = found.as_ref().is_some_and(|v| v.schema_version == REVOKED);
+    let entry = if revoked { NewEntry { outcome: "revoked".into(), ..entry } } else { entry };
     // No audit, no data: the entry is durable before anything is sent.
     state.store.audit(entry).await?;
     let v = found.ok_or_else(|| Problem::NotFound(format!("there is no {} record with this key", t.id)))?;
+    if revoked {
+        return Err(Problem::Gone(format!(
+            "this {} record was revoked by its owner at version {}; nothing of it is sent",
+            t.id, v.version
+        )));
+    }
     state.metrics.read(who.id(), &t.id);
     Ok(json_response(StatusCode::OK, &view(&v, &access)))
 }
@@ -374,6 +391,7 @@ pub async fn lookup(
     let mut out = Vec::new();
     let mut seen_subjects = vec![subject_hash.clone()];
     let mut returned = Vec::new();
+    let mut gone = Vec::new();
     for v in state.store.by_subject(&subject_hash).await? {
         if wanted.as_ref().is_some_and(|w| !w.contains(&v.record_type)) {
             continue;
@@ -384,6 +402,10 @@ pub async fn lookup(
         let Ok(access) = state.policy.read_access(t, &who, Some(&purpose), today) else {
             continue;
         };
+        if v.schema_version == REVOKED {
+            gone.push(json!({ "type": v.record_type, "key": v.key, "version": v.version }));
+            continue;
+        }
         for s in &v.subjects {
             if !seen_subjects.contains(s) {
                 seen_subjects.push(s.clone());
@@ -396,10 +418,61 @@ pub async fn lookup(
     let entry = NewEntry {
         subjects: seen_subjects,
         purpose: Some(purpose.clone()),
-        detail: Some(json!({ "records": returned, "types": wanted })),
+        detail: Some(json!({ "records": returned, "types": wanted, "revoked": gone.len() })),
         ..NewEntry::new(who.id(), Action::Lookup, "ok")
     };
     state.store.audit(entry).await?;
     tracing::info!(department = who.id(), purpose = %purpose, records = out.len(), "lookup answered");
-    Ok(json_response(StatusCode::OK, &json!({ "purpose": purpose, "count": out.len(), "records": out })))
+    // A revoked record is named (type, key, the version of its recall), never shown.
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "purpose": purpose, "count": out.len(), "records": out, "revoked": gone }),
+    ))
+}
+
+/// Body of a recall.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: Value,
+}
+
+/// `POST /v1/records/{type}/{key}/revoke`: the owner withdraws a record. A new state of the
+/// record, never a deletion: reads and lookups by others answer `410` from then on, the owner
+/// and auditors still see the history, and every department that had it gets a notice.
+#[utoipa::path(post, path = "/v1/records/{type}/{key}/revoke", tag = "records",
+    params(("type" = String, Path), ("key" = String, Path),
+           ("Idempotency-Key" = Option<String>, Header, description = "Same key and reason: the original receipt")),
+    request_body(content = Object, content_type = "application/json", description = "{\"reason\"}"),
+    responses((status = 200, description = "Revoked: the receipt of the recall's version", body = crate::store::Receipt),
+              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
+              (status = 409, body = crate::openapi::Problem), (status = 422, body = crate::openapi::Problem)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((type_id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let t = record_type(&state, &type_id)?;
+    if !matches!(&who, Principal::Department(d) if *d == t.owner) {
+        let reason = format!("only {} may revoke {} records", t.owner, t.id);
+        let ctx = Context { record_type: Some(&t.id), record_key: Some(&key), ..Default::default() };
+        return Err(state.refuse(&who, reason, ctx).await);
+    }
+    let invalid = |message: &str| {
+        Problem::InvalidRequest("the body must be {\"reason\": TEXT}".into(), vec![bad("/reason", message)])
+    };
+    let bytes = read_body(&headers, body, 16 * 1024, is_json, "application/json").await?;
+    let doc = parse_json(&bytes)?;
+    let body: RevokeBody = serde_json::from_value(doc).map_err(|_| invalid("is required, and nothing else"))?;
+    let reason = body.reason.as_str().map(str::trim).unwrap_or_default();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(invalid("must be a text of 1 to 2000 characters"));
+    }
+    let idem = idempotency_key(&headers)?;
+    match state.exchange.revoke(t, who.id(), &key, reason, idem).await? {
+        Published::Created(receipt) | Published::Replayed(receipt) => Ok(json_response(StatusCode::OK, &receipt)),
+        Published::Conflict => Err(crate::exchange::PublishError::Conflict.into()),
+    }
 }

@@ -5,7 +5,7 @@
 use adapters::{Envelope, EnvelopeFields};
 use serde_json::json;
 
-use super::{Delivery, Subscription, PROBE_SUBSCRIPTION, PROBE_TYPE};
+use super::{Delivery, Subscription, NOTICE_TYPE, PROBE_SUBSCRIPTION, PROBE_TYPE};
 use crate::catalog::pointer::project;
 use crate::ledger::{Action, NewEntry};
 use crate::policy::{Access, Principal};
@@ -32,6 +32,7 @@ impl Delivery {
                 data: rec.payload.clone(),
                 record_version: rec.version,
                 audit_seq: rec.audit_seq,
+                supersedes: None,
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
@@ -51,12 +52,32 @@ impl Delivery {
                 source: format!("urn:hub:{}:cases", self.hub),
                 ty: format!("hub.case.{kind}"),
                 subject: format!("cases/{case}"),
-                time: chrono::DateTime::parse_from_rfc3339(&rec.received_at)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|_| chrono::Utc::now()),
+                time: received(&rec.received_at),
                 data,
                 record_version: rec.version,
                 audit_seq: rec.audit_seq,
+                supersedes: None,
+            });
+            return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
+        }
+        if row.record_type == NOTICE_TYPE {
+            // A notice carries what its department may see, made when the change committed.
+            let n = &rec.payload;
+            let text = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+            let envelope = Envelope::new(EnvelopeFields {
+                id: row.event_id.clone(),
+                source: format!("urn:hub:{}:department:{}", self.hub, text("owner")),
+                ty: format!("hub.record.{}", text("kind")),
+                subject: format!("{}/{}", text("record_type"), text("key")),
+                time: received(&rec.received_at),
+                data: json!({
+                    "record_type": n["record_type"], "key": n["key"], "version": n["version"],
+                    "supersedes": n["supersedes"], "purpose": n["purpose"], "data": n.get("data"),
+                    "reason": n.get("reason"),
+                }),
+                record_version: n["version"].as_u64().unwrap_or(rec.version),
+                audit_seq: rec.audit_seq,
+                supersedes: n["supersedes"].as_u64(),
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
@@ -78,9 +99,7 @@ impl Delivery {
                 Err(e) => return Ok(Err(format!("not delivered: {e}"))),
             },
         };
-        let time = chrono::DateTime::parse_from_rfc3339(&rec.received_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
+        let time = received(&rec.received_at);
         let envelope = Envelope::new(EnvelopeFields {
             id: row.event_id.clone(),
             source: format!("urn:hub:{}:department:{}", self.hub, t.owner),
@@ -90,6 +109,7 @@ impl Delivery {
             data,
             record_version: rec.version,
             audit_seq: rec.audit_seq,
+            supersedes: rec.version.checked_sub(1).filter(|v| *v > 0),
         });
         Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()))
     }
@@ -104,16 +124,39 @@ impl Delivery {
         outcome: &str,
         reason: Option<&str>,
     ) -> NewEntry {
+        let mut detail = json!({
+            "subscription": sub.name, "event_id": row.event_id, "attempts": row.attempts + 1, "reason": reason,
+        });
+        // A notice is entered under the record it is about, so the person's access log and the
+        // next change of the record find who was told.
+        let notice = rec.filter(|r| r.record_type == NOTICE_TYPE).map(|r| &r.payload);
+        let (record_type, key, version, purpose) = match notice {
+            Some(n) => {
+                detail["notice"] = n["kind"].clone();
+                (
+                    n["record_type"].as_str().unwrap_or_default().to_owned(),
+                    n["key"].as_str().unwrap_or_default().to_owned(),
+                    n["version"].as_u64().unwrap_or(row.version),
+                    n["purpose"].as_str().unwrap_or(&sub.purpose).to_owned(),
+                )
+            }
+            None => (row.record_type.clone(), row.key.clone(), row.version, sub.purpose.clone()),
+        };
         NewEntry {
-            record_type: Some(row.record_type.clone()),
-            record_key: Some(row.key.clone()),
-            record_version: Some(row.version),
+            record_type: Some(record_type),
+            record_key: Some(key),
+            record_version: Some(version),
             subjects: rec.map(|r| r.subjects.clone()).unwrap_or_default(),
-            purpose: Some(sub.purpose.clone()),
-            detail: Some(json!({
-                "subscription": sub.name, "event_id": row.event_id, "attempts": row.attempts + 1, "reason": reason,
-            })),
+            purpose: Some(purpose),
+            detail: Some(detail),
             ..NewEntry::new(sub.department.clone(), action, outcome)
         }
     }
+}
+
+/// When a version was accepted (now, if the stored time cannot be read).
+fn received(at: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now())
 }

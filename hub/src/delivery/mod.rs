@@ -64,6 +64,7 @@ pub struct Subscription {
     /// Feed settings (pull).
     pub feed: Option<adapters::feed::FeedConfig>,
     mapping: Option<JqProgram>,
+    notices: bool,
     adapter: Option<Arc<dyn Outbound>>,
     notify: Notify,
     disabled: AtomicBool,
@@ -79,9 +80,43 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A subscription with no feed settings, mapping or notices, running.
+    fn new(
+        name: String,
+        department: &str,
+        record_type: &str,
+        purpose: &str,
+        direction: Direction,
+        adapter: Option<Arc<dyn Outbound>>,
+    ) -> Self {
+        Self {
+            name,
+            department: department.to_owned(),
+            record_type: record_type.to_owned(),
+            purpose: purpose.to_owned(),
+            direction,
+            feed: None,
+            mapping: None,
+            notices: false,
+            adapter,
+            notify: Notify::new(),
+            disabled: AtomicBool::new(false),
+            settling: tokio_util::task::TaskTracker::new(),
+            settle_permits: Arc::new(tokio::sync::Semaphore::new(SETTLING_PER_SUBSCRIPTION)),
+            settle_failed: AtomicBool::new(false),
+        }
+    }
+
     /// Wakes whoever waits for new entries (the worker, or a feed long poll).
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
+    }
+
+    /// Whether it can carry a notice of a correction or recall: not when it maps records into
+    /// the department's own shape, or writes rows of a table, whose columns a notice does not
+    /// have.
+    pub fn carries_notices(&self) -> bool {
+        self.notices
     }
 
     /// Whether deliveries are stopped.
@@ -107,6 +142,15 @@ const SETTLING_PER_SUBSCRIPTION: usize = 64;
 pub const PROBE_TYPE: &str = "hub-probe";
 /// The internal subscription that carries probes to the hub's loopback receiver.
 pub const PROBE_SUBSCRIPTION: &str = "hub-probe";
+
+/// The internal record type of notices of corrections and recalls (`exchange::notices`): not in
+/// the catalogue.
+pub const NOTICE_TYPE: &str = "hub.notice";
+
+/// The feed that carries a department's notices when no subscription of its own can.
+pub fn notice_feed(department: &str) -> String {
+    format!("hub-notices-{department}")
+}
 
 use crate::probe::ProbeBoard;
 
@@ -201,21 +245,30 @@ impl Delivery {
                 ),
                 Direction::Push => None,
             };
-            subs.push(Arc::new(Subscription {
+            let mut sub = Subscription::new(
                 name,
-                department: s.department.get_ref().clone(),
-                record_type: s.record_type.get_ref().clone(),
-                purpose: s.purpose.get_ref().clone(),
-                direction: kind.direction,
-                feed,
-                mapping: s.mapping.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok()),
+                s.department.get_ref(),
+                s.record_type.get_ref(),
+                s.purpose.get_ref(),
+                kind.direction,
                 adapter,
-                notify: Notify::new(),
-                disabled: AtomicBool::new(false),
-                settling: tokio_util::task::TaskTracker::new(),
-                settle_permits: Arc::new(tokio::sync::Semaphore::new(SETTLING_PER_SUBSCRIPTION)),
-                settle_failed: AtomicBool::new(false),
-            }));
+            );
+            sub.feed = feed;
+            sub.mapping = s.mapping.as_ref().and_then(|m| JqProgram::compile(m.get_ref()).ok());
+            sub.notices = s.mapping.is_none() && s.adapter.get_ref() != "sql_table";
+            subs.push(Arc::new(sub));
+        }
+        // Every department's notice feed: corrections and recalls of records it read or looked
+        // up, when no subscription of its own carries them.
+        for d in &config.departments {
+            let department = d.id.get_ref();
+            let mut sub =
+                Subscription::new(notice_feed(department), department, NOTICE_TYPE, "notices", Direction::Pull, None);
+            sub.feed = Some(
+                adapters::settings(&toml::Table::new())
+                    .map_err(|source| DeliveryError::Adapter { subscription: sub.name.clone(), source })?,
+            );
+            subs.push(Arc::new(sub));
         }
         let probes: Arc<ProbeBoard> = Arc::default();
         if config.checks.iter().any(|c| c.kind.get_ref() == "synthetic") {
@@ -326,19 +379,12 @@ fn probe_subscription(probes: Arc<ProbeBoard>) -> Result<Arc<Subscription>, adap
     let ctx = BuildContext { secret: &secret_fn, resolve: &resolve, client_identity_pem: None };
     let config: adapters::webhook::WebhookConfig = adapters::settings(&settings)?;
     let adapter = adapters::webhook::WebhookSink::build(&config, &ctx)?;
-    Ok(Arc::new(Subscription {
-        name: PROBE_SUBSCRIPTION.into(),
-        department: "hub".into(),
-        record_type: PROBE_TYPE.into(),
-        purpose: "synthetic-probe".into(),
-        direction: Direction::Push,
-        feed: None,
-        mapping: None,
-        adapter: Some(Arc::new(adapter)),
-        notify: Notify::new(),
-        disabled: AtomicBool::new(false),
-        settling: tokio_util::task::TaskTracker::new(),
-        settle_permits: Arc::new(tokio::sync::Semaphore::new(SETTLING_PER_SUBSCRIPTION)),
-        settle_failed: AtomicBool::new(false),
-    }))
+    Ok(Arc::new(Subscription::new(
+        PROBE_SUBSCRIPTION.into(),
+        "hub",
+        PROBE_TYPE,
+        "synthetic-probe",
+        Direction::Push,
+        Some(Arc::new(adapter)),
+    )))
 }

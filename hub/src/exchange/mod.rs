@@ -6,9 +6,12 @@
 //! connections and the synthetic probe all publish through here; nothing here knows HTTP, and
 //! the owner check stays with the callers, which audit their refusals.
 
+pub mod notices;
 pub mod prepare;
 
 use std::sync::Arc;
+
+use serde_json::json;
 
 use crate::catalog::{Catalog, RecordType, Violation};
 use crate::delivery::Delivery;
@@ -16,8 +19,12 @@ use crate::events::{Event, RecordPublished};
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::routing::Routing;
-use crate::store::{NewVersion, Published, Store, StoreError};
+use crate::store::{Linked, NewVersion, Published, RecordVersion, Store, StoreError};
+
+/// How often a change is computed again when its record moved on meanwhile.
+const ATTEMPTS: usize = 8;
 
 /// Why a record was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,15 @@ pub enum PublishError {
     /// The same Idempotency-Key came with another record.
     #[error("this Idempotency-Key was already used with a different body")]
     Conflict,
+    /// There is no such record to change.
+    #[error("there is no {0} record with this key")]
+    NoRecord(String),
+    /// The record is withdrawn already.
+    #[error("this {0} record is already revoked; its owner may publish it again as a new version")]
+    AlreadyRevoked(String),
+    /// The record kept changing while its notices were computed.
+    #[error("the record changed {ATTEMPTS} times while this change was made; send it again")]
+    Busy,
     /// The store did not take it (full, unreachable, shutting down): nothing was stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -58,10 +74,13 @@ pub struct Exchange {
     delivery: Arc<Delivery>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    policy: Arc<Policy>,
+    tz: chrono_tz::Tz,
 }
 
 impl Exchange {
     /// The exchange over the hub's parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         catalog: Arc<Catalog>,
         keys: Arc<HubKeys>,
@@ -69,8 +88,14 @@ impl Exchange {
         delivery: Arc<Delivery>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        policy: Arc<Policy>,
+        tz: chrono_tz::Tz,
     ) -> Self {
-        Self { catalog, keys, routing, delivery, store, metrics }
+        Self { catalog, keys, routing, delivery, store, metrics, policy, tz }
+    }
+
+    fn today(&self) -> chrono::NaiveDate {
+        chrono::Utc::now().with_timezone(&self.tz).date_naive()
     }
 
     /// The record type `id`.
@@ -125,25 +150,157 @@ impl Exchange {
         })
     }
 
-    /// Stores `versions` in one durable commit (results in input order), then counts each version
-    /// created and wakes the workers of its routes. Receipts exist only after the commit.
+    /// Stores `versions` (results in input order), then counts each version created and wakes
+    /// the workers of its routes. Receipts exist only after the commit. A new record goes in one
+    /// durable group commit with the others; a new version of a record someone had commits with
+    /// the notices its correction sends, or not at all.
     pub async fn commit(&self, versions: Vec<NewVersion>) -> Result<Vec<Result<Published, StoreError>>, StoreError> {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
-        let labels: Vec<(String, Vec<String>)> =
-            versions.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
-        let outcomes = self.store.publish(versions).await?;
-        // A replayed or conflicting version routed nothing new: only created ones wake workers.
-        let mut woken = Vec::new();
-        for ((publisher, routes), outcome) in labels.into_iter().zip(&outcomes) {
-            if let Ok(Published::Created(r)) = outcome {
-                self.counted(&publisher, r);
-                woken.extend(routes);
+        let mut plain = Vec::with_capacity(versions.len());
+        let mut changed = Vec::new();
+        for (i, v) in versions.into_iter().enumerate() {
+            let earlier = match self.catalog.get(&v.record_type) {
+                Some(_) => self.store.latest(&v.record_type, &v.key).await?,
+                None => None,
+            };
+            match earlier {
+                None => plain.push((i, v)),
+                Some(_) => changed.push((i, v)),
             }
         }
-        self.wake(woken);
-        Ok(outcomes)
+        let mut outcomes: Vec<Option<Result<Published, StoreError>>> = Vec::new();
+        outcomes.resize_with(plain.len() + changed.len(), || None);
+        if !plain.is_empty() {
+            let (at, plain): (Vec<usize>, Vec<NewVersion>) = plain.into_iter().unzip();
+            let labels: Vec<(String, Vec<String>)> =
+                plain.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
+            let stored = self.store.publish(plain).await?;
+            // A replayed or conflicting version routed nothing new: only created ones wake workers.
+            let mut woken = Vec::new();
+            for ((i, (publisher, routes)), outcome) in at.into_iter().zip(labels).zip(stored) {
+                if let Ok(Published::Created(r)) = &outcome {
+                    self.counted(&publisher, r);
+                    woken.extend(routes);
+                }
+                outcomes[i] = Some(outcome);
+            }
+            self.wake(woken);
+        }
+        for (i, v) in changed {
+            outcomes[i] = Some(self.correct(v).await);
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into())))).collect())
+    }
+
+    /// A new version of a record that exists, with the notices its correction sends to the
+    /// departments that had an earlier one ([`notices`]), in one commit.
+    async fn correct(&self, v: NewVersion) -> Result<Published, StoreError> {
+        let t = self.catalog.get(&v.record_type).ok_or_else(|| StoreError::Corrupt("no record type".into()))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&v.canonical).map_err(|e| StoreError::Corrupt(format!("canonical form: {e}")))?;
+        for _ in 0..ATTEMPTS {
+            let prev = self.store.latest(&v.record_type, &v.key).await?;
+            let notices = match &prev {
+                Some(prev) => self.notices(t, prev, notices::Change::Corrected(&doc), &v.routes, self.today()).await?,
+                None => Vec::new(),
+            };
+            match self.linked(v.clone(), prev.as_ref(), notices).await? {
+                Some(p) => return Ok(p),
+                None => continue,
+            }
+        }
+        // It kept changing under us: nothing of this one was stored, and it may be sent again.
+        Err(StoreError::Aborted)
+    }
+
+    /// Commits `v` with `notices` if its record is still at `prev`; `None` when it moved on.
+    async fn linked(
+        &self,
+        v: NewVersion,
+        prev: Option<&RecordVersion>,
+        notices: Vec<NewVersion>,
+    ) -> Result<Option<Published>, StoreError> {
+        let publisher = v.publisher.clone();
+        let mut routes: Vec<String> = v.routes.clone();
+        routes.extend(notices.iter().flat_map(|n| n.routes.iter().cloned()));
+        let told = notices.len();
+        let versions: Vec<NewVersion> = std::iter::once(v).chain(notices).collect();
+        match self.store.publish_linked(versions, prev.map(|p| p.version)).await? {
+            Linked::Done(receipts) => {
+                let Some(first) = receipts.first() else {
+                    return Err(StoreError::Corrupt("a linked write gave no receipt".into()));
+                };
+                self.counted(&publisher, first);
+                if told > 0 {
+                    tracing::info!(record_type = %first.record_type, version = first.version, notices = told,
+                        "departments that had the record are told of its change");
+                }
+                self.wake(routes);
+                Ok(Some(Published::Created(first.clone())))
+            }
+            Linked::Replayed(r) => Ok(Some(Published::Replayed(r))),
+            Linked::Conflict => Ok(Some(Published::Conflict)),
+            Linked::Stale => Ok(None),
+        }
+    }
+
+    /// The owner withdraws a record: a new version in the state revoked (never a deletion), and
+    /// a notice to every department that had it, in one commit.
+    pub async fn revoke(
+        &self,
+        t: &RecordType,
+        owner: &str,
+        key: &str,
+        reason: &str,
+        idempotency: Option<String>,
+    ) -> Result<Published, PublishError> {
+        let marker = json!({ "revoked": { "reason": reason } });
+        // A key is bound to what was asked (the record and the reason), not to the version the
+        // recall found, so the same request sent again is answered as the first time.
+        let request = prepare::request_digest(&format!("revoke:{}", t.id), &format!("{key}\n{reason}"));
+        for _ in 0..ATTEMPTS {
+            let Some(prev) = self.store.latest(&t.id, key).await? else {
+                return Err(PublishError::NoRecord(t.id.clone()));
+            };
+            if prev.schema_version == notices::REVOKED {
+                if let Some(k) = &idempotency {
+                    match self.store.idempotent(owner, k).await? {
+                        Some((seen, receipt)) if seen == request => return Ok(Published::Replayed(receipt)),
+                        Some(_) => return Ok(Published::Conflict),
+                        None => {}
+                    }
+                }
+                return Err(PublishError::AlreadyRevoked(t.id.clone()));
+            }
+            let mut payload = marker.clone();
+            payload["revoked"]["version"] = json!(prev.version);
+            let canonical = serde_jcs::to_string(&payload).map_err(|e| PublishError::Internal(e.to_string()))?;
+            let version = NewVersion {
+                record_type: t.id.clone(),
+                key: key.to_owned(),
+                schema_version: notices::REVOKED,
+                digest: prepare::digest(&canonical),
+                idempotency: idempotency.clone().map(|k| (k, request.clone())),
+                canonical,
+                publisher: owner.to_owned(),
+                subjects: prev.subjects.clone(),
+                routes: Vec::new(),
+                audit: NewEntry {
+                    record_type: Some(t.id.clone()),
+                    record_key: Some(key.to_owned()),
+                    subjects: prev.subjects.clone(),
+                    detail: Some(json!({ "revokes": prev.version })),
+                    ..NewEntry::new(owner, Action::Revoke, "ok")
+                },
+            };
+            let notices = self.notices(t, &prev, notices::Change::Revoked(reason), &[], self.today()).await?;
+            if let Some(p) = self.linked(version, Some(&prev), notices).await? {
+                return Ok(p);
+            }
+        }
+        Err(PublishError::Busy)
     }
 
     /// The hub's metrics.

@@ -43,9 +43,14 @@ pub fn parse(bytes: &[u8]) -> Result<Value, PublishError> {
 pub fn canonical(t: &RecordType, doc: Value) -> Result<Canonical, PublishError> {
     let key = t.check(&doc).map_err(PublishError::Invalid)?;
     let canonical = serde_jcs::to_string(&doc).map_err(|e| PublishError::Internal(e.to_string()))?;
-    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
+    let digest = digest(&canonical);
     let subjects = t.subjects_of(&doc);
     Ok(Canonical { doc, key, canonical, digest, subjects })
+}
+
+/// The SHA-256 (hex) of a canonical form.
+pub fn digest(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// The digest an `Idempotency-Key` is bound to: the type and the canonical record.

@@ -36,6 +36,10 @@ pub enum Action {
     /// A joint case changed (opened, a step answered, a late step reminded or escalated) or sent
     /// one of its events.
     Case,
+    /// A record's owner withdrew it (a new state of the record, never a deletion).
+    Revoke,
+    /// A department that had a record is told of its correction or recall.
+    Notice,
 }
 
 impl Action {
@@ -52,6 +56,8 @@ impl Action {
             Action::DeadLetter => "dead_letter",
             Action::Reject => "reject",
             Action::Case => "case",
+            Action::Revoke => "revoke",
+            Action::Notice => "notice",
         }
     }
 }
