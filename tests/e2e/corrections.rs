@@ -39,6 +39,10 @@ async fn a_corrected_marriage_reaches_everyone_who_had_it_once_with_only_their_f
         .receiver(9106, &lh.url)
         .fast_retries()
         .without_checks()
+        .append(
+            "[[checks]]\nname = \"notices\"\nkind = \"notices\"\nschedule = \"0 0 9 * * *\"\n\
+             thresholds = { warn_working_days = 0, critical_working_days = 10 }\n",
+        )
         .write();
     let hub = TestHub::start_with(&cfg).await?;
     let (a, b) = (resident_id("19900315", 501), resident_id("19920708", 502));
@@ -123,6 +127,17 @@ async fn a_corrected_marriage_reaches_everyone_who_had_it_once_with_only_their_f
     assert!(feed(&justice, "/v1/notices").await?.is_empty());
     assert!(feed(&federation, "/v1/notices").await?.len() == 1, "only the first correction, unacknowledged");
     assert_eq!(fp.accepted().len(), 2, "Family Planning's fields did not change");
+
+    // The scheduled check names the department that sits on its notice (the federation); the
+    // one that acknowledged (Justice) is not named.
+    let ops = hub.client("ops-duty");
+    let run = ops.post("/v1/ops/checks/notices/run", &json!({})).await?;
+    assert_eq!(run.status, 200, "{}", run.text);
+    assert_eq!(run.json["report"]["status"], "warn", "{}", run.text);
+    let measured = &run.json["report"]["measurements"];
+    assert_eq!(measured["unacknowledged.disabled-federation"], 1.0, "{}", run.text);
+    assert!(measured.get("unacknowledged.justice").is_none(), "{}", run.text);
+    assert!(!run.text.contains(key) && !run.text.contains(&a), "the vendor reads this: {}", run.text);
 
     // The couple's access log shows who was told.
     let log = hub.client("citizen-portal").post("/v1/access-log", &json!({ "subject": a })).await?;

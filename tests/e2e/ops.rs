@@ -68,6 +68,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
             "dead-letters",
             "audit-chain",
             "storage",
+            "notices",
             "certificates",
             "synthetic-probe",
             "nightly-backup"

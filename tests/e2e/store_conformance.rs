@@ -15,7 +15,7 @@ use hub::ledger::keys::HubKeys;
 use hub::ledger::{Action, NewEntry};
 use hub::store::postgres::{PgOptions, PostgresStore};
 use hub::store::sqlite::{db_path, SqliteOptions, SqliteStore};
-use hub::store::{FeedCursor, FromLog, Lease, NewVersion, Published, Receipt, Settlement, Store};
+use hub::store::{FeedCursor, FromLog, Lease, Linked, NewVersion, Published, Receipt, Settlement, Store, StoreError};
 
 /// A backend under test: how to open its store (again, for restarts) and how to make its database
 /// refuse one key after the record row is written, as a failing disk would.
@@ -139,6 +139,7 @@ fn version(key: &str, body: &str) -> NewVersion {
         subjects: vec![format!("subject-{key}")],
         idempotency: None,
         routes: vec!["tax".into(), "police".into()],
+        first_only: false,
         audit: NewEntry {
             record_type: Some("marriage".into()),
             record_key: Some(key.into()),
@@ -657,6 +658,44 @@ async fn access_log(b: Backend) -> Result<()> {
     Ok(())
 }
 
+/// A version meant as its record's first writes nothing once the record has one; versions
+/// written together all land or none does, only while the record is at the version they were
+/// computed from; a version of another type routed to a cursor becomes an outbox row; and the
+/// store names every subscription a record's versions were routed to, and its audit entries.
+async fn linked_writes_and_first_versions(b: Backend) -> Result<()> {
+    let store = b.open().await?;
+    let first = || NewVersion { first_only: true, ..version("m1", "a") };
+    created(publish_one(&*store, first()).await?)?;
+    let heads = store.audit_after(0, 100).await?.len();
+    assert!(matches!(store.publish(vec![first()]).await?.pop(), Some(Err(StoreError::NotFirst))));
+    assert_eq!(store.audit_after(0, 100).await?.len(), heads, "nothing written");
+    let notice = NewVersion {
+        record_type: "notice".into(),
+        key: "tax/m1/2".into(),
+        routes: vec!["tax".into()],
+        audit: NewEntry { record_type: Some("notice".into()), ..version("m1", "n").audit },
+        ..version("m1", "n")
+    };
+    let pair = || vec![version("m1", "b"), notice.clone()];
+    assert_eq!(store.publish_linked(pair(), Some(7)).await?, Linked::Stale);
+    assert_eq!(store.latest("marriage", "m1").await?.map(|v| v.version), Some(1), "nothing written");
+    match store.publish_linked(pair(), Some(1)).await? {
+        Linked::Done(r) => assert_eq!(
+            r.iter().map(|r| (r.record_type.as_str(), r.version)).collect::<Vec<_>>(),
+            [("marriage", 2), ("notice", 1)]
+        ),
+        other => bail!("expected both versions, got {other:?}"),
+    }
+    let rows = store.deliveries("pending", Some("tax".into()), 10).await?;
+    assert!(rows.iter().any(|o| o.record_type == "notice" && o.key == "tax/m1/2"), "{rows:?}");
+    assert_eq!(store.routed("marriage", "m1").await?, ["police", "tax"]);
+    assert!(store.routed("marriage", "nobody").await?.is_empty());
+    let about = store.audit_by_record("marriage", "m1", 10).await?;
+    assert_eq!(about.iter().map(|e| e.record_version).collect::<Vec<_>>(), [Some(2), Some(1)]);
+    store.close().await;
+    Ok(())
+}
+
 macro_rules! conformance {
     ($backend:ident: $($name:ident),+ $(,)?) => {
         mod $backend {
@@ -680,7 +719,7 @@ conformance!(sqlite_log: publish_is_atomic_and_complete, a_failed_write_leaves_n
     a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once,
     a_feed_moves_from_rows_to_the_log_and_keeps_its_readers, log_entries_expire_and_only_routed_versions_are_owed,
     a_version_held_back_as_a_row_waits_for_the_one_before_it_after_a_restart,
-    a_held_back_version_waits_for_the_retry_of_the_one_before_it);
+    a_held_back_version_waits_for_the_retry_of_the_one_before_it, linked_writes_and_first_versions);
 conformance!(postgres: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering, leases,
     dead_letters_and_expiry, feeds, schedule_claims, restart, repeats_within_one_commit, access_log);
 conformance!(postgres_log: publish_is_atomic_and_complete, a_failed_write_leaves_nothing, idempotency, ordering,
@@ -688,7 +727,7 @@ conformance!(postgres_log: publish_is_atomic_and_complete, a_failed_write_leaves
     a_cursor_restarts_from_its_last_settlement_and_a_failed_entry_goes_once,
     a_feed_moves_from_rows_to_the_log_and_keeps_its_readers, log_entries_expire_and_only_routed_versions_are_owed,
     a_version_held_back_as_a_row_waits_for_the_one_before_it_after_a_restart,
-    a_held_back_version_waits_for_the_retry_of_the_one_before_it);
+    a_held_back_version_waits_for_the_retry_of_the_one_before_it, linked_writes_and_first_versions);
 
 /// PostgreSQL only: two stores on one database (two nodes) publishing at once write one chain,
 /// with every version once and no gap, and a claim hands each entry to one of them.

@@ -220,7 +220,10 @@ impl Cases {
 
     /// Publishes `v` (prepared by the exchange, its owner checked) as what completes `step` of
     /// case `id`: the record and the step's completion commit together, or neither does.
-    pub async fn publish_for_step(&self, id: &str, step: &str, v: NewVersion) -> Result<Published, CaseError> {
+    pub async fn publish_for_step(&self, id: &str, step: &str, mut v: NewVersion) -> Result<Published, CaseError> {
+        // The transition checks the record's latest version itself; a step's record that
+        // corrects an earlier version sends no notices (the case's events tell its parties).
+        v.first_only = false;
         if let Some((key, digest)) = &v.idempotency {
             if let Some((seen, receipt)) = self.store.idempotent(&v.publisher, key).await? {
                 return if seen == *digest { Ok(Published::Replayed(receipt)) } else { Ok(Published::Conflict) };
@@ -396,6 +399,7 @@ impl Cases {
             subjects: subjects.clone(),
             idempotency,
             routes: Vec::new(),
+            first_only: false,
             audit: NewEntry {
                 record_type: Some(CASE_TYPE.into()),
                 record_key: Some(after.id.clone()),
@@ -439,6 +443,7 @@ impl Cases {
                 subjects: subjects.clone(),
                 idempotency: None,
                 routes,
+                first_only: false,
                 audit: NewEntry {
                     record_type: Some(CASE_EVENT_TYPE.into()),
                     record_key: Some(key),

@@ -11,6 +11,7 @@ mod backup;
 mod certificates;
 mod dead_letters;
 mod history;
+mod notices;
 mod reachability;
 mod storage;
 mod synthetic;
@@ -84,6 +85,18 @@ pub fn build(
                 store: store.clone(),
                 delivery: delivery.clone(),
                 exchange: exchange.clone(),
+            }),
+            CheckKind::Notices => Arc::new(notices::Notices {
+                n,
+                t: c.thresholds(),
+                store: store.clone(),
+                feeds: config
+                    .departments
+                    .iter()
+                    .map(|d| (d.id.get_ref().clone(), crate::delivery::notice_feed(d.id.get_ref())))
+                    .collect(),
+                catalog: exchange.catalog().clone(),
+                tz: config.timezone(),
             }),
             CheckKind::Backup => {
                 let Some(b) = &c.backup else { continue };

@@ -48,6 +48,7 @@ impl Check for Synthetic {
             subjects: Vec::new(),
             idempotency: None,
             routes: vec![PROBE_SUBSCRIPTION.into()],
+            first_only: false,
             audit: crate::ledger::NewEntry {
                 record_type: Some(PROBE_TYPE.into()),
                 record_key: Some(key),

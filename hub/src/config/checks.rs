@@ -24,11 +24,13 @@ pub enum CheckKind {
     Backup,
     /// A probe record through the whole exchange.
     Synthetic,
+    /// Notices of corrections and recalls a department has not acknowledged.
+    Notices,
 }
 
 impl CheckKind {
     /// Every kind.
-    pub const ALL: [CheckKind; 8] = [
+    pub const ALL: [CheckKind; 9] = [
         CheckKind::AdapterReachability,
         CheckKind::DeliveryBacklog,
         CheckKind::DeadLetters,
@@ -37,6 +39,7 @@ impl CheckKind {
         CheckKind::Certificates,
         CheckKind::Backup,
         CheckKind::Synthetic,
+        CheckKind::Notices,
     ];
 
     /// The name in the config.
@@ -50,6 +53,7 @@ impl CheckKind {
             CheckKind::Certificates => "certificates",
             CheckKind::Backup => "backup",
             CheckKind::Synthetic => "synthetic",
+            CheckKind::Notices => "notices",
         }
     }
 
@@ -70,6 +74,7 @@ impl CheckKind {
             CheckKind::Storage => thresholds::<StorageThresholds>(table).map(drop),
             CheckKind::Certificates => thresholds::<CertificateThresholds>(table).map(drop),
             CheckKind::Synthetic => thresholds::<SyntheticThresholds>(table).map(drop),
+            CheckKind::Notices => thresholds::<NoticeThresholds>(table).map(drop),
             CheckKind::AdapterReachability | CheckKind::AuditChain | CheckKind::Backup => {
                 thresholds::<NoThresholds>(table).map(drop)
             }
@@ -105,6 +110,23 @@ pub struct BacklogThresholds {
 impl Default for BacklogThresholds {
     fn default() -> Self {
         Self { warn_pending: 1000.0, critical_pending: 10_000.0, warn_age_secs: 300.0, critical_age_secs: 3600.0 }
+    }
+}
+
+/// `notices`: how many working days a department may leave a notice of a correction or recall
+/// unacknowledged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoticeThresholds {
+    /// Working days after which an unacknowledged notice warns (default 3).
+    pub warn_working_days: f64,
+    /// ... is critical (default 10).
+    pub critical_working_days: f64,
+}
+
+impl Default for NoticeThresholds {
+    fn default() -> Self {
+        Self { warn_working_days: 3.0, critical_working_days: 10.0 }
     }
 }
 

@@ -98,6 +98,11 @@ impl Exchange {
         chrono::Utc::now().with_timezone(&self.tz).date_naive()
     }
 
+    /// The catalogue.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The record type `id`.
     pub fn record_type(&self, id: &str) -> Result<&RecordType, PublishError> {
         self.catalog.get(id).ok_or_else(|| PublishError::UnknownType(id.to_owned()))
@@ -141,6 +146,8 @@ impl Exchange {
             publisher: publisher.to_owned(),
             subjects: subjects.clone(),
             idempotency,
+            // A correction owes notices; the write finds out whether this is one.
+            first_only: true,
             audit: NewEntry {
                 record_type: Some(t.id.clone()),
                 record_key: Some(c.key),
@@ -158,40 +165,38 @@ impl Exchange {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut plain = Vec::with_capacity(versions.len());
+        // Every version goes as its record's first; the ones that find a version stored come
+        // back untouched (NotFirst) and are corrections, made with their notices one by one.
+        let again: Vec<Option<NewVersion>> =
+            versions.iter().map(|v| v.first_only.then(|| NewVersion { first_only: false, ..v.clone() })).collect();
+        let labels: Vec<(String, Vec<String>)> =
+            versions.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
+        let stored = self.store.publish(versions).await?;
+        let mut woken = Vec::new();
+        let mut outcomes = Vec::with_capacity(stored.len());
         let mut changed = Vec::new();
-        for (i, v) in versions.into_iter().enumerate() {
-            let earlier = match self.catalog.get(&v.record_type) {
-                Some(_) => self.store.latest(&v.record_type, &v.key).await?,
-                None => None,
-            };
-            match earlier {
-                None => plain.push((i, v)),
-                Some(_) => changed.push((i, v)),
-            }
-        }
-        let mut outcomes: Vec<Option<Result<Published, StoreError>>> = Vec::new();
-        outcomes.resize_with(plain.len() + changed.len(), || None);
-        if !plain.is_empty() {
-            let (at, plain): (Vec<usize>, Vec<NewVersion>) = plain.into_iter().unzip();
-            let labels: Vec<(String, Vec<String>)> =
-                plain.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
-            let stored = self.store.publish(plain).await?;
-            // A replayed or conflicting version routed nothing new: only created ones wake workers.
-            let mut woken = Vec::new();
-            for ((i, (publisher, routes)), outcome) in at.into_iter().zip(labels).zip(stored) {
-                if let Ok(Published::Created(r)) = &outcome {
-                    self.counted(&publisher, r);
-                    woken.extend(routes);
+        for (i, ((outcome, (publisher, routes)), again)) in stored.into_iter().zip(labels).zip(again).enumerate() {
+            match (outcome, again) {
+                (Err(StoreError::NotFirst), Some(v)) => {
+                    changed.push((i, v));
+                    outcomes.push(Err(StoreError::NotFirst));
                 }
-                outcomes[i] = Some(outcome);
+                (outcome, _) => {
+                    // A replayed or conflicting version routed nothing new: only created ones
+                    // wake workers.
+                    if let Ok(Published::Created(r)) = &outcome {
+                        self.counted(&publisher, r);
+                        woken.extend(routes);
+                    }
+                    outcomes.push(outcome);
+                }
             }
-            self.wake(woken);
         }
+        self.wake(woken);
         for (i, v) in changed {
-            outcomes[i] = Some(self.correct(v).await);
+            outcomes[i] = self.correct(v).await;
         }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("no outcome".into())))).collect())
+        Ok(outcomes)
     }
 
     /// A new version of a record that exists, with the notices its correction sends to the
@@ -287,6 +292,7 @@ impl Exchange {
                 publisher: owner.to_owned(),
                 subjects: prev.subjects.clone(),
                 routes: Vec::new(),
+                first_only: false,
                 audit: NewEntry {
                     record_type: Some(t.id.clone()),
                     record_key: Some(key.to_owned()),

@@ -169,6 +169,7 @@ impl Exchange {
                 subjects: prev.subjects.clone(),
                 idempotency: None,
                 routes: vec![route],
+                first_only: false,
                 audit: NewEntry {
                     record_type: Some(NOTICE_TYPE.into()),
                     record_key: Some(key),

@@ -49,6 +49,10 @@ pub enum StoreError {
     /// Stored data cannot be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A version meant as its record's first ([`NewVersion::first_only`]) found one stored:
+    /// nothing was written, and the exchange makes it a correction.
+    #[error("the record has a version already")]
+    NotFirst,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -185,6 +189,10 @@ pub struct NewVersion {
     pub idempotency: Option<(String, String)>,
     /// Subscriptions that get an outbox entry, in the same transaction.
     pub routes: Vec<String>,
+    /// Only as the record's first version: a record that has one already answers
+    /// [`StoreError::NotFirst`] and nothing is written. A publish finds out this way, in the
+    /// write it makes anyway, that it is a correction and owes notices.
+    pub first_only: bool,
     /// The publish audit entry (the writer fills in the version).
     pub audit: NewEntry,
 }

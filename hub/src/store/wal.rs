@@ -324,6 +324,7 @@ pub(crate) mod tests {
             subjects: vec![format!("s{}", i % 5000), format!("s{}", (i * 31) % 5000)],
             idempotency: None,
             routes: vec!["a".into(), "b".into()],
+            first_only: false,
             audit: NewEntry::new("p", Action::Publish, "ok"),
         }
     }

@@ -329,6 +329,10 @@ pub(super) async fn append_batch(
             }
         }
         let id = (v.record_type.clone(), v.key.clone());
+        if v.first_only && current.contains_key(&id) {
+            out.push(Done::NotFirst);
+            continue;
+        }
         let version = current.get(&id).map_or(1, |n| n + 1);
         current.insert(id.clone(), version);
         let mut entry = v.audit;

@@ -399,6 +399,7 @@ impl Store for PostgresStore {
             .into_iter()
             .map(|d| match d {
                 Ok(Done::Published(p)) => Ok(p),
+                Ok(Done::NotFirst) => Err(StoreError::NotFirst),
                 Ok(_) => Err(StoreError::Corrupt("writer answered a publish with something else".into())),
                 Err(e) => Err(e),
             })

@@ -56,6 +56,8 @@ pub(super) enum Done {
     Cursors(Vec<(String, i64, i64, i64)>),
     Case(crate::store::CaseWritten),
     Linked(crate::store::Linked),
+    /// A first version found its record stored ([`crate::store::StoreError::NotFirst`]).
+    NotFirst,
 }
 
 pub(super) type JobResult = Result<Vec<Result<Done, StoreError>>, StoreError>;

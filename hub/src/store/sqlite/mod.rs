@@ -111,6 +111,8 @@ enum Done {
     Subscription(Option<String>),
     Case(CaseWritten),
     Linked(super::Linked),
+    /// A first version found its record stored ([`StoreError::NotFirst`]); nothing written.
+    NotFirst,
 }
 
 /// One write: runs inside its own savepoint of the group transaction, with the audit chain at hand.
@@ -639,6 +641,9 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
             )?
             .query_row(params![v.record_type, v.key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
+        if v.first_only && previous.is_some() {
+            return Ok(Done::NotFirst);
+        }
         let version = previous.as_ref().map_or(1, |(n, _)| *n as u64 + 1);
         let mut entry = v.audit;
         entry.record_version = Some(version);
@@ -995,6 +1000,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|d| match d {
                 Ok(Done::Published(p)) => Ok(p),
+                Ok(Done::NotFirst) => Err(StoreError::NotFirst),
                 Ok(_) => Err(StoreError::Corrupt("writer answered a publish with something else".into())),
                 Err(e) => Err(e),
             })
@@ -1649,6 +1655,7 @@ mod tests {
             subjects: vec!["s".into()],
             idempotency: None,
             routes: vec!["sub".into()],
+            first_only: false,
             audit: NewEntry::new("p", Action::Publish, "ok"),
         }
     }
