@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use adapters::testkit::{Answer, Captured, Receiver};
+use adapters::testkit::{Answer, Captured};
 use anyhow::Result;
-use harness::{marriage, resident_id, Client, TestConfig, TestHub};
+use harness::{marriage, resident_id, Client, TestHub};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -32,13 +32,8 @@ async fn feed(c: &Client, path: &str) -> Result<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrected_marriage_reaches_everyone_who_had_it_once_with_only_their_fields() -> Result<()> {
-    let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
-    let (_cfg_dir, cfg) = TestConfig::conghua()
-        .receiver(9103, &fp.url)
-        .receiver(9102, &ps.url)
-        .receiver(9106, &lh.url)
-        .fast_retries()
-        .without_checks()
+    let ([fp, ps, lh], config) = harness::marriage_webhooks().await;
+    let (_cfg_dir, cfg) = config
         .append(
             "[[checks]]\nname = \"notices\"\nkind = \"notices\"\nschedule = \"0 0 9 * * *\"\n\
              thresholds = { warn_working_days = 0, critical_working_days = 10 }\n",
@@ -163,14 +158,8 @@ async fn a_corrected_marriage_reaches_everyone_who_had_it_once_with_only_their_f
 /// answer 503): after the restart every notice still goes out, once per department.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recalled_record_answers_410_and_its_notices_survive_a_sigkill() -> Result<()> {
-    let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
-    let (_cfg_dir, cfg) = TestConfig::conghua()
-        .receiver(9103, &fp.url)
-        .receiver(9102, &ps.url)
-        .receiver(9106, &lh.url)
-        .fast_retries()
-        .without_checks()
-        .write();
+    let ([fp, ps, lh], config) = harness::marriage_webhooks().await;
+    let (_cfg_dir, cfg) = config.write();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let port = harness::free_port()?;

@@ -62,14 +62,8 @@ async fn publish_corrections(civil: &harness::Client, versions: u32) -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marriage_reaches_every_subscriber_with_only_its_granted_fields() -> Result<()> {
-    let (fp, ps, lh) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
-    let (_cfg_dir, cfg) = TestConfig::conghua()
-        .receiver(9103, &fp.url)
-        .receiver(9102, &ps.url)
-        .receiver(9106, &lh.url)
-        .fast_retries()
-        .without_checks()
-        .write();
+    let ([fp, ps, lh], config) = harness::marriage_webhooks().await;
+    let (_cfg_dir, cfg) = config.write();
     let hub = TestHub::start_with(&cfg).await?;
     let (a, b) = (resident_id("19900315", 123), resident_id("19920708", 124));
     let civil = hub.client("civil-affairs");

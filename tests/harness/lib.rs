@@ -538,3 +538,18 @@ pub fn suffix() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}_{}", std::process::id(), n % 1_000_000)
 }
+
+/// Receivers standing in for the three departments that take marriages by webhook (Family
+/// Planning on 9103, Public Security on 9102, Land and Housing on 9106), and the Conghua config
+/// pointed at them, with fast retries and no scheduled checks.
+pub async fn marriage_webhooks() -> ([adapters::testkit::Receiver; 3], TestConfig) {
+    use adapters::testkit::Receiver;
+    let receivers = [Receiver::start().await, Receiver::start().await, Receiver::start().await];
+    let config = TestConfig::conghua()
+        .receiver(9103, &receivers[0].url)
+        .receiver(9102, &receivers[1].url)
+        .receiver(9106, &receivers[2].url)
+        .fast_retries()
+        .without_checks();
+    (receivers, config)
+}

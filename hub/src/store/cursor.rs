@@ -139,6 +139,11 @@ impl Cursors {
         versions.map(|v| self.take_bits(&v.record_type, &mut v.routes)).collect()
     }
 
+    /// The bits of each of `versions` (the routes they keep are outbox rows).
+    pub fn take_all_bits(&self, versions: &mut [super::NewVersion]) -> Vec<i64> {
+        versions.iter_mut().map(|v| self.take_bits(&v.record_type, &mut v.routes)).collect()
+    }
+
     /// The bits of the routes served from the log; `routes` keeps the others (outbox rows). A
     /// cursor reads its own record type's rows only, so a version of another type routed to it
     /// (a notice of a correction, say) is an outbox row.

@@ -736,8 +736,7 @@ impl Store for PostgresStore {
         mut versions: Vec<NewVersion>,
         expect: Option<u64>,
     ) -> Result<super::Linked, StoreError> {
-        let cursors = self.cursors();
-        let bits = versions.iter_mut().map(|v| cursors.take_bits(&v.record_type, &mut v.routes)).collect();
+        let bits = self.cursors().take_all_bits(&mut versions);
         match self.one(Op::Linked(versions, expect, bits)).await? {
             Done::Linked(l) => Ok(l),
             _ => Err(StoreError::Corrupt("writer answered a linked write with something else".into())),

@@ -1412,8 +1412,7 @@ impl Store for SqliteStore {
         mut versions: Vec<NewVersion>,
         expect: Option<u64>,
     ) -> Result<super::Linked, StoreError> {
-        let cursors = self.cursors();
-        let bits = versions.iter_mut().map(|v| cursors.take_bits(&v.record_type, &mut v.routes)).collect();
+        let bits = self.cursors().take_all_bits(&mut versions);
         match self.one(linked::linked_op(versions, expect, bits)).await? {
             Done::Linked(l) => Ok(l),
             _ => Err(StoreError::Corrupt("writer answered a linked write with something else".into())),
