@@ -4,7 +4,9 @@
 //! hashes, routes); [`Exchange::commit`] makes a group of versions durable in one store commit,
 //! wakes the workers of their routes and emits a `RecordPublished` for each version created. The API, the inbound
 //! connections and the synthetic probe all publish through here; nothing here knows HTTP, and
-//! the owner check stays with the callers, which audit their refusals.
+//! the owner check stays with the callers, which audit their refusals. A version of a record that
+//! exists already is a correction, and a recall is the owner's withdrawal: each commits with the
+//! notices it sends to the departments that had the record ([`notices`]).
 
 pub mod notices;
 pub mod prepare;
