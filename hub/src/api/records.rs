@@ -38,12 +38,19 @@ fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, Prob
     Ok(state.exchange.record_type(id)?)
 }
 
-async fn require_owner(state: &AppState, who: &Principal, t: &RecordType) -> Result<(), Problem> {
+/// Only the owner publishes or revokes (`doing`) records of its type; a refusal is audited.
+async fn require_owner(
+    state: &AppState,
+    who: &Principal,
+    t: &RecordType,
+    doing: &str,
+    key: Option<&str>,
+) -> Result<(), Problem> {
     if matches!(who, Principal::Department(d) if *d == t.owner) {
         return Ok(());
     }
-    let reason = format!("only {} may publish {}", t.owner, t.id);
-    Err(state.refuse(who, reason, Context { record_type: Some(&t.id), ..Default::default() }).await)
+    let reason = format!("only {} may {doing} {}", t.owner, t.id);
+    Err(state.refuse(who, reason, Context { record_type: Some(&t.id), record_key: key, ..Default::default() }).await)
 }
 
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -75,7 +82,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
-    require_owner(&state, &who, t).await?;
+    require_owner(&state, &who, t, "publish", None).await?;
     let step = super::cases::case_step(&headers)?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
     let idem = idempotency_key(&headers)?;
@@ -129,7 +136,7 @@ pub async fn batch(
     body: Body,
 ) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
-    require_owner(&state, &who, t).await?;
+    require_owner(&state, &who, t, "publish", None).await?;
     let limits = &state.config.server;
     let bytes = read_body(&headers, body, limits.max_batch_bytes, is_ndjson, "application/x-ndjson").await?;
     let base_key = idempotency_key(&headers)?;
@@ -455,11 +462,7 @@ pub async fn revoke(
     body: Body,
 ) -> Result<Response, Problem> {
     let t = record_type(&state, &type_id)?;
-    if !matches!(&who, Principal::Department(d) if *d == t.owner) {
-        let reason = format!("only {} may revoke {} records", t.owner, t.id);
-        let ctx = Context { record_type: Some(&t.id), record_key: Some(&key), ..Default::default() };
-        return Err(state.refuse(&who, reason, ctx).await);
-    }
+    require_owner(&state, &who, t, "revoke", Some(&key)).await?;
     let invalid = |message: &str| {
         Problem::InvalidRequest("the body must be {\"reason\": TEXT}".into(), vec![bad("/reason", message)])
     };
