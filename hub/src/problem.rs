@@ -101,7 +101,6 @@ impl From<crate::exchange::PublishError> for Problem {
             P::Conflict => Problem::Conflict(e.to_string()),
             P::NoRecord(_) => Problem::NotFound(e.to_string()),
             P::AlreadyRevoked(_) => Problem::RecordState(e.to_string()),
-            P::Busy => Problem::Unavailable(e.to_string()),
             P::Store(s) => s.into(),
             P::Internal(m) => Problem::Internal(m),
         }

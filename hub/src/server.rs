@@ -124,8 +124,6 @@ pub async fn open(
         delivery.clone(),
         store.clone(),
         metrics.clone(),
-        policy.clone(),
-        config.timezone(),
     ));
     let cases = Arc::new(crate::cases::engine::Cases::new(
         &config,

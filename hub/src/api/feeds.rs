@@ -121,18 +121,17 @@ pub async fn read(
 
 /// One page of a feed, after the long poll.
 async fn serve(state: &AppState, who: &Principal, name: &str, q: FeedQuery) -> Result<Response, Problem> {
-    let name = name.to_owned();
-    let sub = feed_of(state, who, &name).await?;
+    let sub = feed_of(state, who, name).await?;
     let settings = sub.feed.clone().ok_or_else(|| Problem::Internal(format!("feed {name} has no settings")))?;
     let after = match &q.after {
         Some(c) => cursor(c)?,
-        None => state.store.feed_cursor(&name).await?,
+        None => state.store.feed_cursor(name).await?,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, settings.max_events);
     // The long poll must end before the request deadline does.
     let deadline = state.config.server.request_timeout_secs.saturating_sub(1);
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(settings.max_wait_secs).min(deadline));
-    let mut page = state.store.feed(&name, after, limit).await?;
+    let mut page = state.store.feed(name, after, limit).await?;
     if page.rows.is_empty() && !wait.is_zero() {
         let until = tokio::time::Instant::now() + wait;
         // Entries routed by other nodes of a cluster wake nothing here: look every `poll_ms`.
@@ -141,7 +140,7 @@ async fn serve(state: &AppState, who: &Principal, name: &str, q: FeedQuery) -> R
             let notified = sub.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            page = state.store.feed(&name, after, limit).await?;
+            page = state.store.feed(name, after, limit).await?;
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if !page.rows.is_empty() || left.is_zero() {
                 break;

@@ -84,7 +84,7 @@ impl Delivery {
         let Some(t) = self.catalog.get(&row.record_type) else {
             return Ok(Err("the record type is no longer configured".into()));
         };
-        let today = chrono::Utc::now().with_timezone(&self.tz).date_naive();
+        let today = self.today();
         let who = Principal::Department(sub.department.clone());
         let data = match self.grants.read_access(t, &who, Some(&sub.purpose), today) {
             Ok(Access::Full) => rec.payload.clone(),

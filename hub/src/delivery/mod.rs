@@ -293,6 +293,16 @@ impl Delivery {
         })
     }
 
+    /// The grants every delivery is projected by.
+    pub fn grants(&self) -> &Policy {
+        &self.grants
+    }
+
+    /// Today in the hub's time zone (grants expire by day).
+    pub fn today(&self) -> chrono::NaiveDate {
+        chrono::Utc::now().with_timezone(&self.tz).date_naive()
+    }
+
     /// Registers interest in a probe event; the receiver at the end of the pipeline completes it.
     pub fn expect_probe(&self, event_id: &str) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();

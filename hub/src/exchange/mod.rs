@@ -21,7 +21,6 @@ use crate::events::{Event, RecordPublished};
 use crate::ledger::keys::HubKeys;
 use crate::ledger::{Action, NewEntry};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
 use crate::routing::Routing;
 use crate::store::{Linked, NewVersion, Published, RecordVersion, Store, StoreError};
 
@@ -57,9 +56,6 @@ pub enum PublishError {
     /// The record is withdrawn already.
     #[error("this {0} record is already revoked; its owner may publish it again as a new version")]
     AlreadyRevoked(String),
-    /// The record kept changing while its notices were computed.
-    #[error("the record changed {ATTEMPTS} times while this change was made; send it again")]
-    Busy,
     /// The store did not take it (full, unreachable, shutting down): nothing was stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,13 +72,10 @@ pub struct Exchange {
     delivery: Arc<Delivery>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    policy: Arc<Policy>,
-    tz: chrono_tz::Tz,
 }
 
 impl Exchange {
     /// The exchange over the hub's parts.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         catalog: Arc<Catalog>,
         keys: Arc<HubKeys>,
@@ -90,14 +83,8 @@ impl Exchange {
         delivery: Arc<Delivery>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        policy: Arc<Policy>,
-        tz: chrono_tz::Tz,
     ) -> Self {
-        Self { catalog, keys, routing, delivery, store, metrics, policy, tz }
-    }
-
-    fn today(&self) -> chrono::NaiveDate {
-        chrono::Utc::now().with_timezone(&self.tz).date_naive()
+        Self { catalog, keys, routing, delivery, store, metrics }
     }
 
     /// The catalogue.
@@ -210,7 +197,9 @@ impl Exchange {
         for _ in 0..ATTEMPTS {
             let prev = self.store.latest(&v.record_type, &v.key).await?;
             let notices = match &prev {
-                Some(prev) => self.notices(t, prev, notices::Change::Corrected(&doc), &v.routes, self.today()).await?,
+                Some(prev) => {
+                    self.notices(t, prev, notices::Change::Corrected(&doc), &v.routes, self.delivery.today()).await?
+                }
                 None => Vec::new(),
             };
             match self.linked(v.clone(), prev.as_ref(), notices).await? {
@@ -263,7 +252,6 @@ impl Exchange {
         reason: &str,
         idempotency: Option<String>,
     ) -> Result<Published, PublishError> {
-        let marker = json!({ "revoked": { "reason": reason } });
         // A key is bound to what was asked (the record and the reason), not to the version the
         // recall found, so the same request sent again is answered as the first time.
         let request = prepare::request_digest(&format!("revoke:{}", t.id), &format!("{key}\n{reason}"));
@@ -281,8 +269,7 @@ impl Exchange {
                 }
                 return Err(PublishError::AlreadyRevoked(t.id.clone()));
             }
-            let mut payload = marker.clone();
-            payload["revoked"]["version"] = json!(prev.version);
+            let payload = json!({ "revoked": { "reason": reason, "version": prev.version } });
             let canonical = serde_jcs::to_string(&payload).map_err(|e| PublishError::Internal(e.to_string()))?;
             let version = NewVersion {
                 record_type: t.id.clone(),
@@ -303,12 +290,13 @@ impl Exchange {
                     ..NewEntry::new(owner, Action::Revoke, "ok")
                 },
             };
-            let notices = self.notices(t, &prev, notices::Change::Revoked(reason), &[], self.today()).await?;
+            let notices = self.notices(t, &prev, notices::Change::Revoked(reason), &[], self.delivery.today()).await?;
             if let Some(p) = self.linked(version, Some(&prev), notices).await? {
                 return Ok(p);
             }
         }
-        Err(PublishError::Busy)
+        // It kept changing under us: nothing of this one was stored, and it may be sent again.
+        Err(StoreError::Aborted.into())
     }
 
     /// The hub's metrics.

@@ -46,15 +46,6 @@ impl Change<'_> {
     }
 }
 
-/// How a department that had the record hears of the change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Via {
-    /// Its subscription (name) for the record type, with that subscription's purpose.
-    Subscription(String, String),
-    /// Its notice feed, projected for the purpose it read the record for.
-    Feed(String),
-}
-
 impl Exchange {
     /// The notices a change of `prev`'s record sends (versions of [`NOTICE_TYPE`], to commit with
     /// the change); `served` are the subscriptions the new version is routed to by their filters.
@@ -104,40 +95,31 @@ impl Exchange {
                 }
             }
         }
-        // One way per department: the subscription that had a version, else one that can carry
-        // the notice, else its feed.
-        let mut chosen: BTreeMap<String, Via> = BTreeMap::new();
+        // One way per department (the route, and the purpose its grant is read for): the
+        // subscription that had a version, else one that can carry the notice, else its feed.
+        let mut chosen: BTreeMap<String, (String, String)> = BTreeMap::new();
         for s in subs.iter().filter(|s| had.contains(&s.name)) {
             if served_departments.contains(s.department.as_str()) || chosen.contains_key(&s.department) {
                 continue;
             }
-            let via = if s.carries_notices() {
-                Via::Subscription(s.name.clone(), s.purpose.clone())
-            } else {
-                Via::Feed(s.purpose.clone())
-            };
-            chosen.insert(s.department.clone(), via);
+            let route = if s.carries_notices() { s.name.clone() } else { notice_feed(&s.department) };
+            chosen.insert(s.department.clone(), (route, s.purpose.clone()));
         }
         for (d, purpose) in readers {
             if d == t.owner || served_departments.contains(d.as_str()) || chosen.contains_key(&d) {
                 continue;
             }
-            let own = subs.iter().find(|s| s.department == d && s.carries_notices());
-            let via = match own {
-                Some(s) => Via::Subscription(s.name.clone(), s.purpose.clone()),
-                None => Via::Feed(purpose),
+            let way = match subs.iter().find(|s| s.department == d && s.carries_notices()) {
+                Some(s) => (s.name.clone(), s.purpose.clone()),
+                None => (notice_feed(&d), purpose),
             };
-            chosen.insert(d, via);
+            chosen.insert(d, way);
         }
         let mut out = Vec::new();
-        for (department, via) in chosen {
-            let (route, purpose) = match &via {
-                Via::Subscription(name, purpose) => (name.clone(), purpose.clone()),
-                Via::Feed(purpose) => (notice_feed(&department), purpose.clone()),
-            };
+        for (department, (route, purpose)) in chosen {
             // Told only within what it may read now: a lapsed grant hears nothing.
             let who = Principal::Department(department.clone());
-            let Ok(access) = self.policy.read_access(t, &who, Some(&purpose), today) else { continue };
+            let Ok(access) = self.delivery.grants().read_access(t, &who, Some(&purpose), today) else { continue };
             let seen = |doc: &Value| match &access {
                 Access::Full => doc.clone(),
                 Access::Fields(fields) => project(doc, fields),
