@@ -83,6 +83,22 @@ pub trait Outbound: Send + Sync {
     fn max_batch(&self) -> usize {
         1
     }
+    /// Which of these delivered events the receiver still holds, read back from it (an exchange
+    /// folder's manifests, an exchange table's `event_id` column). `None` where a receiver cannot
+    /// be read back (a webhook, a broker): there only the department can say what it holds.
+    async fn holdings(&self, _ids: &[String]) -> Option<Result<Holdings, String>> {
+        None
+    }
+}
+
+/// What a receiver holds of the events asked about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// The ids asked about that the receiver holds intact.
+    pub held: std::collections::HashSet<String>,
+    /// Files or rows that name events but cannot be trusted (a data file gone, or not what its
+    /// manifest says): their events count as not held.
+    pub damaged: Vec<String>,
 }
 
 /// The hub's answer to a record an inbound adapter offered.

@@ -85,6 +85,11 @@ pub async fn sla(
         })
         .collect();
     let levels = ops::sla::compute(&samples, start, end);
+    // The hub's own read-backs of folders and tables in the month, and the departments' own.
+    let (from, to) = (rfc3339(start), rfc3339(end));
+    let reconciled: Vec<_> =
+        runs.iter().filter(|r| r.kind == "reconciliation" && r.started >= from && r.started < to).collect();
+    let found = |r: &&crate::store::CheckRun| r.measurements["missing"].as_f64().unwrap_or(0.0);
     let counts = store.audit_action_counts(&rfc3339(start), &rfc3339(end)).await?;
     let count = |a: &str| counts.iter().find(|(x, _)| x == a).map_or(0, |(_, n)| *n);
     let report = json!({
@@ -101,6 +106,12 @@ pub async fn sla(
         "mttr_secs": levels.mttr_secs,
         "deliveries": { "delivered": count("deliver"), "dead_lettered": count("dead_letter") },
         "publishes": count("publish"),
+        "reconciliation": {
+            "runs": reconciled.len(),
+            "runs_with_missing": reconciled.iter().filter(|r| found(r) > 0.0).count(),
+            "events_missing_found": reconciled.iter().map(found).sum::<f64>() as u64,
+            "by_departments": count("reconcile"),
+        },
     });
     Ok(signed(report, keys))
 }
@@ -150,6 +161,8 @@ td,th{{border:1px solid #999;padding:.3em .6em;text-align:left}}code{{word-break
 <table><tr><th>Check</th><th>Start</th><th>End</th><th>Duration (s)</th></tr>
 {incidents}</table>
 <h2>Deliveries 数据交付</h2><p>{delivered} delivered, {dead} dead-lettered; {publishes} records published.</p>
+<h2>Reconciliation 对账</h2><p>{rec_runs} read-backs of exchange folders and tables, {rec_missing} of them with
+missing events ({rec_found} events found missing); {rec_departments} reconciliations by departments.</p>
 <h2>Signature 签名</h2><p>Ed25519 over the RFC 8785 canonical JSON of the report:</p>
 <p><code>{sig}</code></p><pre>{key}</pre></body></html>
 "#,
@@ -164,6 +177,10 @@ td,th{{border:1px solid #999;padding:.3em .6em;text-align:left}}code{{word-break
         delivered = r["deliveries"]["delivered"],
         dead = r["deliveries"]["dead_lettered"],
         publishes = r["publishes"],
+        rec_runs = r["reconciliation"]["runs"],
+        rec_missing = r["reconciliation"]["runs_with_missing"],
+        rec_found = r["reconciliation"]["events_missing_found"],
+        rec_departments = r["reconciliation"]["by_departments"],
         sig = text(&signed["signature"]["value"]),
         key = text(&signed["signature"]["public_key"]),
     )

@@ -147,6 +147,16 @@ async fn a_corrected_marriage_reaches_everyone_who_had_it_once_with_only_their_f
     for d in ["justice", "family-planning", "disabled-federation"] {
         assert!(told.contains(&d), "{d} not among those told: {told:?}");
     }
+    // ... and who acknowledged: Justice on its notice feed, Family Planning's webhook by taking
+    // it; the federation has not.
+    let acknowledged = |d: &str| {
+        log.json["accesses"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "notice" && e["department"] == d && e["acknowledged"].as_str().is_some_and(|t| t.len() > 10)
+        })
+    };
+    assert!(acknowledged("justice"), "{}", log.text);
+    assert!(acknowledged("family-planning"), "{}", log.text);
+    assert!(!acknowledged("disabled-federation"), "{}", log.text);
     assert!(!log.text.contains(&a), "no ID numbers in the access log");
     hub.stop().await;
     Ok(())

@@ -12,6 +12,7 @@ mod durability;
 mod exchange;
 mod front_end_exchange;
 mod ops;
+mod reconciliation;
 mod reliability_audit_fail_closed;
 mod reliability_crash;
 mod reliability_disk_full;

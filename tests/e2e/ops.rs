@@ -69,6 +69,7 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
             "audit-chain",
             "storage",
             "notices",
+            "reconciliation",
             "certificates",
             "synthetic-probe",
             "nightly-backup"

@@ -139,6 +139,42 @@ impl OutboundTarget for OutFolder {
     fn dedupes(&self) -> bool {
         true
     }
+    async fn lose(&self, id: &str) {
+        let out = self.root.path().join("out");
+        for e in std::fs::read_dir(&out).unwrap() {
+            let path = e.unwrap().path();
+            if path.to_string_lossy().ends_with(".ndjson") && std::fs::read_to_string(&path).unwrap().contains(id) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn read_back_trusts_intact_files_in_the_folder_and_in_taken_only() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let sink = FileDropSink::new(out.clone(), 3);
+    let (a, b, c) = (crate::testkit::envelope(1), crate::testkit::envelope(2), crate::testkit::envelope(3));
+    for e in [&a, &b, &c] {
+        assert_eq!(sink.deliver(std::slice::from_ref(e)).await, crate::Outcome::Delivered);
+    }
+    let ids: Vec<String> = [&a, &b, &c].iter().map(|e| e.id().to_owned()).collect();
+    // The department moved one file away after taking it, and another changed under it.
+    std::fs::create_dir_all(out.join(outbound::TAKEN)).unwrap();
+    for suffix in [".ndjson", ".manifest.json"] {
+        let name = format!("events-{}{suffix}", b.id());
+        std::fs::rename(out.join(&name), out.join(outbound::TAKEN).join(&name)).unwrap();
+    }
+    let edited = out.join(format!("events-{}.ndjson", c.id()));
+    std::fs::write(&edited, std::fs::read_to_string(&edited).unwrap().replace("2026", "2025")).unwrap();
+    let got = sink.holdings(&ids).await.unwrap().unwrap();
+    let mut held: Vec<&str> = got.held.iter().map(String::as_str).collect();
+    held.sort();
+    let mut want = vec![a.id(), b.id()];
+    want.sort();
+    assert_eq!(held, want, "the moved file counts, the edited one does not");
+    assert_eq!(got.damaged, [format!("events-{}.ndjson", c.id())]);
 }
 
 use sha2::Digest as _;

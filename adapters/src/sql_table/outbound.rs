@@ -6,8 +6,12 @@ use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
 
 use super::config::SqlOutbound;
+use super::db::describe;
 use super::db::{outcome_of, Db};
-use crate::{is_sql_identifier, Envelope, Outbound, Outcome};
+use crate::{is_sql_identifier, Envelope, Holdings, Outbound, Outcome};
+
+/// Ids asked about in one statement when reading the table back (MySQL has no array binds).
+const READ_BACK_CHUNK: usize = 500;
 
 /// The outbound side of an exchange table.
 pub struct SqlSink {
@@ -102,5 +106,30 @@ impl Outbound for SqlSink {
 
     fn max_batch(&self) -> usize {
         self.config.max_batch
+    }
+
+    /// The rows of these ids in the exchange table, whatever the department did with the rest of
+    /// each row since (a status column, a receipt).
+    async fn holdings(&self, ids: &[String]) -> Option<Result<Holdings, String>> {
+        let t = &self.config.table;
+        let mut out = Holdings::default();
+        for chunk in ids.chunks(READ_BACK_CHUNK) {
+            let found: Result<Vec<String>, sqlx::Error> = match &self.db {
+                Db::Pg(pool) => {
+                    let sql = format!("SELECT event_id FROM {t} WHERE event_id = ANY($1)");
+                    sqlx::query_scalar(AssertSqlSafe(sql)).bind(chunk).fetch_all(pool).await
+                }
+                Db::My(pool) => {
+                    let marks = vec!["?"; chunk.len()].join(", ");
+                    let sql = format!("SELECT event_id FROM {t} WHERE event_id IN ({marks})");
+                    chunk.iter().fold(sqlx::query_scalar(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(pool).await
+                }
+            };
+            match found {
+                Ok(found) => out.held.extend(found),
+                Err(e) => return Some(Err(format!("table {t}: {}", describe(&e)))),
+            }
+        }
+        Some(Ok(out))
     }
 }

@@ -148,6 +148,10 @@ impl OutboundTarget for Exchange {
     fn dedupes(&self) -> bool {
         true
     }
+    async fn lose(&self, id: &str) {
+        let sql = format!("DELETE FROM {} WHERE event_id = '{id}'", self.table);
+        exec(&self.db, sql).await;
+    }
 }
 
 async fn target_conformance(url: &str) {

@@ -1,7 +1,9 @@
 //! The outbound conformance suite for adapters whose receiver is not an HTTP endpoint (a folder,
 //! an exchange table, a broker): what is `Delivered` is really there, in order, once per event id
 //! where the target can enforce it; a batch arrives whole; a target that cannot be reached is
-//! `Retry`, never `Delivered` or `Reject`; health says the same as a delivery would.
+//! `Retry`, never `Delivered` or `Reject`; health says the same as a delivery would; a target that
+//! can be read back for reconciliation says what it holds, notices an event lost and holds it
+//! again once redelivered.
 
 use async_trait::async_trait;
 
@@ -20,6 +22,9 @@ pub trait OutboundTarget: Send + Sync {
     /// Whether the target drops a second copy of an event id (a table keyed on it, a file named
     /// after it). A broker does not: its consumers drop duplicates by `message-id`.
     fn dedupes(&self) -> bool;
+    /// The department loses one event (a file removed, a row deleted). Only called on a target
+    /// whose adapter answers `holdings`.
+    async fn lose(&self, _id: &str) {}
 }
 
 /// Runs the suite against `target`, which must start empty.
@@ -49,6 +54,22 @@ pub async fn run_target_conformance(target: &dyn OutboundTarget) {
     let tail: Vec<&str> = got[got.len() - batch.len()..].iter().map(String::as_str).collect();
     let want: Vec<&str> = batch.iter().map(|e| e.id()).collect();
     assert_eq!(tail, want, "the batch arrived in order");
+
+    let never = envelope(98);
+    let mut asked: Vec<String> = std::iter::once(one.id()).chain(want.iter().copied()).map(str::to_owned).collect();
+    asked.push(never.id().to_owned());
+    if let Some(held) = adapter.holdings(&asked).await {
+        let held = held.expect("the target can be read back");
+        assert_eq!(held.held.len(), asked.len() - 1, "every delivered event is held: {held:?}");
+        assert!(!held.held.contains(never.id()), "an event never delivered is not held");
+        target.lose(one.id()).await;
+        let after = adapter.holdings(&asked).await.expect("read back").expect("read back");
+        assert!(!after.held.contains(one.id()), "a lost event is not held: {after:?}");
+        assert_eq!(after.held.len(), asked.len() - 2, "the others still are");
+        assert_eq!(adapter.deliver(std::slice::from_ref(&one)).await, Outcome::Delivered);
+        let again = adapter.holdings(&asked).await.expect("read back").expect("read back");
+        assert!(again.held.contains(one.id()), "a redelivered event is held again");
+    }
 
     let gone = target.unreachable();
     assert!(gone.health().await.is_err(), "an unreachable target is unhealthy");

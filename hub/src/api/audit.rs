@@ -106,6 +106,22 @@ pub async fn access_log(
     }
     let hash = state.keys.subject_hash(subject);
     let entries = state.store.audit_by_subject(&hash, 1000).await?;
+    // When each department took each notice: acknowledged on its notice feed, or confirmed by
+    // the receiver of the push subscription that carried it. Keyed (department, type, key, version).
+    let taken: std::collections::HashMap<(&str, &str, &str, u64), &str> = entries
+        .iter()
+        .filter(|e| {
+            let d = e.detail.as_ref();
+            e.action == "acknowledge"
+                || (e.action == "deliver"
+                    && e.outcome == "ok"
+                    && d.is_some_and(|d| d["notice"].is_string() && d["event_id"].is_string()))
+        })
+        .filter_map(|e| {
+            let (t, k, v) = (e.record_type.as_deref()?, e.record_key.as_deref()?, e.record_version?);
+            Some(((e.actor.as_str(), t, k, v), e.time.as_str()))
+        })
+        .collect();
     let accesses: Vec<Value> = entries
         .iter()
         .filter(|e| match e.action.as_str() {
@@ -138,6 +154,18 @@ pub async fn access_log(
             });
             if let Some(kind) = detail.and_then(|d| d.get("notice")).filter(|k| k.is_string()) {
                 v["notice"] = kind.clone();
+            }
+            if e.action == "notice" {
+                // The notice's own key is `DEPARTMENT/TYPE/KEY/VERSION`.
+                let t = detail.and_then(|d| d["record_type"].as_str()).unwrap_or_default();
+                let version = detail.and_then(|d| d["version"].as_u64()).unwrap_or_default();
+                let key = e
+                    .record_key
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix(&format!("{department}/{t}/")))
+                    .and_then(|k| k.strip_suffix(&format!("/{version}")));
+                let when = key.and_then(|k| taken.get(&(department, t, k, version)));
+                v["acknowledged"] = json!(when);
             }
             if let Some(d) = e.detail.as_ref().filter(|_| e.action == "case") {
                 v["case"] = json!({ "case_type": d["case_type"], "transition": d["transition"], "step": d["step"] });

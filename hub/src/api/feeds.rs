@@ -70,8 +70,46 @@ pub async fn notices_ack(
     body: Body,
 ) -> Result<Response, Problem> {
     let name = notice_feed_of(&state, &who).await?;
-    acknowledge(&state, &who, &name, headers, body).await
+    // What the acknowledgement settled, from the feed before and after it (whatever form its
+    // cursors take): each notice taken is audited under its record, for the person's access log.
+    let before = unacknowledged(&state, &name).await?;
+    let answer = acknowledge(&state, &who, &name, headers, body).await?;
+    let after: std::collections::HashSet<String> =
+        unacknowledged(&state, &name).await?.into_iter().map(|r| r.event_id).collect();
+    for row in before.iter().filter(|r| !after.contains(&r.event_id)) {
+        let Some(notice) = state.store.version(&row.record_type, &row.key, row.version).await? else { continue };
+        let n = &notice.payload;
+        let entry = NewEntry {
+            record_type: n["record_type"].as_str().map(str::to_owned),
+            record_key: n["key"].as_str().map(str::to_owned),
+            record_version: n["version"].as_u64(),
+            subjects: notice.subjects.clone(),
+            purpose: n["purpose"].as_str().map(str::to_owned),
+            detail: Some(json!({ "notice": n["kind"], "subscription": name, "event_id": row.event_id })),
+            ..NewEntry::new(who.id(), Action::Acknowledge, "ok")
+        };
+        state.store.audit(entry).await?;
+    }
+    Ok(answer)
 }
+
+/// Notices of a feed not yet acknowledged, up to [`ACK_AUDITED`].
+async fn unacknowledged(state: &AppState, name: &str) -> Result<Vec<crate::store::OutboxRow>, Problem> {
+    let (mut at, mut rows) = (state.store.feed_cursor(name).await?, Vec::new());
+    while rows.len() < ACK_AUDITED {
+        let page = state.store.feed(name, at, 1000).await?;
+        if page.rows.is_empty() {
+            break;
+        }
+        at = page.next;
+        rows.extend(page.rows);
+    }
+    Ok(rows)
+}
+
+/// How many notices one acknowledgement audits: a department with more outstanding than this
+/// acknowledges in steps (the feed's pages are smaller anyway).
+const ACK_AUDITED: usize = 10_000;
 
 /// Query of a feed read.
 #[derive(Deserialize)]
@@ -149,13 +187,15 @@ async fn serve(state: &AppState, who: &Principal, name: &str, q: FeedQuery) -> R
         }
     }
     let mut events: Vec<Value> = Vec::new();
-    let mut ids = Vec::new();
+    let (mut ids, mut records) = (Vec::new(), Vec::new());
     let mut subjects: Vec<String> = Vec::new();
     for row in &page.rows {
         match state.delivery.envelope(sub, row).await? {
             Ok((envelope, rec)) => {
                 events.push(serde_json::from_slice(envelope.json()).map_err(|e| Problem::Internal(e.to_string()))?);
                 ids.push(row.event_id.clone());
+                // What each id was, so a reconciliation can queue a missing one again.
+                records.push(format!("{}/{}@{}", row.record_type, row.key, row.version));
                 for s in rec.subjects {
                     if !subjects.contains(&s) {
                         subjects.push(s);
@@ -174,7 +214,7 @@ async fn serve(state: &AppState, who: &Principal, name: &str, q: FeedQuery) -> R
             record_type: Some(sub.record_type.clone()),
             subjects,
             purpose: Some(sub.purpose.clone()),
-            detail: Some(json!({ "subscription": sub.name, "events": ids, "cursor": next })),
+            detail: Some(json!({ "subscription": sub.name, "events": ids, "records": records, "cursor": next })),
             ..NewEntry::new(sub.department.clone(), Action::Deliver, "ok")
         };
         state.store.audit(entry).await?;

@@ -12,6 +12,7 @@ pub(crate) mod health;
 pub(crate) mod meta;
 pub(crate) mod ops;
 pub mod problem;
+pub(crate) mod reconciliation;
 pub(crate) mod records;
 
 use std::sync::Arc;
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .merge(meta::router())
         .merge(audit::router())
         .merge(feeds::router())
+        .merge(reconciliation::router())
         .merge(ops::router())
         .merge(health::router())
         .merge(dashboard::router())

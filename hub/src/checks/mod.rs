@@ -1,6 +1,6 @@
 //! The hub's health checks, implemented against `ops::check::Check`: one file per check kind
 //! (receivers reachable, delivery backlog, dead letters, the audit chain, storage, certificates,
-//! backup, the synthetic probe), [`build`] as their one registry over `CheckKind`, and the store's
+//! backup, the synthetic probe, notices, reconciliation), [`build`] as their one registry over `CheckKind`, and the store's
 //! history and alerting the runner reports to. Summaries carry counts, durations and names of
 //! subscriptions and certificates only, so ops and the data-blind vendor can both read them.
 
@@ -13,6 +13,7 @@ mod dead_letters;
 mod history;
 mod notices;
 mod reachability;
+mod reconciliation;
 mod storage;
 mod synthetic;
 
@@ -96,6 +97,13 @@ pub fn build(
                     .map(|d| (d.id.get_ref().clone(), crate::delivery::notice_feed(d.id.get_ref())))
                     .collect(),
                 catalog: exchange.catalog().clone(),
+                tz: config.timezone(),
+            }),
+            CheckKind::Reconciliation => Arc::new(reconciliation::Reconciliation {
+                n,
+                t: c.thresholds(),
+                store: store.clone(),
+                delivery: delivery.clone(),
                 tz: config.timezone(),
             }),
             CheckKind::Backup => {

@@ -26,11 +26,13 @@ pub enum CheckKind {
     Synthetic,
     /// Notices of corrections and recalls a department has not acknowledged.
     Notices,
+    /// Exchange folders and tables read back against the hub's deliveries.
+    Reconciliation,
 }
 
 impl CheckKind {
     /// Every kind.
-    pub const ALL: [CheckKind; 9] = [
+    pub const ALL: [CheckKind; 10] = [
         CheckKind::AdapterReachability,
         CheckKind::DeliveryBacklog,
         CheckKind::DeadLetters,
@@ -40,6 +42,7 @@ impl CheckKind {
         CheckKind::Backup,
         CheckKind::Synthetic,
         CheckKind::Notices,
+        CheckKind::Reconciliation,
     ];
 
     /// The name in the config.
@@ -54,6 +57,7 @@ impl CheckKind {
             CheckKind::Backup => "backup",
             CheckKind::Synthetic => "synthetic",
             CheckKind::Notices => "notices",
+            CheckKind::Reconciliation => "reconciliation",
         }
     }
 
@@ -75,6 +79,7 @@ impl CheckKind {
             CheckKind::Certificates => thresholds::<CertificateThresholds>(table).map(drop),
             CheckKind::Synthetic => thresholds::<SyntheticThresholds>(table).map(drop),
             CheckKind::Notices => thresholds::<NoticeThresholds>(table).map(drop),
+            CheckKind::Reconciliation => thresholds::<ReconciliationThresholds>(table).map(drop),
             CheckKind::AdapterReachability | CheckKind::AuditChain | CheckKind::Backup => {
                 thresholds::<NoThresholds>(table).map(drop)
             }
@@ -127,6 +132,23 @@ pub struct NoticeThresholds {
 impl Default for NoticeThresholds {
     fn default() -> Self {
         Self { warn_working_days: 3.0, critical_working_days: 10.0 }
+    }
+}
+
+/// `reconciliation`: events the hub delivered that a department's folder or table does not hold,
+/// over yesterday and today.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconciliationThresholds {
+    /// Missing events that warn (default 1: any).
+    pub warn_missing: f64,
+    /// ... are critical (default 100).
+    pub critical_missing: f64,
+}
+
+impl Default for ReconciliationThresholds {
+    fn default() -> Self {
+        Self { warn_missing: 1.0, critical_missing: 100.0 }
     }
 }
 

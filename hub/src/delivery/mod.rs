@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 mod attempt;
 mod backoff;
 mod envelope;
+pub mod reconcile;
 mod worker;
 
 pub use backoff::backoff;
@@ -122,6 +123,15 @@ impl Subscription {
     /// Whether deliveries are stopped.
     pub fn is_disabled(&self) -> bool {
         self.disabled.load(Ordering::SeqCst)
+    }
+
+    /// Which of these events the receiver holds, read back from it; `None` where it cannot be
+    /// (webhooks, brokers, feeds): there the department reconciles over the API.
+    pub async fn holdings(&self, ids: &[String]) -> Option<Result<adapters::Holdings, String>> {
+        match &self.adapter {
+            Some(a) => a.holdings(ids).await,
+            None => None,
+        }
     }
 
     /// Checks the receiver like a delivery would (push subscriptions).

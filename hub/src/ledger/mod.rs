@@ -40,6 +40,11 @@ pub enum Action {
     Revoke,
     /// A department that had a record is told of its correction or recall.
     Notice,
+    /// A department acknowledged a notice on its notice feed.
+    Acknowledge,
+    /// A department's holdings of a subscription's events for a day were compared with the
+    /// hub's deliveries (by the department, or by the scheduled check).
+    Reconcile,
 }
 
 impl Action {
@@ -58,6 +63,8 @@ impl Action {
             Action::Case => "case",
             Action::Revoke => "revoke",
             Action::Notice => "notice",
+            Action::Acknowledge => "acknowledge",
+            Action::Reconcile => "reconcile",
         }
     }
 }

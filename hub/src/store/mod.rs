@@ -804,6 +804,17 @@ pub trait Store: Send + Sync {
     /// The audit entries about any version of a record (publishes, reads, deliveries), newest
     /// first.
     async fn audit_by_record(&self, record_type: &str, key: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
+    /// Entries of `action` by `actor` sealed in `[from, to)` (RFC 3339 UTC), after audit sequence
+    /// `after`, in sequence order, at most `limit`: a department's deliveries of a day.
+    async fn audit_between(
+        &self,
+        from: &str,
+        to: &str,
+        actor: &str,
+        action: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError>;
     /// The receipt an idempotency key of `publisher` was given, and the digest of its request.
     async fn idempotent(&self, publisher: &str, key: &str) -> Result<Option<(String, Receipt)>, StoreError>;
 

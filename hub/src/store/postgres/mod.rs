@@ -756,6 +756,37 @@ impl Store for PostgresStore {
         self.fetch(sql, |q| q.bind(t).bind(k).bind(i64::from(limit)), entry_row).await
     }
 
+    async fn audit_between(
+        &self,
+        from: &str,
+        to: &str,
+        actor: &str,
+        action: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        // As on SQLite: the window's sequence range from the time index, then pages by sequence.
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(seq), max(seq) FROM audit WHERE time >= $1 AND time < $2")
+                .bind(from)
+                .bind(to)
+                .fetch_one(&self.pool)
+                .await?;
+        let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(Vec::new()) };
+        let start = (after as i64).max(lo - 1);
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > $1 AND a.seq <= $2 AND a.time >= $3
+             AND a.time < $4 AND a.actor = $5 AND a.action = $6 ORDER BY a.seq LIMIT $7"
+        );
+        let (f, t, who, what) = (from.to_owned(), to.to_owned(), actor.to_owned(), action.to_owned());
+        self.fetch(
+            sql,
+            |q| q.bind(start).bind(hi).bind(f).bind(t).bind(who).bind(what).bind(i64::from(limit)),
+            entry_row,
+        )
+        .await
+    }
+
     async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
         cases::case_counts(&self.pool, today).await
     }

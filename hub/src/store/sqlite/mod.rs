@@ -1443,6 +1443,35 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn audit_between(
+        &self,
+        from: &str,
+        to: &str,
+        actor: &str,
+        action: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (f, t, who, what) = (from.to_owned(), to.to_owned(), actor.to_owned(), action.to_owned());
+        self.readers
+            .with(move |c| {
+                // The window's sequence range first (from the time index alone), then pages in
+                // sequence order over it: ordering the window by time would sort it again for
+                // every page. `+a.time` keeps the planner on the sequence.
+                let (lo, hi): (Option<i64>, Option<i64>) = c
+                    .prepare_cached("SELECT min(seq), max(seq) FROM audit WHERE time >= ?1 AND time < ?2")?
+                    .query_row(params![f, t], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(Vec::new()) };
+                let start = (after as i64).max(lo - 1);
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit a WHERE a.seq > ?1 AND a.seq <= ?2 AND +a.time >= ?3
+                     AND +a.time < ?4 AND a.actor = ?5 AND a.action = ?6 ORDER BY a.seq LIMIT ?7"
+                );
+                entries(c, &sql, &[&start, &hi, &f, &t, &who, &what, &limit])
+            })
+            .await
+    }
+
     async fn case_counts(&self, today: &str) -> Result<super::CaseCounts, StoreError> {
         let today = today.to_owned();
         self.readers.with(move |c| cases::case_counts(c, &today)).await
