@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::{Path, Query};
+use super::records::is_ndjson;
 use super::{is_json, json_response, media_type, parse_json, read_body, AppState, Context, Problem};
 use crate::catalog::Violation;
 use crate::config::Role;
@@ -110,8 +111,22 @@ fn ndjson_ids(bytes: &[u8]) -> Result<Vec<String>, Problem> {
     }
 }
 
-fn is_ndjson(media: &str) -> bool {
-    matches!(media, "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/jsonlines")
+/// Refuses a member other than `day` and `event_ids`, and reads the day at `/day`.
+fn day_member(body: &Value, state: &AppState) -> Result<Day, Problem> {
+    let violation = |pointer: String, message: &str| vec![Violation { pointer, message: message.into() }];
+    if let Some(other) = body.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "day" | "event_ids"))) {
+        return Err(Problem::InvalidRequest(
+            "unexpected member".into(),
+            violation(format!("/{other}"), "is not a member of this body"),
+        ));
+    }
+    match body.get("day").and_then(Value::as_str) {
+        Some(day) => day_of(day, state, "/day"),
+        None => Err(Problem::InvalidRequest(
+            "the day is missing".into(),
+            violation("/day".into(), "must be a date YYYY-MM-DD"),
+        )),
+    }
 }
 
 /// `?day=` of the NDJSON form.
@@ -163,21 +178,11 @@ pub async fn reconcile(
                 vec![Violation { pointer: String::new(), message: "must be an object with day and event_ids".into() }],
             )
         };
-        let Some(obj) = body.as_object() else { return Err(shape()) };
-        if let Some(other) = obj.keys().find(|k| !matches!(k.as_str(), "day" | "event_ids")) {
-            return Err(Problem::InvalidRequest(
-                "unexpected member".into(),
-                vec![Violation { pointer: format!("/{other}"), message: "is not a member of this body".into() }],
-            ));
+        if !body.is_object() {
+            return Err(shape());
         }
-        let Some(day) = obj.get("day").and_then(Value::as_str) else {
-            return Err(Problem::InvalidRequest(
-                "the day is missing".into(),
-                vec![Violation { pointer: "/day".into(), message: "must be a date YYYY-MM-DD".into() }],
-            ));
-        };
-        let day = day_of(day, &state, "/day")?;
-        let ids = ids_of(obj.get("event_ids"))
+        let day = day_member(&body, &state)?;
+        let ids = ids_of(body.get("event_ids"))
             .map_err(|v| Problem::InvalidRequest("some event ids are malformed".into(), v))?;
         (day, ids)
     };
@@ -212,19 +217,7 @@ pub async fn redeliver(
     let sub = subscription(&state, &name)?.clone();
     let bytes = read_body(&headers, body, state.config.server.max_batch_bytes, is_json, "application/json").await?;
     let body = parse_json(&bytes)?;
-    if let Some(other) = body.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "day" | "event_ids"))) {
-        return Err(Problem::InvalidRequest(
-            "unexpected member".into(),
-            vec![Violation { pointer: format!("/{other}"), message: "is not a member of this body".into() }],
-        ));
-    }
-    let Some(day) = body.get("day").and_then(Value::as_str) else {
-        return Err(Problem::InvalidRequest(
-            "the day is missing".into(),
-            vec![Violation { pointer: "/day".into(), message: "must be a date YYYY-MM-DD".into() }],
-        ));
-    };
-    let day = day_of(day, &state, "/day")?;
+    let day = day_member(&body, &state)?;
     let tz = state.config.timezone();
     let (missing, delivered) = match body.get("event_ids") {
         Some(v) => {

@@ -108,7 +108,7 @@ pub async fn publish(
     }
 }
 
-fn is_ndjson(media: &str) -> bool {
+pub(super) fn is_ndjson(media: &str) -> bool {
     matches!(media, "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/jsonlines")
 }
 
