@@ -17,6 +17,7 @@ use crate::policy::Principal;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/catalog", get(catalog))
+        .route("/v1/catalog/services", get(services))
         .route("/v1/schemas/{type}", get(schema_latest))
         .route("/v1/schemas/{type}/{version}", get(schema_version))
         .route("/openapi.json", get(openapi))
@@ -56,6 +57,18 @@ pub async fn catalog(State(state): State<AppState>, Extension(who): Extension<Pr
             })
         })
         .collect();
+    let purposes: Vec<Value> = state
+        .policy
+        .purposes_of(who.id())
+        .map(|id| {
+            let declared = state.config.purposes.iter().find(|p| p.id.get_ref() == id);
+            json!({
+                "id": id,
+                "name": declared.and_then(|p| p.name.clone()),
+                "basis": declared.map(|p| p.basis.clone()),
+            })
+        })
+        .collect();
     let subscriptions: Vec<Value> = state
         .delivery
         .all()
@@ -76,9 +89,17 @@ pub async fn catalog(State(state): State<AppState>, Extension(who): Extension<Pr
             "principal": { "id": who.id(), "kind": who.kind() },
             "record_types": types,
             "grants": grants,
+            "purposes": purposes,
             "subscriptions": subscriptions,
         }),
     )
+}
+
+/// `GET /v1/catalog/services`: the plan's online services, what each reads instead of paper.
+#[utoipa::path(get, path = "/v1/catalog/services", tag = "catalogue",
+    responses((status = 200, description = "Every online service: its department, what it publishes, the records it reads for which purpose, and the paper documents a citizen no longer brings")))]
+pub async fn services(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &crate::services::catalogue(&state.config, &state.catalog))
 }
 
 fn schema_response(schema: &Value) -> Response {

@@ -393,6 +393,11 @@ pub async fn lookup(
     if !errors.is_empty() {
         return Err(Problem::InvalidRequest("the lookup request is invalid".into(), errors));
     }
+    // An undeclared purpose is refused as a whole, not answered with nothing found.
+    if let Err(denied) = state.policy.may_state(who.id(), &purpose) {
+        let ctx = Context { purpose: Some(&purpose), ..Context::default() };
+        return Err(state.refuse(&who, denied.to_string(), ctx).await);
+    }
     let subject_hash = state.keys.subject_hash(&subject);
     let today = state.today();
     let mut out = Vec::new();

@@ -1,5 +1,5 @@
 //! The commands on a data directory or a configuration: `config check`, `backup`, `restore`,
-//! `audit verify`, `migrate` and `report sla`.
+//! `audit verify`, `migrate` and the signed monthly reports.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,11 +16,11 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    for w in &catalog.cases.warnings {
+    for w in catalog.cases.warnings.iter().chain(&config.warnings()) {
         println!("{}:{}: warning: {}", w.file.display(), w.line, w.message);
     }
     println!(
-        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections, {} case types",
+        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections, {} case types, {} purposes, {} services",
         path.display(),
         config.departments.len(),
         config.operators.len(),
@@ -28,7 +28,9 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         config.grants.len(),
         config.subscriptions.len(),
         config.inbound.len(),
-        catalog.cases.iter().count()
+        catalog.cases.iter().count(),
+        config.purpose_register().purposes.len(),
+        config.services.len()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -37,6 +39,11 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
 pub(super) enum Report {
     /// The SLA report, as JSON or printable HTML.
     Sla {
+        /// `json` or `html`.
+        html: bool,
+    },
+    /// The documents-spared report, as JSON or printable HTML.
+    DocumentsSpared {
         /// `json` or `html`.
         html: bool,
     },
@@ -65,6 +72,7 @@ pub(super) fn report(what: Report, month: &str, data: Option<PathBuf>, config: &
         let (hub, tz) = (config.hub.name.get_ref(), config.timezone());
         let signed = match what {
             Report::Sla { .. } => crate::report::sla(&*store, &keys, hub, tz, month).await,
+            Report::DocumentsSpared { .. } => crate::services::documents_spared(&*store, &keys, &config, month).await,
             Report::Cases { .. } => {
                 crate::cases::report::monthly(&*store, &catalog.cases, &keys, hub, tz, month, false).await
             }
@@ -74,6 +82,7 @@ pub(super) fn report(what: Report, month: &str, data: Option<PathBuf>, config: &
         Ok::<_, anyhow::Error>(match what {
             Report::Sla { html: true } => crate::report::html(&signed),
             Report::Cases { html: true } => crate::cases::report::html(&signed),
+            Report::DocumentsSpared { html: true } => crate::services::html(&signed),
             _ => serde_json::to_string_pretty(&signed)?,
         })
     })?;

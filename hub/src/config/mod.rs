@@ -9,6 +9,7 @@ mod maintenance;
 mod parties;
 mod problems;
 mod sections;
+mod services;
 pub mod text;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use maintenance::*;
 pub use parties::*;
 pub use problems::*;
 pub use sections::*;
+pub use services::*;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -54,6 +56,12 @@ pub struct Config {
     /// `[[grants]]`: who may read what, for which purposes, which fields.
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// `[[purposes]]`: the register of purposes a department may state.
+    #[serde(default)]
+    pub purposes: Vec<PurposeConfig>,
+    /// `[[services]]`: the plan's online services and the shared records each reads.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
     /// `[delivery]`: retry and concurrency policy of push subscriptions.
     #[serde(default)]
     pub delivery: DeliverySection,

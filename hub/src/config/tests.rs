@@ -224,3 +224,99 @@ time_limit_days = 0
         "{problems:#?}"
     );
 }
+
+const REGISTER_BASE: &str = r#"[hub]
+name = "t"
+[[departments]]
+id = "a"
+name = "A"
+[[departments]]
+id = "b"
+name = "B"
+[[record_types]]
+id = "r"
+owner = "a"
+schema = "s.json"
+key = "/k"
+sharing = "conditional"
+[[record_types]]
+id = "secret"
+owner = "a"
+schema = "s.json"
+key = "/k"
+sharing = "none"
+[[grants]]
+department = "b"
+record_type = "r"
+purposes = ["review"]
+fields = ["/k"]
+"#;
+
+fn problems_of(text: &str) -> Vec<(usize, String)> {
+    match Config::parse(Path::new("c.toml"), text.into()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid(list)) => list.into_iter().map(|p| (p.line, p.message)).collect(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn without_a_register_the_grants_purposes_are_the_register() {
+    let config = Config::parse(Path::new("c.toml"), REGISTER_BASE.into()).unwrap();
+    let register = config.purpose_register();
+    assert!(!register.declared);
+    assert_eq!(register.allows("review", "b"), Ok(()));
+    assert_eq!(register.allows("review", "a"), Err(true));
+    assert_eq!(register.allows("gossip", "b"), Err(false));
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].message.contains("no [[purposes]] register"), "{warnings:?}");
+}
+
+#[test]
+fn a_declared_register_is_the_only_one_and_every_stated_purpose_must_be_in_it() {
+    let declared = format!(
+        "{REGISTER_BASE}[[purposes]]\nid = \"review\"\nbasis = \"a law\"\ndepartments = [\"a\"]\n\
+         [[purposes]]\nid = \"unused\"\nbasis = \"another law\"\ndepartments = [\"b\"]\n\
+         [[purposes]]\nid = \"Bad\"\nbasis = \" \"\ndepartments = [\"ghost\"]\n"
+    );
+    let problems = problems_of(&declared);
+    let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("\"review\" is not declared for \"b\"")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("must be kebab-case")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("legal basis")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("\"ghost\" is not a department")), "{messages:?}");
+    // The grant's purpose line is where the problem is.
+    assert!(problems.iter().any(|(line, m)| *line == 24 && m.contains("not declared")), "{problems:?}");
+
+    let fixed = declared.replace("departments = [\"a\"]", "departments = [\"b\"]").replace(
+        "id = \"Bad\"\nbasis = \" \"\ndepartments = [\"ghost\"]",
+        "id = \"bad\"\nbasis = \"x\"\ndepartments = [\"a\"]",
+    );
+    let config = Config::parse(Path::new("c.toml"), fixed).unwrap();
+    assert!(config.purpose_register().declared);
+    let warnings: Vec<String> = config.warnings().into_iter().map(|w| w.message).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().all(|w| w.contains("is used by no grant")), "{warnings:?}");
+    assert!(warnings[0].contains("\"unused\""), "{warnings:?}");
+}
+
+#[test]
+fn a_service_reads_only_what_its_department_may_read_and_names_the_paper_it_replaces() {
+    let text = format!(
+        "{REGISTER_BASE}[[services]]\nid = \"s\"\nname = \"S\"\ndepartment = \"b\"\nproduces = [\"r\"]\nreads = [\n\
+         {{ record_type = \"r\", purpose = \"review\", replaces = [\"a copy\"] }},\n\
+         {{ record_type = \"r\", purpose = \"other\", replaces = [\"a copy\"] }},\n\
+         {{ record_type = \"secret\", purpose = \"review\", replaces = [] }},\n]\n\
+         [[services]]\nid = \"t\"\nname = \"T\"\ndepartment = \"b\"\nreads = [\n\
+         {{ record_type = \"r\", purpose = \"review\", replaces = [\"the same copy\"] }},\n]\n"
+    );
+    let problems = problems_of(&text);
+    let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("\"r\" is published by \"a\", not by \"b\"")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("no grant on \"r\" for purpose \"other\"")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("not shared")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("paper documents it replaces")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("service \"s\" already reads \"r\"")), "{messages:?}");
+    assert_eq!(problems.len(), 5, "{problems:?}");
+}

@@ -17,6 +17,8 @@ impl Config {
         self.check_principals(&mut p);
         self.check_record_types(&mut p);
         self.check_grants(&mut p);
+        self.check_purposes(&mut p);
+        self.check_services(&mut p);
         self.check_delivery(&mut p);
         self.check_ops(&mut p);
         self.check_cases(&mut p);

@@ -115,6 +115,12 @@ pub enum Denied {
     /// Non-owners must state a purpose.
     #[error("a purpose is required to read another department's records")]
     PurposeRequired,
+    /// The purpose is not in the hub's register.
+    #[error("this purpose is not declared in the hub's purposes register (GET /v1/catalog lists the purposes you may state)")]
+    UndeclaredPurpose,
+    /// The purpose is declared for other departments only.
+    #[error("this department may not state this purpose (GET /v1/catalog lists the purposes you may state)")]
+    PurposeNotYours,
     /// Sharing class `none`.
     #[error("this record type is not shared")]
     NotShared,
@@ -149,6 +155,7 @@ pub struct Grant {
 /// The read policy.
 pub struct Policy {
     grants: Vec<Grant>,
+    purposes: crate::config::PurposeRegister,
 }
 
 impl Policy {
@@ -166,7 +173,23 @@ impl Policy {
                 basis: g.basis.clone(),
             })
             .collect();
-        Self { grants }
+        Self { grants, purposes: config.purpose_register() }
+    }
+
+    /// May `department` state `purpose` at all (whatever it reads)?
+    pub fn may_state(&self, department: &str, purpose: &str) -> Result<(), Denied> {
+        self.purposes.allows(purpose, department).map_err(|declared| {
+            if declared {
+                Denied::PurposeNotYours
+            } else {
+                Denied::UndeclaredPurpose
+            }
+        })
+    }
+
+    /// The purposes `department` may state.
+    pub fn purposes_of<'a>(&'a self, department: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.purposes.of(department)
     }
 
     /// May `who` read records of `t` for `purpose` on `today`, and which fields?
@@ -186,6 +209,9 @@ impl Policy {
         let Some(purpose) = purpose else {
             return Err(Denied::PurposeRequired);
         };
+        // Unconditional sharing still needs a declared purpose: "any purpose" would make the
+        // access log say nothing.
+        self.may_state(dept, purpose)?;
         match t.sharing {
             Sharing::None => Err(Denied::NotShared),
             Sharing::Unconditional => Ok(Access::Full),
