@@ -61,6 +61,7 @@ pub mod problem;
 pub mod report;
 pub mod routing;
 pub mod server;
+pub mod services;
 pub mod store;
 
 use std::path::Path;

@@ -28,12 +28,12 @@ pub struct Problem {
     components(schemas(crate::store::Receipt, crate::catalog::Violation, Problem)),
     paths(
         crate::api::records::publish, crate::api::records::batch, crate::api::records::read,
-        crate::api::records::history, crate::api::records::lookup, crate::api::records::revoke, crate::api::meta::catalog,
+        crate::api::records::history, crate::api::records::lookup, crate::api::records::revoke, crate::api::meta::catalog, crate::api::meta::services,
         crate::api::meta::schema_latest, crate::api::meta::schema_version, crate::api::audit::list,
-        crate::api::audit::verify, crate::api::audit::access_log, crate::api::meta::livez, crate::api::meta::readyz,
+        crate::api::audit::verify, crate::api::access_log::access_log, crate::api::meta::livez, crate::api::meta::readyz,
         crate::api::feeds::read, crate::api::feeds::ack, crate::api::feeds::notices, crate::api::feeds::notices_ack, crate::api::reconciliation::reconcile, crate::api::reconciliation::redeliver, crate::api::ops::deliveries, crate::api::ops::retry,
         crate::api::ops::replay, crate::api::ops::enable, crate::api::ops::subscriptions,
-        crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla,
+        crate::api::health::health, crate::api::health::checks, crate::api::health::history, crate::api::health::run, crate::api::health::alerts, crate::api::health::metrics, crate::api::health::sla, crate::api::health::documents_spared,
         crate::api::cases::open, crate::api::cases::read, crate::api::cases::list, crate::api::cases::answer,
         crate::api::cases::report, crate::api::cases::desk
     ),

@@ -32,7 +32,9 @@ fn last_line_of(text: &str, needle: &str) -> usize {
 fn config_check_accepts_the_conghua_deployment() -> Result<()> {
     let (code, out, err) = hub(&["config", "check"])?;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("15 departments, 4 operators, 11 record types"), "{out}");
+    assert!(out.contains("15 departments, 4 operators, 27 record types"), "{out}");
+    assert!(out.contains("32 purposes, 20 services"), "{out}");
+    assert!(out.contains("warning: purpose \"public-register-check\" is used by no grant"), "{out}");
     assert!(out.contains("2 case types"), "{out}");
     Ok(())
 }

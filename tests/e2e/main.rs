@@ -22,5 +22,6 @@ mod schemas;
 mod security_hostile_input;
 mod security_matrix;
 mod security_tls;
+mod services;
 mod store_conformance;
 mod upgrade;

@@ -46,8 +46,9 @@ fn table() -> Vec<Row> {
             [200, 200, 403, 403, 403, 403, 403, 401, 401, 0, 0, 0]),
         ("GET", "history", format!("/v1/records/{t}/{KEY}/history"), None,
             [200, 403, 403, 403, 403, 200, 403, 401, 401, 0, 0, 0]),
+        // HRSS's purpose: the purposes register lets no other department state it.
         ("POST", "lookup", "/v1/lookup".into(), Some(subject.clone()),
-            [200, 200, 200, 403, 403, 403, 403, 401, 401, 0, 0, 0]),
+            [403, 200, 403, 403, 403, 403, 403, 401, 401, 0, 0, 0]),
         ("GET", "catalog", "/v1/catalog".into(), None,
             [200, 200, 200, 200, 200, 200, 200, 401, 401, 0, 0, 0]),
         ("GET", "schema", format!("/v1/schemas/{t}"), None,

@@ -24,6 +24,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/ops/checks", get(checks))
         .route("/v1/ops/alerts", get(alerts))
         .route("/v1/ops/reports/sla", get(sla))
+        .route("/v1/ops/reports/documents-spared", get(documents_spared))
         .route("/v1/ops/checks/{name}/history", get(history))
         .route("/v1/ops/checks/{name}/run", post(run))
         .route("/metrics", get(metrics))
@@ -251,6 +252,31 @@ pub async fn sla(
     })?;
     if super::wants_html(q.format.as_deref(), &headers) {
         return Ok(super::report_page(crate::report::html(&signed)));
+    }
+    Ok(json_response(StatusCode::OK, &signed))
+}
+
+#[utoipa::path(get, path = "/v1/ops/reports/documents-spared", tag = "operations",
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    responses((status = 200, description = "The signed monthly report of paper documents the services' reads replaced (ops, vendor, auditor)"),
+              (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
+/// `GET /v1/ops/reports/documents-spared?month=YYYY-MM` (ops, vendor, auditors): counts only.
+pub async fn documents_spared(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<SlaQuery>,
+) -> Result<Response, Problem> {
+    state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the documents-spared report").await?;
+    let month = q.month.ok_or_else(|| Problem::BadRequest("month=YYYY-MM is required".into()))?;
+    let signed = crate::services::documents_spared(state.store.as_ref(), &state.keys, &state.config, &month)
+        .await
+        .map_err(|e| match e {
+            crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
+            crate::report::ReportError::Store(s) => s.into(),
+        })?;
+    if super::wants_html(q.format.as_deref(), &headers) {
+        return Ok(super::report_page(crate::services::html(&signed)));
     }
     Ok(json_response(StatusCode::OK, &signed))
 }

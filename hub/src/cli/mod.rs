@@ -280,6 +280,21 @@ enum ReportCommand {
         #[arg(long, default_value = "json")]
         format: String,
     },
+    /// The signed monthly report of paper documents the online services' reads replaced.
+    DocumentsSpared {
+        /// Month, YYYY-MM, in the hub's time zone.
+        #[arg(long)]
+        month: String,
+        /// Data directory (default: [storage].path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// json or html.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
     /// The signed monthly SLA report.
     Sla {
         /// Month, YYYY-MM, in the hub's time zone.
@@ -343,6 +358,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cases { to } => remote::cases(to),
         Command::Report { command: ReportCommand::Sla { month, data, config, format } } => {
             admin::report(admin::Report::Sla { html: format == "html" }, &month, data, &config)
+        }
+        Command::Report { command: ReportCommand::DocumentsSpared { month, data, config, format } } => {
+            admin::report(admin::Report::DocumentsSpared { html: format == "html" }, &month, data, &config)
         }
         Command::Report { command: ReportCommand::Cases { month, data, config, format } } => {
             admin::report(admin::Report::Cases { html: format == "html" }, &month, data, &config)
