@@ -2,6 +2,7 @@
 //! turns the connection's certificate (or a bearer token) into a `Principal`, and a last layer that
 //! makes every error — including axum's own rejections — an RFC 9457 problem.
 
+pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod audit;
 pub(crate) mod cases;

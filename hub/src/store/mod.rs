@@ -695,7 +695,17 @@ pub trait Store: Send + Sync {
     /// Audit entries after `after`, at most `limit`.
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<Entry>, StoreError>;
     /// Audit entries concerning a subject, newest first.
-    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError>;
+    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        self.audit_by_subject_before(subject_hash, i64::MAX as u64, limit).await
+    }
+    /// Audit entries concerning a subject with a sequence below `before`, newest first: one page
+    /// of a person's whole history.
+    async fn audit_by_subject_before(
+        &self,
+        subject_hash: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError>;
     /// Verifies the whole chain and its checkpoints.
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError>;
     /// Verifies only the entries after `anchor`, a signed checkpoint an earlier pass found intact,

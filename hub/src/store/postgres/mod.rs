@@ -442,7 +442,13 @@ impl Store for PostgresStore {
         self.fetch(sql, |q| q.bind(after as i64).bind(i64::from(limit)), entry_row).await
     }
 
-    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+    async fn audit_by_subject_before(
+        &self,
+        subject_hash: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let before = before.min(i64::MAX as u64) as i64;
         // As on SQLite: entries about no stored version by their own keys, entries about a
         // version through the records that ever named the person, checked against the entry.
         let sql = format!(
@@ -454,9 +460,9 @@ impl Store for PostgresStore {
                      UNION SELECT type, key FROM subjects_past WHERE subject_hash = $1
                  ) r JOIN audit e ON e.record_type = r.type AND e.record_key = r.key AND e.record_version IS NOT NULL
                  WHERE strpos(e.subjects, '\"' || $1 || '\"') > 0
-             ) ORDER BY a.seq DESC LIMIT $2"
+             ) AND a.seq < $3 ORDER BY a.seq DESC LIMIT $2"
         );
-        self.fetch(sql, |q| q.bind(subject_hash.to_owned()).bind(i64::from(limit)), entry_row).await
+        self.fetch(sql, |q| q.bind(subject_hash.to_owned()).bind(i64::from(limit)).bind(before), entry_row).await
     }
 
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {

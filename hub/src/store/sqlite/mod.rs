@@ -1063,8 +1063,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn audit_by_subject(&self, subject_hash: &str, limit: u32) -> Result<Vec<Entry>, StoreError> {
+    async fn audit_by_subject_before(
+        &self,
+        subject_hash: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
         let h = subject_hash.to_owned();
+        let before = before.min(i64::MAX as u64) as i64;
         self.readers
             .with(move |c| {
                 // Entries about no stored version by their own keys; entries about a version
@@ -1079,9 +1085,9 @@ impl Store for SqliteStore {
                              UNION SELECT type, key FROM subjects_past WHERE subject_hash = ?1
                          ) r JOIN audit e ON e.record_type = r.type AND e.record_key = r.key AND e.record_version IS NOT NULL
                          WHERE instr(e.subjects, '\"' || ?1 || '\"') > 0
-                     ) ORDER BY a.seq DESC LIMIT ?2"
+                     ) AND a.seq < ?3 ORDER BY a.seq DESC LIMIT ?2"
                 );
-                entries(c, &sql, &[&h, &limit])
+                entries(c, &sql, &[&h, &limit, &before])
             })
             .await
     }
