@@ -90,6 +90,16 @@ impl From<StoreError> for Problem {
     }
 }
 
+/// The signed monthly reports (SLA, documents spared): a bad month is the caller's.
+impl From<crate::report::ReportError> for Problem {
+    fn from(e: crate::report::ReportError) -> Self {
+        match e {
+            crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
+            crate::report::ReportError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::exchange::PublishError> for Problem {
     fn from(e: crate::exchange::PublishError) -> Self {
         use crate::exchange::PublishError as P;

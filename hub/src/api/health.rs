@@ -245,11 +245,7 @@ pub async fn sla(
         state.config.timezone(),
         &month,
     )
-    .await
-    .map_err(|e| match e {
-        crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
-        crate::report::ReportError::Store(s) => s.into(),
-    })?;
+    .await?;
     if super::wants_html(q.format.as_deref(), &headers) {
         return Ok(super::report_page(crate::report::html(&signed)));
     }
@@ -269,12 +265,7 @@ pub async fn documents_spared(
 ) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the documents-spared report").await?;
     let month = q.month.ok_or_else(|| Problem::BadRequest("month=YYYY-MM is required".into()))?;
-    let signed = crate::services::documents_spared(state.store.as_ref(), &state.keys, &state.config, &month)
-        .await
-        .map_err(|e| match e {
-            crate::report::ReportError::BadMonth => Problem::BadRequest(e.to_string()),
-            crate::report::ReportError::Store(s) => s.into(),
-        })?;
+    let signed = crate::services::documents_spared(state.store.as_ref(), &state.keys, &state.config, &month).await?;
     if super::wants_html(q.format.as_deref(), &headers) {
         return Ok(super::report_page(crate::services::html(&signed)));
     }

@@ -256,12 +256,7 @@ fn may_see(config: &Config, department: &str, t: &RecordType, purpose: &str, q: 
     if t.sharing == Sharing::None {
         return Err(format!("{} is not shared (sharing = \"none\"): {department} cannot see {q}", t.id));
     }
-    let grant = config.grants.iter().find(|g| {
-        g.department.get_ref() == department
-            && g.record_type.get_ref() == &t.id
-            && g.purposes.iter().any(|p| p.get_ref() == purpose)
-    });
-    let Some(g) = grant else {
+    let Some(g) = config.grant_for(department, &t.id, purpose) else {
         return Err(format!("{department} has no grant on {} for purpose {purpose:?}, so it cannot see {q}", t.id));
     };
     let covered =

@@ -152,6 +152,21 @@ impl Config {
         self.departments.iter().find(|d| d.id.get_ref() == id)
     }
 
+    /// The grant that lets `department` read `record_type` for `purpose` (expiry aside: that is
+    /// the policy's, at the time of the read).
+    pub fn grant_for(&self, department: &str, record_type: &str, purpose: &str) -> Option<&GrantConfig> {
+        self.grants.iter().find(|g| {
+            g.department.get_ref() == department
+                && g.record_type.get_ref() == record_type
+                && g.purposes.iter().any(|q| q.get_ref() == purpose)
+        })
+    }
+
+    /// Whether such a grant exists.
+    pub fn has_grant(&self, department: &str, record_type: &str, purpose: &str) -> bool {
+        self.grant_for(department, record_type, purpose).is_some()
+    }
+
     /// A record type by id.
     pub fn record_type(&self, id: &str) -> Option<&RecordTypeConfig> {
         self.record_types.iter().find(|t| t.id.get_ref() == id)

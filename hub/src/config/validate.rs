@@ -306,19 +306,11 @@ impl Config {
             ),
             Some(t) if t.owner.get_ref() == dept => {}
             Some(t) if *t.sharing.get_ref() == Sharing::Unconditional => {}
-            Some(t) => {
-                let granted = self.grants.iter().any(|g| {
-                    g.department.get_ref() == dept
-                        && g.record_type.get_ref() == t.id.get_ref()
-                        && g.purposes.iter().any(|q| q.get_ref() == purpose)
-                });
-                if !granted {
-                    p.at(
-                        sub.purpose.span(),
-                        format!("{dept:?} has no grant on {:?} for purpose {purpose:?}", t.id.get_ref()),
-                    );
-                }
-            }
+            Some(t) if self.has_grant(dept, t.id.get_ref(), purpose) => {}
+            Some(t) => p.at(
+                sub.purpose.span(),
+                format!("{dept:?} has no grant on {:?} for purpose {purpose:?}", t.id.get_ref()),
+            ),
         }
         if let Some(f) = &sub.filter {
             if let Err(e) = crate::routing::jq::JqProgram::compile(f.get_ref()) {
