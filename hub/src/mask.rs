@@ -30,6 +30,13 @@ pub fn scrub(text: &str) -> String {
     names(&credit_codes(&resident_ids(text)))
 }
 
+/// Masks a request path: percent-decoded first, so that an ID or a name sent encoded (a browser
+/// or client encodes every Chinese character) is found, and logged decoded, as an operator would
+/// read it anyway.
+pub fn scrub_path(path: &str) -> String {
+    scrub(&percent_encoding::percent_decode_str(path).decode_utf8_lossy())
+}
+
 fn resident_ids(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -142,6 +149,17 @@ mod tests {
         assert_eq!(scrub("91440184MA59XK0D1E"), "91440184MA59XK0D1E");
         assert_eq!(scrub("91440184MA59XK0D1DX"), "91440184MA59XK0D1DX");
         assert_eq!(scrub("deadbeefdeadbeef12"), "deadbeefdeadbeef12");
+    }
+
+    #[test]
+    fn masks_encoded_paths() {
+        // 陈国强, percent-encoded as a client sends it.
+        assert_eq!(
+            scrub_path("/v1/records/x/%E9%99%88%E5%9B%BD%E5%BC%BA/91440184MA59XK0D1D"),
+            "/v1/records/x/陈**/91440184**********"
+        );
+        assert_eq!(scrub_path("/v1/records/a%2Fb"), "/v1/records/a/b");
+        assert_eq!(scrub_path("/bad%FF%FE"), "/bad\u{fffd}\u{fffd}");
     }
 
     #[test]

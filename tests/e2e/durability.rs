@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use harness::{free_port, marriage, resident_id, HubProcess, TestHub};
+use harness::{free_port, marriage, resident_id, uscc, HubProcess, TestHub};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hub");
@@ -180,7 +180,7 @@ async fn group_commit_flushes_many_records_per_fsync_under_concurrent_load() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_never_carry_a_resident_id_in_clear() -> Result<()> {
+async fn json_logs_never_carry_a_resident_id_a_credit_code_or_a_name_in_clear() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let port = free_port()?;
@@ -194,10 +194,22 @@ async fn json_logs_never_carry_a_resident_id_in_clear() -> Result<()> {
     assert_eq!(r.status, 201);
     // An ID where a key belongs, in the URL: the request log masks it.
     let _ = civil.get(&format!("/v1/records/marriage-registration/{id}")).await?;
+    // A credit code, and a name sent percent-encoded as every client encodes Chinese in a URL.
+    let code = uscc("91440184MA59XK0D1");
+    let _ = civil.get(&format!("/v1/records/enterprise-registration/{code}?purpose=marriage-registration")).await?;
+    let encoded = "%E9%99%88%E5%9B%BD%E5%BC%BA"; // 陈国强
+    let _ = civil.get(&format!("/v1/records/marriage-registration/{encoded}")).await?;
     assert!(hub.terminate()?.success());
     let text = std::fs::read_to_string(&log)?;
-    assert!(!text.contains(&id), "clear resident ID in the log:\n{text}");
-    assert!(text.contains(&hub::mask::resident_id(&id)), "the masked form is logged:\n{text}");
+    for (clear, masked) in [
+        (id.as_str(), hub::mask::resident_id(&id)),
+        (code.as_str(), hub::mask::credit_code(&code)),
+        ("陈国强", "陈**".to_owned()),
+        (encoded, "陈**".to_owned()),
+    ] {
+        assert!(!text.contains(clear), "{clear} in clear in the log:\n{text}");
+        assert!(text.contains(&masked), "the masked form {masked} is logged:\n{text}");
+    }
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");

@@ -191,7 +191,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             tracing::debug!(
                 principal = p.id(),
                 %method,
-                path = %crate::mask::scrub(&path),
+                path = %crate::mask::scrub_path(&path),
                 status = resp.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64,
                 "request"
@@ -206,7 +206,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 detail: Some(serde_json::json!({
                     "status": 401,
                     "method": req.method().as_str(),
-                    "path": crate::mask::scrub(req.uri().path()),
+                    "path": crate::mask::scrub_path(req.uri().path()),
                 })),
                 ..NewEntry::new(actor, Action::Deny, "unauthenticated")
             };
