@@ -40,6 +40,31 @@ fn config_check_accepts_the_conghua_deployment() -> Result<()> {
 }
 
 #[test]
+fn version_names_the_commit_and_completions_cover_every_command() -> Result<()> {
+    let (code, out, _) = hub(&["--version"])?;
+    assert_eq!(code, 0);
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(harness::root()).output();
+    match head {
+        // In a checkout the binary names its commit (a build after a new commit reruns hub/build.rs).
+        Ok(h) if h.status.success() => {
+            let head = String::from_utf8_lossy(&h.stdout).trim().to_owned();
+            assert_eq!(out.trim(), format!("hub {} ({head})", env!("CARGO_PKG_VERSION")));
+        }
+        _ => assert!(out.starts_with(&format!("hub {} (", env!("CARGO_PKG_VERSION"))), "{out}"),
+    }
+    for (shell, opening) in [("bash", "_hub()"), ("zsh", "#compdef hub"), ("fish", "complete -c hub")] {
+        let (code, out, err) = hub(&["completions", shell])?;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(opening), "{shell}: {out}");
+        for sub in ["serve", "config", "report", "documents-spared", "migrate", "dlq"] {
+            assert!(out.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    assert_eq!(hub(&["completions", "tcsh"])?.0, 2, "an unknown shell is a usage error");
+    Ok(())
+}
+
+#[test]
 fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("config"))?;

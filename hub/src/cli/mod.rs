@@ -20,8 +20,11 @@ use crate::config::ConfigError;
 
 const DEFAULT_CONFIG: &str = "config/conghua.toml";
 
+/// The release and the commit it was built from (hub/build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HUB_BUILD_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "hub", version, about = "The Conghua Data Exchange Hub")]
+#[command(name = "hub", version = VERSION, about = "The Conghua Data Exchange Hub")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,6 +135,12 @@ enum Command {
         /// Configuration file (`[storage] url_env`, `[audit] checkpoint_every`).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print a completion script for a shell (`hub completions bash > /etc/bash_completion.d/hub`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Restore a backup into an empty data directory.
     Restore {
@@ -384,6 +393,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             admin::migrate(&config, &data)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "hub",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
