@@ -32,9 +32,15 @@ pub fn scrub(text: &str) -> String {
 
 /// Masks a request path: percent-decoded first, so that an ID or a name sent encoded (a browser
 /// or client encodes every Chinese character) is found, and logged decoded, as an operator would
-/// read it anyway.
+/// read it anyway. Decoded control characters (`%0A`) become U+FFFD, so a path cannot forge a
+/// line in a human-format log.
 pub fn scrub_path(path: &str) -> String {
-    scrub(&percent_encoding::percent_decode_str(path).decode_utf8_lossy())
+    let decoded: String = percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    scrub(&decoded)
 }
 
 fn resident_ids(text: &str) -> String {
@@ -160,6 +166,7 @@ mod tests {
         );
         assert_eq!(scrub_path("/v1/records/a%2Fb"), "/v1/records/a/b");
         assert_eq!(scrub_path("/bad%FF%FE"), "/bad\u{fffd}\u{fffd}");
+        assert_eq!(scrub_path("/x%0Afake%20line"), "/x\u{fffd}fake line");
     }
 
     #[test]
