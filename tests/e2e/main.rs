@@ -13,6 +13,7 @@ mod exchange;
 mod front_end_exchange;
 mod ops;
 mod reconciliation;
+mod refusals;
 mod reliability_audit_fail_closed;
 mod reliability_crash;
 mod reliability_disk_full;

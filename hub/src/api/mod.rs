@@ -7,6 +7,7 @@ pub(crate) mod admission;
 pub(crate) mod audit;
 pub(crate) mod cases;
 pub(crate) mod dashboard;
+mod discard;
 mod extract;
 pub(crate) mod feeds;
 pub(crate) mod health;
@@ -155,7 +156,15 @@ pub fn router(state: AppState) -> Router {
     admission::shed(router, state.config.server.max_in_flight, state.metrics.clone())
         .route("/livez", get(meta::livez))
         .layer(from_fn(problemize))
+        .layer(from_fn_with_state(discard_bound(&state.config), discard::layer))
         .with_state(state)
+}
+
+fn discard_bound(config: &crate::config::Config) -> discard::Bound {
+    discard::Bound {
+        bytes: config.server.discard_body_bytes,
+        time: Duration::from_secs(config.server.header_timeout_secs.max(1)),
+    }
 }
 
 /// Largest header section read (bytes): certificates carry identity, so no caller needs more.

@@ -35,6 +35,11 @@ pub struct ServerSection {
     /// Largest accepted NDJSON batch body, in bytes.
     #[serde(default = "default_max_batch_body")]
     pub max_batch_bytes: usize,
+    /// How much of a body the hub will not use (a refused request's) it reads and drops, so that
+    /// the refusal reaches clients that write the whole body before reading the answer; a body
+    /// declared larger is not read and its connection is closed after the answer.
+    #[serde(default = "default_discard_body")]
+    pub discard_body_bytes: usize,
     /// Most lines in one batch.
     #[serde(default = "default_max_batch_lines")]
     pub max_batch_lines: usize,
@@ -68,6 +73,10 @@ fn default_max_body() -> usize {
 fn default_max_batch_body() -> usize {
     16 * 1024 * 1024
 }
+/// Twice the largest body accepted by default: a batch just over its limit is still answered.
+fn default_discard_body() -> usize {
+    2 * default_max_batch_body()
+}
 fn default_max_batch_lines() -> usize {
     10_000
 }
@@ -96,6 +105,7 @@ impl Default for ServerSection {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             max_batch_bytes: default_max_batch_body(),
+            discard_body_bytes: default_discard_body(),
             max_batch_lines: default_max_batch_lines(),
             request_timeout_secs: default_request_timeout(),
             handshake_timeout_secs: default_handshake_timeout(),
