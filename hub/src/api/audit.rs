@@ -4,11 +4,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::Query;
 use super::{json_response, AppState, Problem};
@@ -17,11 +16,8 @@ use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
 
 /// The audit log, its verification and the citizen access log.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit", get(list))
-        .route("/v1/audit/verify", get(verify))
-        .route("/v1/access-log", post(super::access_log::access_log))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(verify)).routes(routes!(super::access_log::access_log))
 }
 
 /// Query of the export.

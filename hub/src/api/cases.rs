@@ -6,11 +6,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::records::idempotency_key;
@@ -28,13 +27,13 @@ use crate::store::CaseQuery;
 pub const CASE_STEP_HEADER: &str = "hub-case-step";
 
 /// Case routes.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/cases", get(list))
-        .route("/v1/cases/{case}", get(read).post(open))
-        .route("/v1/cases/{case}/steps/{step}", post(answer))
-        .route("/v1/ops/reports/cases", get(report))
-        .route("/v1/ops/cases", get(desk))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read, open))
+        .routes(routes!(answer))
+        .routes(routes!(report))
+        .routes(routes!(desk))
 }
 
 impl AppState {
@@ -147,14 +146,26 @@ pub async fn read(
 }
 
 /// Query of a case list.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Cases in this state.
+    #[param(pattern = "^(open|completed|refused)$")]
     state: Option<String>,
+    /// `mine`: cases with a step of the caller's.
+    #[param(pattern = "^mine$")]
     step: Option<String>,
+    /// With `step=mine`: steps in this state (default `ready`).
+    #[param(pattern = "^(waiting|ready|done|refused|cancelled)$")]
     step_state: Option<String>,
+    /// Cases of this type.
     case_type: Option<String>,
+    /// Most cases on the page (default 50; more than 500 reads as 500).
+    #[param(minimum = 0)]
     limit: Option<u32>,
+    /// The `next` cursor of a previous page.
+    #[param(pattern = "^[^~]*~[^~]*$")]
     before: Option<String>,
 }
 
@@ -169,10 +180,7 @@ fn bad(name: &str, message: &str) -> Problem {
 /// `step_state`, default `ready`), or without `step=mine` the cases it opened; auditors see every
 /// case. Newest first; `next` pages on.
 #[utoipa::path(get, path = "/v1/cases", tag = "cases",
-    params(("state" = Option<String>, Query, description = "open, completed or refused"),
-           ("step" = Option<String>, Query, description = "mine: cases with a step of the caller's"),
-           ("step_state" = Option<String>, Query, description = "with step=mine: waiting, ready (default), done, refused or cancelled"),
-           ("case_type" = Option<String>, Query), ("limit" = Option<u32>, Query), ("before" = Option<String>, Query, description = "the next cursor of a previous page")),
+    params(ListQuery),
     responses((status = 200, description = "The cases, as the caller may see each"),
               (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
 pub async fn list(
@@ -260,7 +268,7 @@ struct AnswerBody {
 #[utoipa::path(post, path = "/v1/cases/{case}/steps/{step}", tag = "cases",
     params(("case" = String, Path), ("step" = String, Path),
            ("Idempotency-Key" = Option<String>, Header, description = "Same key and answer: the case as it is now")),
-    request_body(content = Object, content_type = "application/json", description = "{\"outcome\":\"done\",\"record\":{\"type\",\"key\",\"version\"}} or {\"outcome\":\"refused\",\"reasons\":[..]}"),
+    request_body(content = crate::openapi::StepAnswer, content_type = "application/json", description = "Done (with the record the step produced) or refused (with the reasons the applicant reads)"),
     responses((status = 200, description = "Taken: the case as the caller may see it"),
               (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
               (status = 409, body = crate::openapi::Problem), (status = 422, body = crate::openapi::Problem)))]
@@ -352,7 +360,7 @@ pub struct ReportQuery {
 /// `GET /v1/ops/reports/cases?month=YYYY-MM`: the signed monthly case report (ops and auditors
 /// with the late steps, the vendor counts only).
 #[utoipa::path(get, path = "/v1/ops/reports/cases", tag = "cases",
-    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$"), ("format" = Option<String>, Query, description = "json (default) or html", pattern = "^(json|html)$")),
     responses((status = 200, description = "The signed case report (JSON, or its printable page)"),
               (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
 pub async fn report(
@@ -377,7 +385,7 @@ pub async fn report(
         crate::report::ReportError::BadMonth => bad("month", "must be YYYY-MM"),
         crate::report::ReportError::Store(s) => s.into(),
     })?;
-    if super::wants_html(q.format.as_deref(), &headers) {
+    if super::wants_html(q.format.as_deref(), &headers)? {
         return Ok(super::report_page(crate::cases::report::html(&signed)));
     }
     Ok(json_response(StatusCode::OK, &signed))

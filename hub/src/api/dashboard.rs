@@ -6,29 +6,32 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Extension;
-use axum::Router;
 use maud::{html, DOCTYPE};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Problem};
 use crate::config::Role;
 use crate::policy::Principal;
 
 /// The operations dashboard.
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/ops/", get(page)).route("/ops/style.css", get(style))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(page)).routes(routes!(style))
 }
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /ops/` (ops, vendor).
+#[utoipa::path(get, path = "/ops/", tag = "health",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
 pub async fn page(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, Problem> {
     state.require_role(&who, &[Role::Ops, Role::Vendor], "the dashboard").await?;
     render(&state).await
 }
 
 /// `GET /ops/style.css`.
+#[utoipa::path(get, path = "/ops/style.css", tag = "health",
+    responses((status = 200, description = "The dashboard's style sheet", content_type = "text/css", body = String)))]
 pub async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("dashboard.css")).into_response()
 }

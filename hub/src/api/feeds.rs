@@ -11,11 +11,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::{json_response, read_request, AppState, Context, Problem};
@@ -25,12 +24,12 @@ use crate::policy::Principal;
 use crate::store::{FeedCursor, Settlement};
 
 /// Pull-mode subscriptions.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/feeds/{subscription}", get(read))
-        .route("/v1/feeds/{subscription}/ack", post(ack))
-        .route("/v1/notices", get(notices))
-        .route("/v1/notices/ack", post(notices_ack))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read))
+        .routes(routes!(ack))
+        .routes(routes!(notices))
+        .routes(routes!(notices_ack))
 }
 
 /// The caller's notice feed.
@@ -44,8 +43,7 @@ async fn notice_feed_of(state: &AppState, who: &Principal) -> Result<String, Pro
 }
 
 #[utoipa::path(get, path = "/v1/notices", tag = "delivery",
-    params(("after" = Option<String>, Query, description = "Cursor; default: the acknowledged one"),
-           ("limit" = Option<u32>, Query), ("wait" = Option<u64>, Query, description = "Seconds to wait for a first notice")),
+    params(FeedQuery),
     responses((status = 200, description = "hub.record.corrected and hub.record.revoked CloudEvents after the cursor, and the new cursor"),
               (status = 403, body = crate::openapi::Problem)))]
 /// `GET /v1/notices`: the caller's notices of corrections and recalls of records it read or
@@ -60,7 +58,7 @@ pub async fn notices(
 }
 
 #[utoipa::path(post, path = "/v1/notices/ack", tag = "delivery",
-    request_body(content = Object, content_type = "application/json", description = "{\"cursor\"}"),
+    request_body(content = crate::openapi::AckRequest, content_type = "application/json"),
     responses((status = 200, description = "Notices up to the cursor are acknowledged"), (status = 403, body = crate::openapi::Problem)))]
 /// `POST /v1/notices/ack` with `{"cursor"}`.
 pub async fn notices_ack(
@@ -112,10 +110,17 @@ async fn unacknowledged(state: &AppState, name: &str) -> Result<Vec<crate::store
 const ACK_AUDITED: usize = 10_000;
 
 /// Query of a feed read.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// A cursor the feed returned; default: the acknowledged one.
+    #[param(pattern = "^[0-9]{1,18}(-[0-9]{1,18})?$")]
     after: Option<String>,
+    /// Most events on the page (default 100, at most the subscription's `max_events`).
+    #[param(minimum = 0)]
     limit: Option<u32>,
+    /// Seconds to wait for a first event (at most the subscription's `max_wait_secs`).
+    #[param(minimum = 0)]
     wait: Option<u64>,
 }
 
@@ -143,8 +148,7 @@ fn cursor(text: &str) -> Result<FeedCursor, Problem> {
 }
 
 #[utoipa::path(get, path = "/v1/feeds/{subscription}", tag = "delivery",
-    params(("subscription" = String, Path), ("after" = Option<String>, Query, description = "Cursor; default: the acknowledged one"),
-           ("limit" = Option<u32>, Query), ("wait" = Option<u64>, Query, description = "Seconds to wait for a first event")),
+    params(("subscription" = String, Path), FeedQuery),
     responses((status = 200, description = "CloudEvents after the cursor, and the new cursor"),
               (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)))]
 /// `GET /v1/feeds/{subscription}?after=CURSOR&limit=N&wait=SECONDS`.
@@ -233,7 +237,7 @@ struct AckBody {
 
 #[utoipa::path(post, path = "/v1/feeds/{subscription}/ack", tag = "delivery",
     params(("subscription" = String, Path)),
-    request_body(content = Object, content_type = "application/json", description = "{\"cursor\"}"),
+    request_body(content = crate::openapi::AckRequest, content_type = "application/json"),
     responses((status = 200, description = "Events up to the cursor are acknowledged")))]
 /// `POST /v1/feeds/{subscription}/ack` with `{"cursor"}`.
 pub async fn ack(
@@ -267,7 +271,12 @@ async fn acknowledge(
     let body: AckBody = read_request(&headers, body, 4096, &invalid).await?;
     let c = match &body.cursor {
         Value::String(s) => cursor(s).map_err(|_| invalid())?,
-        Value::Number(n) => FeedCursor { rows: n.as_i64().filter(|c| *c >= 0).ok_or_else(invalid)?, log: None },
+        // JSON Schema's integer: 605.0 is 605.
+        Value::Number(n) => {
+            let whole =
+                n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64));
+            FeedCursor { rows: whole.filter(|c| *c >= 0).ok_or_else(invalid)?, log: None }
+        }
         _ => return Err(invalid()),
     };
     let n = state.store.ack(name, c).await?;

@@ -5,11 +5,10 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::{json_response, AppState, Problem};
@@ -18,16 +17,16 @@ use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
 
 /// Checks, alerts, the SLA report and metrics.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/ops/checks", get(checks))
-        .route("/v1/ops/alerts", get(alerts))
-        .route("/v1/ops/reports/sla", get(sla))
-        .route("/v1/ops/reports/documents-spared", get(documents_spared))
-        .route("/v1/ops/checks/{name}/history", get(history))
-        .route("/v1/ops/checks/{name}/run", post(run))
-        .route("/metrics", get(metrics))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(checks))
+        .routes(routes!(alerts))
+        .routes(routes!(sla))
+        .routes(routes!(documents_spared))
+        .routes(routes!(history))
+        .routes(routes!(run))
+        .routes(routes!(metrics))
 }
 
 fn health_status(s: &str) -> &'static str {
@@ -227,7 +226,7 @@ pub struct SlaQuery {
 }
 
 #[utoipa::path(get, path = "/v1/ops/reports/sla", tag = "operations",
-    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$"), ("format" = Option<String>, Query, description = "json (default) or html", pattern = "^(json|html)$")),
     responses((status = 200, description = "The signed SLA report (ops, vendor)")))]
 /// `GET /v1/ops/reports/sla?month=YYYY-MM` (ops, vendor).
 pub async fn sla(
@@ -246,14 +245,14 @@ pub async fn sla(
         &month,
     )
     .await?;
-    if super::wants_html(q.format.as_deref(), &headers) {
+    if super::wants_html(q.format.as_deref(), &headers)? {
         return Ok(super::report_page(crate::report::html(&signed)));
     }
     Ok(json_response(StatusCode::OK, &signed))
 }
 
 #[utoipa::path(get, path = "/v1/ops/reports/documents-spared", tag = "operations",
-    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone"), ("format" = Option<String>, Query, description = "json (default) or html")),
+    params(("month" = String, Query, description = "YYYY-MM in the hub's time zone", pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$"), ("format" = Option<String>, Query, description = "json (default) or html", pattern = "^(json|html)$")),
     responses((status = 200, description = "The signed monthly report of paper documents the services' reads replaced (ops, vendor, auditor)"),
               (status = 400, body = crate::openapi::Problem), (status = 403, body = crate::openapi::Problem)))]
 /// `GET /v1/ops/reports/documents-spared?month=YYYY-MM` (ops, vendor, auditors): counts only.
@@ -266,7 +265,7 @@ pub async fn documents_spared(
     state.require_role(&who, &[Role::Ops, Role::Vendor, Role::Auditor], "the documents-spared report").await?;
     let month = q.month.ok_or_else(|| Problem::BadRequest("month=YYYY-MM is required".into()))?;
     let signed = crate::services::documents_spared(state.store.as_ref(), &state.keys, &state.config, &month).await?;
-    if super::wants_html(q.format.as_deref(), &headers) {
+    if super::wants_html(q.format.as_deref(), &headers)? {
         return Ok(super::report_page(crate::services::html(&signed)));
     }
     Ok(json_response(StatusCode::OK, &signed))

@@ -4,24 +4,23 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Extension;
-use axum::Router;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::Path;
 use super::{json_response, AppState, Problem};
 use crate::policy::Principal;
 
 /// The catalogue, schemas, the OpenAPI document and readiness.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/catalog", get(catalog))
-        .route("/v1/catalog/services", get(services))
-        .route("/v1/schemas/{type}", get(schema_latest))
-        .route("/v1/schemas/{type}/{version}", get(schema_version))
-        .route("/openapi.json", get(openapi))
-        .route("/readyz", get(readyz))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(catalog))
+        .routes(routes!(services))
+        .routes(routes!(schema_latest))
+        .routes(routes!(schema_version))
+        .routes(routes!(openapi))
+        .routes(routes!(readyz))
 }
 
 /// `GET /v1/catalog`: every record type, and the caller's own grants.
@@ -153,7 +152,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /openapi.json`.
-pub async fn openapi() -> Response {
-    json_response(StatusCode::OK, &crate::openapi::document())
+/// `GET /openapi.json`: this document, serialised once when the router was built.
+#[utoipa::path(get, path = "/openapi.json", tag = "catalogue",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this hub's API", body = Object)))]
+pub async fn openapi(Extension(doc): Extension<super::OpenApiJson>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0.clone()).into_response()
 }

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -135,10 +136,11 @@ impl AppState {
     }
 }
 
-/// Builds the router.
+/// Builds the router. Every route is registered with its `#[utoipa::path]` (utoipa-axum's
+/// `routes!`), so the OpenAPI document served at `/openapi.json` has exactly the router's paths.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
-    let router = Router::new()
+    let (routes, paths) = OpenApiRouter::new()
         .merge(records::router())
         .merge(cases::router())
         .merge(meta::router())
@@ -148,17 +150,28 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(health::router())
         .merge(dashboard::router())
+        .split_for_parts();
+    // Liveness is added past the shedding so that an overloaded hub is not reported dead.
+    let (livez, livez_paths) = OpenApiRouter::new().routes(utoipa_axum::routes!(meta::livez)).split_for_parts();
+    let types: Vec<&str> = state.catalog.iter().map(|t| t.id.as_str()).collect();
+    let doc = crate::openapi::document([paths, livez_paths], &types);
+    let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
+    let router = routes
         .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { Problem::NotFound("no such endpoint".into()) })
+        .layer(axum::Extension(doc))
         .layer(from_fn_with_state(state.clone(), authenticate))
         .layer(from_fn(move |req: Request, next: Next| deadline(timeout, req, next)));
-    // Liveness is added past the shedding so that an overloaded hub is not reported dead.
     admission::shed(router, state.config.server.max_in_flight, state.metrics.clone())
-        .route("/livez", get(meta::livez))
+        .merge(livez)
         .layer(from_fn(problemize))
         .layer(from_fn_with_state(discard_bound(&state.config), discard::layer))
         .with_state(state)
 }
+
+/// The OpenAPI document as served, built with the router.
+#[derive(Clone)]
+pub struct OpenApiJson(pub Bytes);
 
 fn discard_bound(config: &crate::config::Config) -> discard::Bound {
     discard::Bound {
@@ -183,10 +196,20 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         return next.run(req).await;
     }
     let cn = req.extensions().get::<PeerIdentity>().and_then(|p| p.common_name.clone());
-    let principal = cn
-        .as_deref()
-        .and_then(|cn| state.directory.by_common_name(cn).cloned())
-        .or_else(|| bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned()));
+    let principal = cn.as_deref().and_then(|cn| state.directory.by_common_name(cn).cloned());
+    // A credential that does not verify is refused, never passed over for another: a wrong token
+    // beside a good certificate is a misconfigured or borrowed client, not one to serve.
+    let principal = match (principal, req.headers().contains_key(header::AUTHORIZATION)) {
+        (by_cert, false) => by_cert,
+        (by_cert, true) => {
+            let by_token = bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned());
+            match (by_cert, by_token) {
+                (None, t) => t,
+                (Some(c), Some(t)) if c.id() == t.id() => Some(c),
+                (Some(_), _) => None,
+            }
+        }
+    };
     match principal {
         Some(p) => {
             if let Err(wait) = state.rate_limits.check(p.id()) {
@@ -385,9 +408,19 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
 }
 
 /// Whether a report's caller asked for the printable page (`format=html`, or a browser's Accept).
-fn wants_html(format: Option<&str>, headers: &axum::http::HeaderMap) -> bool {
-    format == Some("html")
-        || headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/html"))
+/// An unknown `format` is refused: a caller asking for `xml` must not silently get JSON.
+fn wants_html(format: Option<&str>, headers: &axum::http::HeaderMap) -> Result<bool, Problem> {
+    match format {
+        Some("html") => Ok(true),
+        Some("json") => Ok(false),
+        None => {
+            Ok(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/html")))
+        }
+        Some(_) => Err(Problem::InvalidParameter(
+            "query parameter format: must be json or html".into(),
+            vec![crate::catalog::Violation { pointer: "/query/format".into(), message: "must be json or html".into() }],
+        )),
+    }
 }
 
 /// A signed report's printable page: its one inline style block is the only thing it may load.

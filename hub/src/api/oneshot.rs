@@ -195,3 +195,70 @@ async fn every_refusal_of_the_core_matrix_is_a_problem_with_its_status_type_and_
     assert!(denied >= 3, "403s and the 401 are audited: {audit}");
     state.store.close().await;
 }
+
+/// The document is built from the same registrations as the router (utoipa-axum's `routes!`);
+/// this holds it to that: every documented operation reaches a handler, every other method on a
+/// documented path is a 405, and every operation says how it authenticates and how it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_and_the_openapi_document_have_the_same_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = hub(dir.path()).await;
+    let (_, _, doc) = call(&state, Some("ops-duty"), Method::GET, "/openapi.json", None).await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 40, "{} paths", paths.len());
+    for required in ["/openapi.json", "/ops/", "/ops/style.css", "/livez", "/readyz", "/v1/records/{type}"] {
+        assert!(paths.contains_key(required), "{required} is not in the document");
+    }
+    let mut operations = 0;
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in paths {
+        // Each `{param}` filled with a name no catalogue has.
+        let uri = path.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>().join("/");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let body = (method == "post").then(|| ("application/json", b"{}".to_vec()));
+            let (status, media, problem) = call(&state, Some("ops-duty"), m, &uri, body).await;
+            let Some(op) = item.get(method) else {
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri} is routed but not documented");
+                continue;
+            };
+            operations += 1;
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(!id.is_empty() && ids.insert(id.clone()), "{method} {path}: operation id {id:?} is not unique");
+            let unrouted = status == StatusCode::NOT_FOUND && problem["detail"] == "no such endpoint";
+            assert!(!unrouted && status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented, not routed");
+            let code = status.as_u16().to_string();
+            assert!(op["responses"].get(&code).is_some(), "{method} {uri} answered {code}, which it does not document");
+            if status.as_u16() >= 400 {
+                assert!(media.starts_with(PROBLEM_JSON), "{method} {uri}: {media}");
+                assert!(op["responses"][&code]["content"].get(PROBLEM_JSON).is_some(), "{method} {path} {code}");
+            }
+            let security = op["security"].as_array().unwrap_or_else(|| panic!("{method} {path} states no security"));
+            let public = ["/livez", "/readyz"].contains(&path.as_str());
+            assert_eq!(security.iter().any(|s| s.get("mutualTLS").is_some()), !public, "{method} {path}");
+            if !public {
+                for refusal in ["401", "403", "431", "500", "503"] {
+                    assert!(op["responses"].get(refusal).is_some(), "{method} {path} does not document {refusal}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 43, "{operations} operations");
+}
+
+/// A credential that fails is refused, never passed over for another that passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_certificate_with_a_bad_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = hub(dir.path()).await;
+    for (token, want) in [(None, StatusCode::OK), (Some("Bearer not-a-token"), StatusCode::UNAUTHORIZED)] {
+        let mut req = Request::builder().uri("/v1/catalog");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, t);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut().insert(PeerIdentity { common_name: Some("civil-affairs".into()) });
+        let resp = router(state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), want, "{token:?}");
+    }
+}

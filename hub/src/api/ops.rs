@@ -6,11 +6,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::{json_response, read_request, AppState, Problem};
@@ -20,13 +19,13 @@ use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
 
 /// Deliveries, dead letters and subscriptions, for operators.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ops/deliveries", get(deliveries))
-        .route("/v1/ops/deliveries/{id}/retry", post(retry))
-        .route("/v1/ops/subscriptions", get(subscriptions))
-        .route("/v1/ops/subscriptions/{name}/replay", post(replay))
-        .route("/v1/ops/subscriptions/{name}/enable", post(enable))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deliveries))
+        .routes(routes!(retry))
+        .routes(routes!(subscriptions))
+        .routes(routes!(replay))
+        .routes(routes!(enable))
 }
 
 /// Query of the deliveries view.
@@ -38,7 +37,7 @@ pub struct DeliveriesQuery {
 }
 
 #[utoipa::path(get, path = "/v1/ops/deliveries", tag = "operations",
-    params(("state" = Option<String>, Query, description = "dead (default) or pending"), ("subscription" = Option<String>, Query),
+    params(("state" = Option<String>, Query, description = "dead (default) or pending", pattern = "^(dead|pending)$"), ("subscription" = Option<String>, Query),
            ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "Ops: the entries; vendor: counts and error texts only")))]
 /// `GET /v1/ops/deliveries?state=dead|pending&subscription=S`.

@@ -8,10 +8,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
-use axum::{Extension, Router};
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::records::is_ndjson;
@@ -24,10 +24,8 @@ use crate::ledger::{Action, NewEntry};
 use crate::policy::Principal;
 
 /// Routes.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/reconciliation/{subscription}", post(reconcile))
-        .route("/v1/ops/reconciliation/{subscription}/redeliver", post(redeliver))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(reconcile)).routes(routes!(redeliver))
 }
 
 /// Most malformed ids named in one answer: the rest are like them.
@@ -137,8 +135,10 @@ pub struct DayQuery {
 
 #[utoipa::path(post, path = "/v1/reconciliation/{subscription}", tag = "delivery",
     params(("subscription" = String, Path), ("day" = Option<String>, Query, description = "YYYY-MM-DD, with an NDJSON body")),
-    request_body(content = Object, content_type = "application/json",
-        description = "{\"day\": \"YYYY-MM-DD\", \"event_ids\": [..]}, or application/x-ndjson: one id a line and ?day="),
+    request_body(content(
+        (crate::openapi::ReconcileRequest = "application/json"),
+        (Vec<String> = "application/x-ndjson")),
+        description = "The ids received on a day: JSON, or NDJSON with one event id a line and ?day="),
     responses((status = 200, description = "{subscription, day, timezone, delivered, held, missing, unknown, duplicates, neighbouring_days}"),
               (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
               (status = 422, body = crate::openapi::Problem)))]
@@ -200,7 +200,7 @@ pub async fn reconcile(
 
 #[utoipa::path(post, path = "/v1/ops/reconciliation/{subscription}/redeliver", tag = "operations",
     params(("subscription" = String, Path)),
-    request_body(content = Object, content_type = "application/json",
+    request_body(content = crate::openapi::RedeliverRequest, content_type = "application/json",
         description = "{\"day\"}: what the hub reads back as missing from a folder or table; or {\"day\", \"event_ids\"}: the ids a department reported missing"),
     responses((status = 200, description = "{subscription, day, queued, missing}"),
               (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),

@@ -7,11 +7,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Path, Query};
 use super::{is_json, json_response, parse_json, read_body, AppState, Context, Problem};
@@ -24,14 +23,14 @@ use crate::policy::{Access, Principal};
 use crate::store::{NewVersion, Published, RecordVersion};
 
 /// Publishing, reading, history and lookup.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/records/{type}", post(publish))
-        .route("/v1/batch/{type}", post(batch))
-        .route("/v1/records/{type}/{key}", get(read))
-        .route("/v1/records/{type}/{key}/history", get(history))
-        .route("/v1/records/{type}/{key}/revoke", post(revoke))
-        .route("/v1/lookup", post(lookup))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(batch))
+        .routes(routes!(read))
+        .routes(routes!(history))
+        .routes(routes!(revoke))
+        .routes(routes!(lookup))
 }
 
 fn record_type<'a>(state: &'a AppState, id: &str) -> Result<&'a RecordType, Problem> {
@@ -126,7 +125,7 @@ struct LineResult {
 /// others fail, all in one group commit. With an `Idempotency-Key`, line N uses `KEY:N`.
 #[utoipa::path(post, path = "/v1/batch/{type}", tag = "records",
     params(("type" = String, Path, description = "Record type id")),
-    request_body(content = String, content_type = "application/x-ndjson", description = "One record a line"),
+    request_body(content = Vec<Object>, content_type = "application/x-ndjson", description = "One record of the type's schema a line"),
     responses((status = 200, description = "One result per line, in order: receipt or problem")))]
 pub async fn batch(
     State(state): State<AppState>,
@@ -345,7 +344,7 @@ fn bad(pointer: &str, message: &str) -> Violation {
 /// `POST /v1/lookup`: every latest record about a person or organisation that the caller may
 /// read for the purpose, each projected; one audit entry names every record returned.
 #[utoipa::path(post, path = "/v1/lookup", tag = "records",
-    request_body(content = Object, content_type = "application/json", description = "{\"subject\", \"purpose\", \"types\"?}"),
+    request_body(content = crate::openapi::LookupRequest, content_type = "application/json"),
     responses((status = 200, description = "Every readable latest record about the subject, projected"),
               (status = 422, body = crate::openapi::Problem)))]
 pub async fn lookup(

@@ -63,7 +63,7 @@ impl StepState {
 }
 
 /// A record version a step produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordRef {
     /// Record type.
     #[serde(rename = "type")]
