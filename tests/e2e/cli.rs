@@ -99,6 +99,29 @@ fn config_check_reports_every_problem_with_file_and_line() -> Result<()> {
     }
     assert!(err.contains("problem(s) in the configuration"));
     assert!(!err.contains("panicked"));
+
+    // The same problems as one JSON document, for CI and editors.
+    let (code, out, err) = hub(&["config", "check", "--config", cfg.to_str().unwrap(), "--format", "json"])?;
+    assert_eq!(code, 1, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(doc["ok"], false);
+    let problems = doc["problems"].as_array().expect("problems");
+    for (line, message) in [
+        (line_of(&text, "department = \"hrs\""), "\"hrs\" is not a department"),
+        (line_of(&text, "owner = \"hospital\""), "owner \"hospital\" is not a department"),
+    ] {
+        let located = |p: &serde_json::Value| {
+            p["file"] == file.as_str()
+                && p["line"] == line
+                && p["message"].as_str().is_some_and(|m| m.contains(message))
+        };
+        assert!(problems.iter().any(located), "{doc}");
+    }
+    let (code, out, err) =
+        hub(&["config", "check", "--config", harness::conghua_config().to_str().unwrap(), "--format", "json"])?;
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!((doc["ok"].clone(), doc["counts"]["services"].clone()), (true.into(), 20.into()), "{doc}");
     Ok(())
 }
 

@@ -196,17 +196,17 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         return next.run(req).await;
     }
     let cn = req.extensions().get::<PeerIdentity>().and_then(|p| p.common_name.clone());
-    let principal = cn.as_deref().and_then(|cn| state.directory.by_common_name(cn).cloned());
+    let by_cert = cn.as_deref().and_then(|cn| state.directory.by_common_name(cn).cloned());
     // A credential that does not verify is refused, never passed over for another: a wrong token
     // beside a good certificate is a misconfigured or borrowed client, not one to serve.
-    let principal = match (principal, req.headers().contains_key(header::AUTHORIZATION)) {
-        (by_cert, false) => by_cert,
+    let (principal, token_refused) = match (by_cert, req.headers().contains_key(header::AUTHORIZATION)) {
+        (by_cert, false) => (by_cert, false),
         (by_cert, true) => {
             let by_token = bearer(req.headers()).and_then(|t| state.directory.by_token(t).cloned());
             match (by_cert, by_token) {
-                (None, t) => t,
-                (Some(c), Some(t)) if c.id() == t.id() => Some(c),
-                (Some(_), _) => None,
+                (None, t) => (t, false),
+                (Some(c), Some(t)) if c.id() == t.id() => (Some(c), false),
+                (Some(_), _) => (None, true),
             }
         }
     };
@@ -231,17 +231,24 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             resp
         }
         None => {
-            // A certificate from our CA whose CN is no longer configured is named; otherwise the
-            // caller is anonymous. Either way the refusal is on the record.
-            let actor = cn.map_or_else(|| "anonymous".to_owned(), |cn| format!("unknown:{cn}"));
-            let entry = NewEntry {
-                detail: Some(serde_json::json!({
-                    "status": 401,
-                    "method": req.method().as_str(),
-                    "path": crate::mask::scrub_path(req.uri().path()),
-                })),
-                ..NewEntry::new(actor, Action::Deny, "unauthenticated")
+            // A certificate from our CA whose CN is no longer configured is named `unknown:CN`, a
+            // known one refused for the token beside it by its own id; otherwise the caller is
+            // anonymous. Either way the refusal is on the record.
+            let actor = match cn {
+                Some(cn) if token_refused => cn,
+                Some(cn) => format!("unknown:{cn}"),
+                None => "anonymous".to_owned(),
             };
+            let mut detail = serde_json::json!({
+                "status": 401,
+                "method": req.method().as_str(),
+                "path": crate::mask::scrub_path(req.uri().path()),
+            });
+            if token_refused {
+                detail["reason"] =
+                    "a bearer token beside the certificate does not verify or names another principal".into();
+            }
+            let entry = NewEntry { detail: Some(detail), ..NewEntry::new(actor, Action::Deny, "unauthenticated") };
             match state.store.audit(entry).await {
                 Ok(_) => Problem::Unauthenticated.into_response(),
                 Err(e) => Problem::from(e).into_response(),

@@ -261,4 +261,8 @@ async fn a_good_certificate_with_a_bad_token_is_refused() {
         let resp = router(state.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), want, "{token:?}");
     }
+    let (_, _, audit) = call(&state, Some("supervision"), Method::GET, "/v1/audit?limit=1000", None).await;
+    let refused = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "deny").cloned().unwrap();
+    assert_eq!(refused["actor"], "civil-affairs", "{refused}");
+    assert!(refused["detail"]["reason"].as_str().unwrap().contains("bearer token"), "{refused}");
 }

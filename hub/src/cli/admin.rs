@@ -35,6 +35,43 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hub config check --format json`: `{config, ok, problems, warnings, counts}` on stdout, each
+/// problem and warning `{file, line, message}`; exit 1 when there is a problem.
+pub(super) fn config_check_json(path: &Path) -> anyhow::Result<ExitCode> {
+    let located = |file: &Path, line: usize, message: &str| serde_json::json!({ "file": file.display().to_string(), "line": line, "message": message });
+    let doc = match crate::load(path) {
+        Ok((config, catalog)) => {
+            let warnings: Vec<_> = catalog
+                .cases
+                .warnings
+                .iter()
+                .chain(&config.warnings())
+                .map(|w| located(&w.file, w.line, &w.message))
+                .collect();
+            serde_json::json!({
+                "config": path.display().to_string(), "ok": true, "problems": [], "warnings": warnings,
+                "counts": {
+                    "departments": config.departments.len(), "operators": config.operators.len(),
+                    "record_types": catalog.iter().count(), "grants": config.grants.len(),
+                    "subscriptions": config.subscriptions.len(), "inbound": config.inbound.len(),
+                    "case_types": catalog.cases.iter().count(),
+                    "purposes": config.purpose_register().purposes.len(), "services": config.services.len(),
+                },
+            })
+        }
+        Err(crate::config::ConfigError::Invalid(problems)) => serde_json::json!({
+            "config": path.display().to_string(), "ok": false, "warnings": [],
+            "problems": problems.iter().map(|p| located(&p.file, p.line, &p.message)).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({
+            "config": path.display().to_string(), "ok": false, "warnings": [],
+            "problems": [located(path, 0, &e.to_string())],
+        }),
+    };
+    println!("{doc}");
+    Ok(if doc["ok"] == true { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// Which signed monthly report `hub report` makes.
 pub(super) enum Report {
     /// The SLA report, as JSON or printable HTML.

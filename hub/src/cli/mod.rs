@@ -170,7 +170,16 @@ enum ConfigCommand {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// text (FILE:LINE: message lines) or json (one document on stdout, for CI and editors).
+        #[arg(long, default_value = "text")]
+        format: CheckFormat,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -358,7 +367,13 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Config { command: ConfigCommand::Check { config } } => admin::config_check(&config),
+        Command::Config { command: ConfigCommand::Check { config, format } } => {
+            if format == CheckFormat::Json {
+                admin::config_check_json(&config)
+            } else {
+                admin::config_check(&config)
+            }
+        }
         Command::Serve { config, data, listen, log_format } => serve::serve(&config, data, listen, log_format),
         Command::Pki { command } => pki::run(command),
         Command::Status { to } => remote::status(to),
