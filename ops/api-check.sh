@@ -38,8 +38,9 @@ pki=$work/data/pki
 url=https://127.0.0.1:$port/openapi.json
 export PYTHONPATH=$root/ops/api-check SCHEMATHESIS_HOOKS=hooks
 st() {
-  schemathesis --config-file "$root/ops/api-check/schemathesis.toml" run "$url" \
-    --tls-verify "$pki/ca.crt" --checks all --generation-deterministic --no-color "$@"
+  # From the scratch folder: schemathesis keeps its cache and reports where it runs.
+  (cd "$work" && schemathesis --config-file "$root/ops/api-check/schemathesis.toml" run "$url" \
+    --tls-verify "$pki/ca.crt" --checks all --generation-deterministic --no-color "$@")
 }
 failed=0
 for who in civil-affairs ops-duty supervision; do
