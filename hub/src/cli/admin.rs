@@ -19,20 +19,24 @@ pub(super) fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     for w in catalog.cases.warnings.iter().chain(&config.warnings()) {
         println!("{}:{}: warning: {}", w.file.display(), w.line, w.message);
     }
-    println!(
-        "{}: ok — {} departments, {} operators, {} record types, {} grants, {} subscriptions, {} inbound connections, {} case types, {} purposes, {} services",
-        path.display(),
-        config.departments.len(),
-        config.operators.len(),
-        catalog.iter().count(),
-        config.grants.len(),
-        config.subscriptions.len(),
-        config.inbound.len(),
-        catalog.cases.iter().count(),
-        config.purpose_register().purposes.len(),
-        config.services.len()
-    );
+    let counts: Vec<String> = counts(&config, &catalog).iter().map(|(_, label, n)| format!("{n} {label}")).collect();
+    println!("{}: ok — {}", path.display(), counts.join(", "));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a checked config holds, for both forms of `config check`: (JSON key, text label, count).
+fn counts(config: &crate::Config, catalog: &crate::Catalog) -> [(String, &'static str, usize); 9] {
+    [
+        ("departments".into(), "departments", config.departments.len()),
+        ("operators".into(), "operators", config.operators.len()),
+        ("record_types".into(), "record types", catalog.iter().count()),
+        ("grants".into(), "grants", config.grants.len()),
+        ("subscriptions".into(), "subscriptions", config.subscriptions.len()),
+        ("inbound".into(), "inbound connections", config.inbound.len()),
+        ("case_types".into(), "case types", catalog.cases.iter().count()),
+        ("purposes".into(), "purposes", config.purpose_register().purposes.len()),
+        ("services".into(), "services", config.services.len()),
+    ]
 }
 
 /// `hub config check --format json`: `{config, ok, problems, warnings, counts}` on stdout, each
@@ -50,13 +54,7 @@ pub(super) fn config_check_json(path: &Path) -> anyhow::Result<ExitCode> {
                 .collect();
             serde_json::json!({
                 "config": path.display().to_string(), "ok": true, "problems": [], "warnings": warnings,
-                "counts": {
-                    "departments": config.departments.len(), "operators": config.operators.len(),
-                    "record_types": catalog.iter().count(), "grants": config.grants.len(),
-                    "subscriptions": config.subscriptions.len(), "inbound": config.inbound.len(),
-                    "case_types": catalog.cases.iter().count(),
-                    "purposes": config.purpose_register().purposes.len(), "services": config.services.len(),
-                },
+                "counts": counts(&config, &catalog).into_iter().map(|(key, _, n)| (key, n.into())).collect::<serde_json::Map<_, _>>(),
             })
         }
         Err(crate::config::ConfigError::Invalid(problems)) => serde_json::json!({
