@@ -10,14 +10,16 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=HUB_BUILD_COMMIT");
-    // Rebuilt when HEAD moves: HEAD itself, the branch it names, and packed refs.
+    // Rebuilt when HEAD moves: HEAD itself, the branch it names, and packed refs. Only files that
+    // exist: cargo takes a missing one as changed, and rebuilt the hub on every call in a clone
+    // without packed refs.
     for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={p}");
         }
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
+        if let Some(p) = git(&["rev-parse", "--git-path", &branch]).filter(|p| std::path::Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={p}");
         }
     }
