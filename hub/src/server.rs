@@ -211,7 +211,25 @@ pub async fn run(
         .keep_alive_interval(Duration::from_secs(30))
         .max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
-    state.delivery.load_states().await?;
+    tokio::pin!(shutdown);
+    // A database that cannot be reached at this moment (a failover, connections cut) must not end
+    // a node that has just started: it waits, as a running node does, and takes connections once
+    // the subscriptions' states are read (they queue in the listener's backlog meanwhile).
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match state.delivery.load_states().await {
+            Ok(()) => break,
+            Err(crate::store::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %crate::mask::scrub(&e), retry_in_ms = pause.as_millis() as u64, "the database cannot be reached at start; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
     if let Some(addr) = state.config.ops.metrics_listen.as_ref().and_then(|a| a.get_ref().parse::<SocketAddr>().ok()) {
         let plain = TcpListener::bind(addr).await?;
@@ -248,7 +266,6 @@ pub async fn run(
     let refusal_budget = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
         std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),
     )));
-    tokio::pin!(shutdown);
     loop {
         let (tcp, remote): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {

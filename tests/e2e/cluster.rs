@@ -5,6 +5,8 @@
 //! in per-record order, once the dead node's leases run out.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::testkit::{Answer, Receiver};
@@ -426,14 +428,19 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
     let env = [("HUB_DATABASE_URL", db.url.as_str())];
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("a");
-    let node = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &env).await?;
+    let mut node = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &env).await?;
     let client = node.client("civil-affairs");
     let name = db.url.rsplit('/').next().unwrap_or_default().to_owned();
     let admin = std::env::var("HUB_TEST_POSTGRES_URL")?;
+    // Writers that have ended, well or not: once all four have, the node may hold no connection
+    // at all (its pool is lazy and this config runs no checks), so there is nothing left to cut,
+    // and a writer's failure must surface as itself rather than as a wait for connections.
+    let finished = Arc::new(AtomicU32::new(0));
     let mut writers = Vec::new();
     for w in 0..4u32 {
         let client = client.clone();
-        writers.push(tokio::spawn(async move {
+        let finished = finished.clone();
+        let write = async move {
             let mut unavailable = 0u32;
             for i in 0..60u32 {
                 let no = format!("J440184-2026-5{w:01}{i:04}");
@@ -454,21 +461,30 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
                 }
             }
             anyhow::Ok(unavailable)
+        };
+        writers.push(tokio::spawn(async move {
+            let ended = write.await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            ended
         }));
     }
-    // Cut every connection of the node, three times, while the writers write.
+    // Cut every connection of the node, up to three times, while the writers write. On a fast
+    // machine the 240 publishes can end before the third cut; the first always finds them at work.
     let mut admin_conn = sqlx::PgConnection::connect(&admin).await?;
     let mut cut = 0i64;
     for _ in 0..3 {
-        harness::eventually(Duration::from_secs(10), "connections to cut", || {
-            let (admin, name) = (admin.clone(), name.clone());
+        if finished.load(Ordering::SeqCst) == 4 {
+            break;
+        }
+        harness::eventually(Duration::from_secs(10), "connections to cut, or the writers done", || {
+            let (admin, name, finished) = (admin.clone(), name.clone(), finished.clone());
             async move {
                 let mut c = sqlx::PgConnection::connect(&admin).await?;
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
                     .bind(&name)
                     .fetch_one(&mut c)
                     .await?;
-                Ok(n > 0)
+                Ok(n > 0 || finished.load(Ordering::SeqCst) == 4)
             }
         })
         .await?;
@@ -482,7 +498,10 @@ async fn cut_database_connections_give_503_and_the_node_recovers_without_a_resta
     }
     let mut unavailable = 0;
     for w in writers {
-        unavailable += w.await??;
+        match w.await? {
+            Ok(n) => unavailable += n,
+            Err(e) => anyhow::bail!("a writer failed: {e:#}\n{}", node.post_mortem(40)),
+        }
     }
     eprintln!("{cut} connections cut; {unavailable} answers were 503 and sent again");
     assert!(cut > 0);

@@ -430,6 +430,16 @@ impl HubProcess {
         Ok(kb * 1024)
     }
 
+    /// How the process ended, if it has, and the last `lines` lines of its log: what a test
+    /// prints when the hub stopped answering.
+    pub fn post_mortem(&mut self, lines: usize) -> String {
+        let status = self.child.try_wait().ok().flatten();
+        let log = std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("hub exit status: {status:?}; the last lines of its log:\n{tail}")
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) -> Result<()> {
         self.child.kill()?;
