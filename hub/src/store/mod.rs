@@ -671,8 +671,11 @@ pub struct AlertRecord {
 /// Counters that show group commit at work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriterStats {
-    /// Transactions committed (one fsync each).
+    /// Transactions committed.
     pub commits: u64,
+    /// Flushes that made them durable: one can carry several commits (the SQLite store flushes
+    /// the log while the next group is written; a PostgreSQL commit is its own flush).
+    pub syncs: u64,
     /// Operations (publishes, audit entries) those transactions carried.
     pub operations: u64,
     /// The write-ahead log, where the store keeps one (SQLite).

@@ -946,6 +946,8 @@ impl Store for PostgresStore {
     fn writer_stats(&self) -> WriterStats {
         WriterStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
+            // Each commit waits for its own flush (`synchronous_commit`).
+            syncs: self.stats.commits.load(Ordering::Relaxed),
             operations: self.stats.operations.load(Ordering::Relaxed),
             wal: None,
         }

@@ -41,20 +41,23 @@ pub(super) fn register_op(subscriptions: Vec<String>) -> WriteFn {
     })
 }
 
-/// Up to `limit` entries routed to `cursor` after `after`, oldest first, and how far the scan
-/// got: to the last entry when it found `limit`, else to the end of the log it saw.
+/// Up to `limit` entries routed to `cursor` after `after` and at or below `flushed` (the last
+/// audit sequence on disk: a version committed but not yet flushed is not handed out, see
+/// `sync.rs`), oldest first, and how far the scan got: to the last entry when it found `limit`,
+/// else to the end of the log it saw.
 pub(super) fn scan(
     conn: &Connection,
     cursor: (&str, &str, i64),
     after: i64,
     limit: u32,
+    flushed: i64,
 ) -> Result<(Vec<Scanned>, i64), StoreError> {
     let (name, record_type, slot) = cursor;
     // The end first: whatever commits after this read has a later sequence number.
     let end: Option<i64> = conn
         .prepare_cached("SELECT MAX(audit_seq) FROM records WHERE type = ?1")?
         .query_row(params![record_type], |r| r.get(0))?;
-    let Some(end) = end.filter(|e| *e > after) else { return Ok((Vec::new(), after)) };
+    let Some(end) = end.map(|e| e.min(flushed)).filter(|e| *e > after) else { return Ok((Vec::new(), after)) };
     let mut stmt = conn.prepare_cached(
         "SELECT r.audit_seq, r.key, r.version, r.received_at FROM records r INDEXED BY records_by_seq
          WHERE r.type = ?1 AND r.audit_seq > ?2 AND r.audit_seq <= ?3 AND (r.routes & ?4) != 0
@@ -308,7 +311,8 @@ pub(crate) fn owed(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
             rows.collect::<Result<_, _>>()?
         };
         for t in types {
-            let (found, _) = scan(conn, (&name, &t, slot), position, u32::MAX)?;
+            // Offline (`hub migrate`): everything in the file is as durable as it gets.
+            let (found, _) = scan(conn, (&name, &t, slot), position, u32::MAX, i64::MAX)?;
             out.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
         }
     }
@@ -331,7 +335,8 @@ impl cursor::Log for super::SqliteStore {
 
     async fn scan(&self, cursor: &Cursor, after: i64, limit: u32) -> Result<(Vec<Scanned>, i64), StoreError> {
         let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
-        self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, limit)).await
+        let flushed = self.durability.flushed_seq();
+        self.readers.with(move |c| scan(c, (&name, &record_type, slot), after, limit, flushed)).await
     }
 
     async fn hold(&self, cursor: &Cursor, held: Vec<OutboxRow>, position: i64) -> Result<(), StoreError> {
@@ -475,6 +480,7 @@ impl super::SqliteStore {
         let acked = cursor.state.lock().await.durable;
         let from = after.log.map_or(acked, |l| l.max(acked));
         let (name, record_type, slot) = (cursor.name.clone(), cursor.record_type.clone(), cursor.slot);
+        let flushed = self.durability.flushed_seq();
         self.readers
             .with(move |c| {
                 let mut rows = super::feed_rows(c, &name, after.rows, limit)?;
@@ -483,7 +489,7 @@ impl super::SqliteStore {
                 if room > 0 {
                     // Past `upto` the scan saw everything: what it leaves out is a row already
                     // (served above, or dead), so the next page need not look at it again.
-                    let (found, upto) = scan(c, (&name, &record_type, slot), from, room)?;
+                    let (found, upto) = scan(c, (&name, &record_type, slot), from, room, flushed)?;
                     rows.extend(found.into_iter().filter(|s| !s.is_row).map(|s| s.row));
                     next.log = Some(upto);
                 }

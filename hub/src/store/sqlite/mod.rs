@@ -1,6 +1,7 @@
-//! The embedded store: SQLite in WAL mode with `synchronous=FULL`. One write connection is owned by
-//! the ledger-writer thread, which drains its queue into one transaction (group commit: many
-//! commits, one fsync), gives each operation but publishes and settlements a savepoint so one
+//! The embedded store: SQLite in WAL mode. One write connection is owned by
+//! the ledger-writer thread, which drains its queue into one transaction (group commit), and hands
+//! the transaction's replies to the syncer (`sync.rs`), which flushes the log once for every group
+//! committed since its last flush while the writer goes on with the next; the writer gives each operation but publishes and settlements a savepoint so one
 //! failure cannot spoil its neighbours (a failed publish rolls back its whole group), assigns
 //! audit sequence numbers and chains digests. Reads use a small pool of read-only connections on
 //! blocking threads; WAL lets them run beside the writer. Push subscriptions are cursors over the
@@ -21,9 +22,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 mod cases;
 mod linked;
 mod log;
+mod sync;
 
 pub(crate) use log::owed as owed_from_log;
 
+use self::sync::{Durability, Syncer};
 use super::cursor;
 use super::wal::{Wal, WalWriter};
 use super::{
@@ -199,6 +202,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReadPool>,
     stats: Arc<Stats>,
+    durability: Arc<Durability>,
     keys: Arc<HubKeys>,
     wal: Arc<Wal>,
     /// Push subscriptions served from the log; set once at start, before the first publish.
@@ -236,10 +240,11 @@ impl SqliteStore {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(super::wal::BUSY_TIMEOUT)?;
         tune(&conn)?;
-        // WAL: readers never block the writer. FULL: a commit returns only after the WAL is fsynced,
-        // which is what lets a receipt promise durability.
+        // WAL: readers never block the writer. NORMAL: a commit does not wait for the disk; the
+        // syncer flushes the log after it and only then are its replies sent (`sync.rs`), so a
+        // receipt still promises durability and the writer need not wait.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Every operation of a group commit runs in a savepoint; SQLite keeps a savepoint's undo
         // pages in a statement journal, by default a temporary file written page by page (a
         // seventh of the writer's time in the profile of BENCHMARKS.md). In memory it is bounded
@@ -263,15 +268,21 @@ impl SqliteStore {
             .unwrap_or(Head { seq: 0, digest: GENESIS.to_owned() });
 
         let readers = (0..opts.read_connections.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
+        let durability = Durability::new(head.seq);
         let readers = Arc::new(ReadPool { permits: Semaphore::new(readers.len()), conns: Mutex::new(readers) });
         let stats = Arc::new(Stats::default());
         stats.running.store(true, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(4096);
         let checkpoints = wal.checkpointer(Connection::open(&path)?)?;
+        let syncer = Syncer::start(&path, durability.clone())?;
         let writer = {
-            let (keys, stats, wal) = (keys.clone(), stats.clone(), wal.clone());
+            let (keys, stats, wal, durability) = (keys.clone(), stats.clone(), wal.clone(), durability.clone());
             std::thread::Builder::new().name("ledger-writer".into()).spawn(move || {
-                writer_loop(conn, rx, head, &keys, opts, &stats, wal.writer());
+                let durable = Durable { syncer: &syncer, durability: &durability };
+                writer_loop(&conn, rx, head, &keys, opts, &stats, wal.writer(), durable);
+                // Before the connection closes: SQLite removes the log with the last one.
+                syncer.stop();
+                drop(conn);
                 checkpoints.stop();
             })?
         };
@@ -281,6 +292,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             readers,
             stats,
+            durability,
             keys,
             wal,
             cursors: std::sync::RwLock::default(),
@@ -379,6 +391,11 @@ impl SqliteStore {
                     .collect::<Vec<_>>())
             })
             .await?;
+        // A row may come from a commit not flushed yet (a version held back, say): it goes out
+        // only once that is on disk (`sync.rs`).
+        if !rows.is_empty() {
+            self.durability.settled().await?;
+        }
         let mut leases = lock(&self.leases);
         for r in &rows {
             leases.insert(r.id, lease.clone());
@@ -480,17 +497,34 @@ fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Where the writer sends what it committed, and the state of the flushes.
+struct Durable<'a> {
+    syncer: &'a Syncer,
+    durability: &'a Durability,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn writer_loop(
-    conn: Connection,
+    conn: &Connection,
     mut rx: mpsc::Receiver<Job>,
     mut head: Head,
     keys: &HubKeys,
     opts: SqliteOptions,
     stats: &Stats,
     mut wal: WalWriter,
+    durable: Durable<'_>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
+        if durable.durability.failed() {
+            // What is committed from here on could never be known durable.
+            for job in jobs {
+                let _ = job.reply.send(Err(durable.durability.refusal()));
+            }
+            continue;
+        }
+        // Taken before BEGIN, so that a read which sees this group's rows waits for its flush.
+        let number = durable.durability.announce();
         let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
         let mut tentative = head.clone();
@@ -514,14 +548,8 @@ fn writer_loop(
                     if job.isolated {
                         exec("SAVEPOINT op")?;
                     }
-                    let mut tx = Tx {
-                        conn: &conn,
-                        head: tentative.clone(),
-                        keys,
-                        every: opts.checkpoint_every,
-                        time: &time,
-                        now_ms,
-                    };
+                    let mut tx =
+                        Tx { conn, head: tentative.clone(), keys, every: opts.checkpoint_every, time: &time, now_ms };
                     match op(&mut tx) {
                         Ok(d) => {
                             if job.isolated {
@@ -553,11 +581,10 @@ fn writer_loop(
                 head = tentative;
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.operations.fetch_add(n as u64, Ordering::Relaxed);
-                for (reply, done) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(done));
-                }
-                // After the replies: a restart of the log delays the next group, not this one.
-                wal.committed(&conn);
+                // Answered once the syncer has flushed it; meanwhile the next group is written.
+                durable.syncer.hand(number, head.seq, replies.into_iter().zip(results).collect());
+                // After the hand-over: a restart of the log delays the next group, not this one.
+                wal.committed(conn);
             }
             (Ok(()), Some((failed, e))) => {
                 tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "a write failed inside a group commit; the group was rolled back");
@@ -565,6 +592,7 @@ fn writer_loop(
                 for (reply, err) in replies.into_iter().zip(errors) {
                     let _ = reply.send(Err(err));
                 }
+                durable.syncer.hand(number, head.seq, Vec::new());
             }
             (Err(e), _) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -574,6 +602,7 @@ fn writer_loop(
                     let err = if full { StoreError::Full } else { StoreError::Corrupt(format!("commit failed: {e}")) };
                     let _ = reply.send(Err(err));
                 }
+                durable.syncer.hand(number, head.seq, Vec::new());
             }
         }
     }
@@ -1646,13 +1675,14 @@ impl Store for SqliteStore {
     fn writer_stats(&self) -> WriterStats {
         WriterStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
+            syncs: self.durability.syncs(),
             operations: self.stats.operations.load(Ordering::Relaxed),
             wal: Some(self.wal.stats()),
         }
     }
 
     fn is_ready(&self) -> bool {
-        self.stats.running.load(Ordering::SeqCst) && lock(&self.tx).is_some()
+        self.stats.running.load(Ordering::SeqCst) && lock(&self.tx).is_some() && !self.durability.failed()
     }
 
     async fn close(&self) {
@@ -1715,6 +1745,70 @@ mod tests {
         let conn = Connection::open(db_path(dir.path())).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, 99);
+    }
+
+    /// Holds the syncer's gate on a thread of its own until the returned sender is dropped.
+    fn hold_flushes(store: &Arc<SqliteStore>) -> std::sync::mpsc::Sender<()> {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let durability = store.durability.clone();
+        std::thread::spawn(move || {
+            let _gate = durability.gate.lock().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        release_tx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_receipt_and_no_delivery_read_is_given_before_the_log_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let opts = SqliteOptions {
+            group_commit_max: 64,
+            read_connections: 2,
+            checkpoint_every: 1000,
+            max_wal_bytes: 256 << 20,
+        };
+        let store = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
+        store.publish(vec![version("a")]).await.unwrap();
+        let before = store.writer_stats();
+        let release = hold_flushes(&store);
+        let publish = tokio::spawn({
+            let store = store.clone();
+            async move { store.publish(vec![version("b")]).await }
+        });
+        // The writer does not wait for the flush: the version is committed, and a connection of
+        // its own sees it.
+        let raw = Connection::open(db_path(dir.path())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while raw.query_row("SELECT COUNT(*) FROM records WHERE key = 'b'", [], |r| r.get::<_, i64>(0)).unwrap() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the writer did not commit while the flush was held");
+            tokio::task::yield_now().await;
+        }
+        // But its receipt does not come back, a delivery's scan of the log stops before it, and
+        // a delivery's claim of rows waits (an audited read returns only after its own audit
+        // entry, written later, is flushed, so it needs neither).
+        assert_eq!(store.durability.flushed_seq(), 1);
+        let claim_wait = tokio::spawn({
+            let store = store.clone();
+            async move { store.durability.settled().await }
+        });
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), store.durability.settled()).await;
+        assert!(early.is_err(), "a delivery's wait for an unflushed commit ended: {early:?}");
+        assert!(!publish.is_finished(), "a receipt was given before the flush");
+        assert!(!claim_wait.is_finished(), "a delivery's wait ended before the flush");
+        drop(release);
+        match publish.await.unwrap().unwrap().pop() {
+            Some(Ok(Published::Created(r))) => assert_eq!(r.audit_seq, 2),
+            other => panic!("{other:?}"),
+        }
+        claim_wait.await.unwrap().unwrap();
+        assert_eq!(store.durability.flushed_seq(), 2);
+        let after = store.writer_stats();
+        assert!(after.syncs > before.syncs, "{before:?} {after:?}");
+        store.close().await;
     }
 
     #[tokio::test]
