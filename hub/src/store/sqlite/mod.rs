@@ -1708,6 +1708,10 @@ mod tests {
     use super::*;
     use crate::ledger::Action;
 
+    fn test_options(group_commit_max: usize, read_connections: usize) -> SqliteOptions {
+        SqliteOptions { group_commit_max, read_connections, checkpoint_every: 1000, max_wal_bytes: 256 << 20 }
+    }
+
     fn version(key: &str) -> NewVersion {
         NewVersion {
             record_type: "t".into(),
@@ -1731,12 +1735,7 @@ mod tests {
         let conn = Connection::open(db_path(dir.path())).unwrap();
         conn.execute_batch("CREATE TABLE records (x); PRAGMA user_version = 99;").unwrap();
         drop(conn);
-        let opts = SqliteOptions {
-            group_commit_max: 8,
-            read_connections: 1,
-            checkpoint_every: 1000,
-            max_wal_bytes: 256 << 20,
-        };
+        let opts = test_options(8, 1);
         match SqliteStore::open(dir.path(), keys, opts) {
             Err(StoreError::Mismatch(m)) => assert!(m.contains("schema version 99"), "{m}"),
             Err(e) => panic!("{e}"),
@@ -1765,12 +1764,7 @@ mod tests {
     async fn no_receipt_and_no_delivery_read_is_given_before_the_log_is_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
-        let opts = SqliteOptions {
-            group_commit_max: 64,
-            read_connections: 2,
-            checkpoint_every: 1000,
-            max_wal_bytes: 256 << 20,
-        };
+        let opts = test_options(64, 2);
         let store = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
         store.publish(vec![version("a")]).await.unwrap();
         let before = store.writer_stats();
@@ -1815,12 +1809,7 @@ mod tests {
     async fn a_publish_failing_after_its_first_writes_rolls_back_its_group_and_leaves_the_chain_whole() {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
-        let opts = SqliteOptions {
-            group_commit_max: 64,
-            read_connections: 1,
-            checkpoint_every: 1000,
-            max_wal_bytes: 256 << 20,
-        };
+        let opts = test_options(64, 1);
         let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
         // The database refuses one key after the record row is in, as a full disk or a broken
         // page would: the operation has already written when it fails.
