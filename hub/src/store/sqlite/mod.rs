@@ -1,11 +1,12 @@
-//! The embedded store: SQLite in WAL mode. One write connection is owned by
-//! the ledger-writer thread, which drains its queue into one transaction (group commit), and hands
-//! the transaction's replies to the syncer (`sync.rs`), which flushes the log once for every group
-//! committed since its last flush while the writer goes on with the next; the writer gives each operation but publishes and settlements a savepoint so one
-//! failure cannot spoil its neighbours (a failed publish rolls back its whole group), assigns
-//! audit sequence numbers and chains digests. Reads use a small pool of read-only connections on
-//! blocking threads; WAL lets them run beside the writer. Push subscriptions are cursors over the
-//! log (`log.rs`); the schema and its upgrade steps are the SQL files beside this one.
+//! The embedded store: SQLite in WAL mode. One write connection is owned by the ledger-writer
+//! thread, which drains its queue into one transaction (group commit) and hands the transaction's
+//! replies to the syncer (`sync.rs`), which flushes the log once for every group committed since
+//! its last flush while the writer goes on with the next. The writer gives each operation but
+//! publishes and settlements a savepoint so one failure cannot spoil its neighbours (a failed
+//! publish rolls back its whole group), assigns audit sequence numbers and chains digests. Reads
+//! use a small pool of read-only connections on blocking threads; WAL lets them run beside the
+//! writer. Push subscriptions are cursors over the log (`log.rs`); the schema and its upgrade
+//! steps are the SQL files beside this one.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -523,7 +524,7 @@ fn writer_loop(
             }
             continue;
         }
-        // Taken before BEGIN, so that a read which sees this group's rows waits for its flush.
+        // Taken before BEGIN, so that a claim which sees this group's rows waits for its flush.
         let number = durable.durability.announce();
         let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
