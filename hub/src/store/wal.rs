@@ -150,6 +150,11 @@ impl Wal {
         WAL_HEADER + frames * (self.page_size + FRAME_HEADER)
     }
 
+    /// The `-wal` file.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.path
+    }
+
     /// The stats now.
     pub(crate) fn stats(&self) -> WalStats {
         WalStats {

@@ -275,12 +275,12 @@ impl SqliteStore {
         stats.running.store(true, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(4096);
         let checkpoints = wal.checkpointer(Connection::open(&path)?)?;
-        let syncer = Syncer::start(&path, durability.clone())?;
+        let syncer = Syncer::start(wal.log_path(), durability.clone())?;
         let writer = {
             let (keys, stats, wal, durability) = (keys.clone(), stats.clone(), wal.clone(), durability.clone());
             std::thread::Builder::new().name("ledger-writer".into()).spawn(move || {
-                let durable = Durable { syncer: &syncer, durability: &durability };
-                writer_loop(&conn, rx, head, &keys, opts, &stats, wal.writer(), durable);
+                let after = AfterCommit { syncer: &syncer, durability: &durability, wal: wal.writer() };
+                writer_loop(&conn, rx, head, &keys, opts, &stats, after);
                 // Before the connection closes: SQLite removes the log with the last one.
                 syncer.stop();
                 drop(conn);
@@ -498,13 +498,14 @@ fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Where the writer sends what it committed, and the state of the flushes.
-struct Durable<'a> {
+/// What the writer does after a commit: hand its replies to the syncer (whose flushes it must
+/// know of) and keep the log within its bound.
+struct AfterCommit<'a> {
     syncer: &'a Syncer,
     durability: &'a Durability,
+    wal: WalWriter,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn writer_loop(
     conn: &Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -512,20 +513,19 @@ fn writer_loop(
     keys: &HubKeys,
     opts: SqliteOptions,
     stats: &Stats,
-    mut wal: WalWriter,
-    durable: Durable<'_>,
+    mut after: AfterCommit<'_>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
-        if durable.durability.failed() {
+        if after.durability.failed() {
             // What is committed from here on could never be known durable.
             for job in jobs {
-                let _ = job.reply.send(Err(durable.durability.refusal()));
+                let _ = job.reply.send(Err(sync::lost()));
             }
             continue;
         }
         // Taken before BEGIN, so that a claim which sees this group's rows waits for its flush.
-        let number = durable.durability.announce();
+        let number = after.durability.announce();
         let mut replies = Vec::with_capacity(jobs.len());
         let mut results = Vec::with_capacity(jobs.len());
         let mut tentative = head.clone();
@@ -583,9 +583,9 @@ fn writer_loop(
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.operations.fetch_add(n as u64, Ordering::Relaxed);
                 // Answered once the syncer has flushed it; meanwhile the next group is written.
-                durable.syncer.hand(number, head.seq, replies.into_iter().zip(results).collect());
+                after.syncer.hand(number, head.seq, replies.into_iter().zip(results).collect());
                 // After the hand-over: a restart of the log delays the next group, not this one.
-                wal.committed(conn);
+                after.wal.committed(conn);
             }
             (Ok(()), Some((failed, e))) => {
                 tracing::error!(error = %crate::mask::scrub(&e.to_string()), operations = n, "a write failed inside a group commit; the group was rolled back");
@@ -593,7 +593,7 @@ fn writer_loop(
                 for (reply, err) in replies.into_iter().zip(errors) {
                     let _ = reply.send(Err(err));
                 }
-                durable.syncer.hand(number, head.seq, Vec::new());
+                after.syncer.hand(number, head.seq, Vec::new());
             }
             (Err(e), _) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -603,7 +603,7 @@ fn writer_loop(
                     let err = if full { StoreError::Full } else { StoreError::Corrupt(format!("commit failed: {e}")) };
                     let _ = reply.send(Err(err));
                 }
-                durable.syncer.hand(number, head.seq, Vec::new());
+                after.syncer.hand(number, head.seq, Vec::new());
             }
         }
     }

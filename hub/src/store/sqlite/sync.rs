@@ -1,6 +1,6 @@
 //! Durability of the embedded store: the syncer thread, which makes committed groups durable
 //! with one `fdatasync` of the write-ahead log for all the groups committed since its last one,
-//! and the watermark that holds back every reply and every read until what it carries is on disk.
+//! and the marks that hold back replies and deliveries until what they carry is on disk.
 //!
 //! Why: with `synchronous=FULL` SQLite's COMMIT includes the fsync, so the writer waited for the
 //! disk after every group and the next group could not start (BENCHMARKS.md, "Where SQLite
@@ -64,8 +64,8 @@ pub(super) struct Durability {
     pub(super) gate: std::sync::Mutex<()>,
 }
 
-/// The error every caller hears once a sync has failed.
-fn lost() -> StoreError {
+/// The error every caller hears once a sync has failed, and every write after it.
+pub(super) fn lost() -> StoreError {
     StoreError::Unavailable(
         "the write-ahead log could not be flushed to disk; the hub takes no writes until it is restarted".into(),
     )
@@ -96,11 +96,6 @@ impl Durability {
         self.mark.borrow().failed
     }
 
-    /// The error of a write refused because a sync failed.
-    pub(super) fn refusal(&self) -> StoreError {
-        lost()
-    }
-
     /// The last audit sequence on disk.
     pub(super) fn flushed_seq(&self) -> i64 {
         self.flushed_seq.load(Ordering::SeqCst)
@@ -111,8 +106,9 @@ impl Durability {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Waits until every group commit a read that has just ended could have seen is durable.
-    /// Called after the read: whatever it saw was committed, hence announced, before now.
+    /// Waits until every group commit that a read which has just ended (a claim of outbox rows)
+    /// could have seen is durable. Called after the read: whatever it saw was committed, hence
+    /// announced, before now.
     pub(super) async fn settled(&self) -> Result<(), StoreError> {
         let seen = self.announced.load(Ordering::SeqCst);
         let done = |m: &Mark| m.failed || m.durable >= seen;
@@ -153,12 +149,12 @@ pub(super) struct Syncer {
 }
 
 impl Syncer {
-    /// Starts the syncer of the database at `db`.
-    /// Whatever is in the log already (a process killed before its last flush leaves commits
-    /// that no flush covered) is flushed first, before anything of it can be delivered.
-    pub(super) fn start(db: &Path, durability: Arc<Durability>) -> std::io::Result<Self> {
+    /// Starts the syncer of the write-ahead log at `wal` (`Wal::log_path`). Whatever is in the
+    /// log already (a process killed before its last flush leaves commits that no flush covered)
+    /// is flushed first, before anything of it can be delivered.
+    pub(super) fn start(wal: &Path, durability: Arc<Durability>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Handed>();
-        let mut log = Log::new(db);
+        let mut log = Log::new(wal);
         if log.path.exists() {
             log.flush()?;
         }
@@ -234,27 +230,25 @@ struct Log {
 }
 
 impl Log {
-    fn new(db: &Path) -> Self {
-        let mut name = db.as_os_str().to_owned();
-        name.push("-wal");
-        let dir = db.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        Self { path: PathBuf::from(name), dir, file: None }
+    fn new(path: &Path) -> Self {
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Self { path: path.to_path_buf(), dir, file: None }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.file.is_none() {
-            // SQLite keeps this file (the same inode: a restart of the log overwrites and
-            // truncates it) while any connection is open, and the writer's is open until the
-            // syncer has stopped. Its name in the directory must be durable too: SQLite syncs the
-            // directory only with the log's first sync, which `synchronous=NORMAL` leaves to the
-            // first checkpoint.
-            let file = File::open(&self.path)?;
-            File::open(&self.dir)?.sync_all()?;
-            self.file = Some(file);
-        }
-        match &self.file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
-        }
+        let file = match &self.file {
+            Some(f) => f,
+            None => {
+                // SQLite keeps this file (the same inode: a restart of the log overwrites and
+                // truncates it) while any connection is open, and the writer's is open until the
+                // syncer has stopped. Its name in the directory must be durable too: SQLite syncs
+                // the directory only with the log's first sync, which `synchronous=NORMAL` leaves
+                // to the first checkpoint.
+                let file = File::open(&self.path)?;
+                File::open(&self.dir)?.sync_all()?;
+                self.file.insert(file)
+            }
+        };
+        file.sync_data()
     }
 }
