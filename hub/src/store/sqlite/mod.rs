@@ -1767,6 +1767,13 @@ mod tests {
         let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
         let opts = test_options(64, 2);
         let store = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
+        let sub = super::super::FromLog { name: "sub".into(), record_type: "t".into(), feed: false };
+        store.serve_from_log(vec![sub]).await.unwrap();
+        let cursor = store.cursor("sub").unwrap();
+        let scanned = |store: Arc<SqliteStore>, cursor: Arc<cursor::Cursor>| async move {
+            let (found, _) = cursor::Log::scan(&*store, &cursor, 0, 10).await.unwrap();
+            found.iter().map(|s| s.row.key.clone()).collect::<Vec<_>>()
+        };
         store.publish(vec![version("a")]).await.unwrap();
         let before = store.writer_stats();
         let release = hold_flushes(&store);
@@ -1786,6 +1793,7 @@ mod tests {
         // a delivery's claim of rows waits (an audited read returns only after its own audit
         // entry, written later, is flushed, so it needs neither).
         assert_eq!(store.durability.flushed_seq(), 1);
+        assert_eq!(scanned(store.clone(), cursor.clone()).await, ["a"], "a delivery saw an unflushed version");
         let claim_wait = tokio::spawn({
             let store = store.clone();
             async move { store.durability.settled().await }
@@ -1801,6 +1809,7 @@ mod tests {
         }
         claim_wait.await.unwrap().unwrap();
         assert_eq!(store.durability.flushed_seq(), 2);
+        assert_eq!(scanned(store.clone(), cursor).await, ["a", "b"]);
         let after = store.writer_stats();
         assert!(after.syncs > before.syncs, "{before:?} {after:?}");
         store.close().await;
