@@ -210,6 +210,60 @@ fn pki_init_and_issue_write_certificates_with_private_keys() -> Result<()> {
     Ok(())
 }
 
+/// `pki issue --p12-password-env` writes a key store that the real OpenSSL opens with that
+/// password and no other, holding the certificate just issued and the CA; without the password
+/// in the environment nothing is issued.
+#[test]
+fn pki_issue_writes_a_pkcs12_key_store_openssl_reads() -> Result<()> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        assert!(std::env::var_os("HUB_TEST_REQUIRE_CLIENTS").is_none(), "openssl is missing");
+        eprintln!("skipped: the PKCS#12 key store read by OpenSSL (openssl is not installed)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap();
+    assert_eq!(hub(&["pki", "init", "--data", data])?.0, 0);
+    let pki = dir.path().join("pki");
+    let before = std::fs::read(pki.join("clients/hrss.crt"))?;
+    let issue = |password: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["pki", "issue", "--data", data, "--name", "hrss", "--p12-password-env", "HUB_TEST_P12"]);
+        cmd.current_dir(harness::root()).env_remove("HUB_TEST_P12");
+        if let Some(p) = password {
+            cmd.env("HUB_TEST_P12", p);
+        }
+        cmd.output()
+    };
+    let out = issue(None)?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HUB_TEST_P12"), "{out:?}");
+    assert_eq!(std::fs::read(pki.join("clients/hrss.crt"))?, before, "nothing issued without the password");
+    assert!(!pki.join("clients/hrss.p12").exists());
+
+    let out = issue(Some("correct horse battery staple"))?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let p12 = pki.join("clients/hrss.p12");
+    assert_eq!(mode(&p12), 0o600);
+    let openssl = |password: &str| {
+        Command::new("openssl")
+            .args(["pkcs12", "-in", p12.to_str().unwrap(), "-passin", "env:P12", "-nodes"])
+            .env("P12", password)
+            .output()
+    };
+    let wrong = openssl("wrong")?;
+    assert!(!wrong.status.success(), "a wrong password opened it");
+    let right = openssl("correct horse battery staple")?;
+    assert!(right.status.success(), "{}", String::from_utf8_lossy(&right.stderr));
+    let pem = String::from_utf8(right.stdout)?;
+    let body = |text: &str| text.lines().filter(|l| !l.starts_with("-----") && !l.contains(':')).collect::<String>();
+    let cert = std::fs::read_to_string(pki.join("clients/hrss.crt"))?;
+    let ca = std::fs::read_to_string(pki.join("ca.crt"))?;
+    assert!(body(&pem).contains(&body(&cert)), "the issued certificate is in the store");
+    assert!(body(&pem).contains(&body(&ca)), "the CA is in the store");
+    assert!(pem.contains("PRIVATE KEY"), "the key is in the store");
+    Ok(())
+}
+
 fn rustls_pem_first(path: &Path) -> Vec<u8> {
     use base64::Engine as _;
     let text = std::fs::read_to_string(path).unwrap();

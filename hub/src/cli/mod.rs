@@ -204,6 +204,11 @@ enum PkiCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// Also write clients/NAME.p12 (key, certificate and CA; PKCS#12 with AES-256), encrypted
+        /// with the password held by this environment variable (never on the command line,
+        /// where `ps` shows it).
+        #[arg(long, value_name = "VAR")]
+        p12_password_env: Option<String>,
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,

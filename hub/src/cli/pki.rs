@@ -20,7 +20,7 @@ pub(super) fn run(command: PkiCommand) -> anyhow::Result<ExitCode> {
             println!("development PKI in {}: {} file(s) created", data.join("pki").display(), created.len());
             Ok(ExitCode::SUCCESS)
         }
-        PkiCommand::Issue { data, name, days, config } => {
+        PkiCommand::Issue { data, name, days, p12_password_env, config } => {
             let (config, _) = match load_or_report(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -33,8 +33,19 @@ pub(super) fn run(command: PkiCommand) -> anyhow::Result<ExitCode> {
             if !pki.ca_key().exists() {
                 bail!("{} does not exist: run `hub pki init --data {}` first", pki.ca_key().display(), data.display());
             }
+            // Read before anything is issued: a missing password must not leave a new key behind.
+            let password = match &p12_password_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(p) if !p.is_empty() => Some(p),
+                    _ => bail!("--p12-password-env {var}: the environment variable {var} is not set or empty"),
+                },
+                None => None,
+            };
             pki.issue_client(&name, days)?;
             println!("{} and {}", pki.client_cert(&name).display(), pki.client_key(&name).display());
+            if let Some(password) = password {
+                println!("{}", pki.write_pkcs12(&name, &password)?.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         PkiCommand::Revoke { data, name } => {
