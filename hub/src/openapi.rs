@@ -35,6 +35,16 @@ pub struct LookupRequest {
     types: Option<Vec<String>>,
 }
 
+/// `POST /v1/records/{type}/{key}/revoke`.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RevokeRequest {
+    /// Why the record is recalled, in words its readers will see (not blank once trimmed).
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
+    reason: String,
+}
+
 /// `POST /v1/feeds/{subscription}/ack` and `POST /v1/notices/ack`: `{"cursor"}` and nothing else.
 pub struct AckRequest;
 
@@ -191,15 +201,27 @@ fn refusals(openapi: &mut utoipa::openapi::OpenApi) {
         let public = PUBLIC.contains(&path.as_str()) || path == "/livez";
         for op in operations(item) {
             for p in op.parameters.iter_mut().flatten() {
-                if p.name == "Idempotency-Key" {
-                    // The hub's rule (api::records::idempotency_key), stated once for every use.
-                    p.schema = Some(
-                        utoipa::openapi::schema::ObjectBuilder::new()
-                            .schema_type(utoipa::openapi::schema::Type::String)
-                            .pattern(Some("^[!-~]{1,255}$"))
-                            .into(),
-                    );
-                }
+                // The hub's rules (api::records::idempotency_key, api::cases::case_step,
+                // api::records::check_purpose), stated once for every use.
+                let (pattern, format, max) = match (p.name.as_str(), &p.parameter_in) {
+                    ("Idempotency-Key", _) => ("^[!-~]{1,255}$", None, None),
+                    // Two bounded parts: named as a format too, for generators that read lengths
+                    // and patterns apart (and would make a 257-character value without the slash).
+                    ("Hub-Case-Step", _) => {
+                        ("^[A-Za-z0-9_.:-]{1,128}/[A-Za-z0-9_.:-]{1,128}$", Some("hub-case-step"), None)
+                    }
+                    ("purpose", ParameterIn::Query) => ("^[a-z0-9]+(-[a-z0-9]+)*$", None, Some(64)),
+                    _ => continue,
+                };
+                use utoipa::openapi::schema::SchemaFormat;
+                p.schema = Some(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .pattern(Some(pattern))
+                        .format(format.map(|f| SchemaFormat::Custom(f.into())))
+                        .max_length(max)
+                        .into(),
+                );
             }
             let params = op.parameters.as_deref().unwrap_or_default();
             let in_path = params.iter().any(|p| matches!(p.parameter_in, ParameterIn::Path));
@@ -246,9 +268,12 @@ fn refusals(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The document for the paths the router registered, with the names this hub's catalogue knows
-/// where a request names a record type.
-pub fn document(paths: impl IntoIterator<Item = utoipa::openapi::OpenApi>, record_types: &[&str]) -> serde_json::Value {
+/// The document for the paths the router registered, with what this hub's catalogue knows where
+/// a request names a record type: the type ids, and each type's publish and batch bodies.
+pub fn document<'a>(
+    paths: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+    record_types: impl IntoIterator<Item = &'a crate::catalog::RecordType>,
+) -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     for p in paths {
         doc.merge(p);
@@ -258,10 +283,62 @@ pub fn document(paths: impl IntoIterator<Item = utoipa::openapi::OpenApi>, recor
     unique_operation_ids(&mut doc);
     let mut json = serde_json::to_value(&doc).unwrap_or_default();
     unsigned_32(&mut json);
+    let types: Vec<&crate::catalog::RecordType> = record_types.into_iter().collect();
+    let ids: Vec<&str> = types.iter().map(|t| t.id.as_str()).collect();
     if let Some(items) = json.pointer_mut("/components/schemas/LookupRequest/properties/types/items") {
-        *items = serde_json::json!({ "type": "string", "enum": record_types });
+        *items = serde_json::json!({ "type": "string", "enum": ids });
     }
+    typed_records(&mut json, &types);
     json
+}
+
+/// One publish and one batch operation for each record type, whose body is that type's JSON
+/// Schema (also served at `/v1/schemas/{type}`) as a component named after the type: a client
+/// generator makes `publish_marriage_registration(MarriageRegistration)` of it, and a tool that
+/// generates requests from the document sends records the hub can take. The operations are the
+/// `{type}` ones with the type filled in, so they keep every parameter, answer and refusal; the
+/// `{type}` operations stay for clients that take the type as data. Done on the JSON, because a
+/// record schema is JSON Schema 2020-12 as written, not a shape utoipa's types must hold.
+fn typed_records(json: &mut serde_json::Value, types: &[&crate::catalog::RecordType]) {
+    use serde_json::{json, Value};
+    let generic = |path: &str| json.pointer(&format!("/paths/{}/post", path.replace('/', "~1"))).cloned();
+    let (Some(publish), Some(batch)) = (generic("/v1/records/{type}"), generic("/v1/batch/{type}")) else { return };
+    for t in types {
+        let mut schema = (*t.schema).clone();
+        if let Some(o) = schema.as_object_mut() {
+            // The document's dialect (OpenAPI 3.1's, a superset of 2020-12) covers it.
+            o.remove("$schema");
+        }
+        let reference = json!({ "$ref": format!("#/components/schemas/{}", t.id) });
+        let snake = t.id.replace('-', "_");
+        let name = t.name.as_deref().unwrap_or(&t.id);
+        let typed = |generic: &Value, verb: &str, media: &str, body: Value, what: String| {
+            let mut op = generic.clone();
+            op["operationId"] = json!(format!("{verb}_{snake}"));
+            op["summary"] = json!(format!("{what} ({name}; owner: {})", t.owner));
+            if let Some(params) = op["parameters"].as_array_mut() {
+                params.retain(|p| !(p["in"] == "path" && p["name"] == "type"));
+            }
+            op["requestBody"]["content"][media]["schema"] = body;
+            op["requestBody"]["description"] = json!(format!(
+                "The record type's JSON Schema, version {} (also at /v1/schemas/{})",
+                t.schema_version, t.id
+            ));
+            op
+        };
+        let publish =
+            typed(&publish, "publish", "application/json", reference.clone(), format!("Publish a {} record", t.id));
+        let batch = typed(
+            &batch,
+            "batch",
+            "application/x-ndjson",
+            json!({ "type": "array", "items": reference }),
+            format!("Publish {} records, one a line", t.id),
+        );
+        json["paths"][format!("/v1/records/{}", t.id)] = json!({ "post": publish });
+        json["paths"][format!("/v1/batch/{}", t.id)] = json!({ "post": batch });
+        json["components"]["schemas"][t.id.as_str()] = schema;
+    }
 }
 
 /// utoipa describes a `u32` as `int32` from 0, which reads as at most 2^31 − 1; the hub takes

@@ -153,8 +153,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     // Liveness is added past the shedding so that an overloaded hub is not reported dead.
     let (livez, livez_paths) = OpenApiRouter::new().routes(utoipa_axum::routes!(meta::livez)).split_for_parts();
-    let types: Vec<&str> = state.catalog.iter().map(|t| t.id.as_str()).collect();
-    let doc = crate::openapi::document([paths, livez_paths], &types);
+    let doc = crate::openapi::document([paths, livez_paths], state.catalog.iter());
     let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
     let router = routes
         .route_layer(from_fn_with_state(state.clone(), measure))

@@ -246,6 +246,60 @@ async fn the_router_and_the_openapi_document_have_the_same_operations() {
     assert!(operations >= 43, "{operations} operations");
 }
 
+/// Each record type has its own publish and batch operation, whose body is the type's own JSON
+/// Schema: its valid examples validate against the body the document states, and a publish of one
+/// through the typed path is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_type_has_a_publish_and_a_batch_typed_by_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = hub(dir.path()).await;
+    let (_, _, doc) = call(&state, Some("civil-affairs"), Method::GET, "/openapi.json", None).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut typed = 0;
+    for t in state.catalog.iter() {
+        let publish = &doc["paths"][format!("/v1/records/{}", t.id)]["post"];
+        let batch = &doc["paths"][format!("/v1/batch/{}", t.id)]["post"];
+        let reference = format!("#/components/schemas/{}", t.id);
+        assert_eq!(publish["requestBody"]["content"]["application/json"]["schema"]["$ref"], reference.as_str());
+        assert_eq!(
+            batch["requestBody"]["content"]["application/x-ndjson"]["schema"]["items"]["$ref"],
+            reference.as_str()
+        );
+        assert!(publish["parameters"].as_array().unwrap().iter().all(|p| p["name"] != "type"), "{}", t.id);
+        for status in ["201", "403", "413", "422"] {
+            assert!(publish["responses"].get(status).is_some(), "{} {status}", t.id);
+        }
+        let schema = &doc["components"]["schemas"][t.id.as_str()];
+        assert_eq!(schema["$id"], t.schema["$id"], "{}: the component is the type's schema", t.id);
+        let validator = jsonschema::validator_for(schema).unwrap();
+        let examples = root.join(format!("schemas/{}/v{}/examples/valid", t.id, t.schema_version));
+        for file in std::fs::read_dir(&examples).unwrap() {
+            let example: Value = serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+            assert!(validator.is_valid(&example), "{}: a valid example does not fit the document", t.id);
+        }
+        typed += 1;
+    }
+    assert_eq!(typed, state.catalog.iter().count());
+    assert!(typed >= 20, "{typed} record types");
+    let ids: std::collections::HashSet<_> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values().map(|op| op["operationId"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(ids.contains("publish_marriage_registration") && ids.contains("batch_marriage_registration"));
+    let (status, _, receipt) = call(
+        &state,
+        Some("civil-affairs"),
+        Method::POST,
+        "/v1/records/marriage-registration",
+        json_body(&marriage("J440184-2026-000777")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    state.store.close().await;
+}
+
 /// A credential that fails is refused, never passed over for another that passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_certificate_with_a_bad_token_is_refused() {

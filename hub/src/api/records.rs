@@ -250,7 +250,8 @@ fn view(v: &RecordVersion, access: &Access) -> Value {
     params(("type" = String, Path), ("key" = String, Path),
            ("purpose" = Option<String>, Query, description = "Required unless the caller owns the type")),
     responses((status = 200, description = "Latest version, projected to the grant"),
-              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem)))]
+              (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
+              (status = 410, description = "Revoked by its owner: nothing of it is sent", body = crate::openapi::Problem)))]
 pub async fn read(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -454,7 +455,7 @@ struct RevokeBody {
 #[utoipa::path(post, path = "/v1/records/{type}/{key}/revoke", tag = "records",
     params(("type" = String, Path), ("key" = String, Path),
            ("Idempotency-Key" = Option<String>, Header, description = "Same key and reason: the original receipt")),
-    request_body(content = Object, content_type = "application/json", description = "{\"reason\"}"),
+    request_body(content = crate::openapi::RevokeRequest, content_type = "application/json"),
     responses((status = 200, description = "Revoked: the receipt of the recall's version", body = crate::store::Receipt),
               (status = 403, body = crate::openapi::Problem), (status = 404, body = crate::openapi::Problem),
               (status = 409, body = crate::openapi::Problem), (status = 422, body = crate::openapi::Problem)))]
