@@ -34,6 +34,9 @@ pub struct EnvelopeFields {
     /// The record version this one corrects (the extension `supersedes`): set on every version
     /// after the first, and on the notices of a correction or recall.
     pub supersedes: Option<u64>,
+    /// The W3C `traceparent` of the publish that made the event (the CloudEvents distributed
+    /// tracing extension): where the event was created, the same on every attempt.
+    pub traceparent: Option<String>,
 }
 
 /// One event, ready to deliver.
@@ -41,6 +44,7 @@ pub struct EnvelopeFields {
 pub struct Envelope {
     event: Event,
     json: Vec<u8>,
+    attempt_trace: Option<String>,
 }
 
 impl Envelope {
@@ -58,9 +62,24 @@ impl Envelope {
         if let Some(v) = f.supersedes {
             builder = builder.extension("supersedes", v as i64);
         }
+        if let Some(tp) = f.traceparent {
+            builder = builder.extension("traceparent", tp);
+        }
         let event = builder.build().map_err(|e| AdapterError::Build(format!("cloudevent: {e}")))?;
         let json = serde_json::to_vec(&event).map_err(|e| AdapterError::Build(format!("cloudevent: {e}")))?;
-        Ok(Self { event, json })
+        Ok(Self { event, json, attempt_trace: None })
+    }
+
+    /// The `traceparent` of this delivery attempt, sent as the HTTP header by the adapters that
+    /// speak HTTP (the event's own extension stays the publish's).
+    pub fn with_attempt_trace(mut self, traceparent: Option<String>) -> Self {
+        self.attempt_trace = traceparent;
+        self
+    }
+
+    /// The attempt's `traceparent`, if any.
+    pub fn attempt_trace(&self) -> Option<&str> {
+        self.attempt_trace.as_deref()
     }
 
     /// The event id.
@@ -104,6 +123,7 @@ mod tests {
             record_version: 2,
             audit_seq: 17,
             supersedes: None,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(e.json()).unwrap();
@@ -115,5 +135,6 @@ mod tests {
         assert_eq!(v["recordversion"], 2);
         assert_eq!(v["auditseq"], 17);
         assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     }
 }

@@ -65,7 +65,9 @@ public class DepartmentClient {
         String key = String.format("J440184-2026-%06d", new SecureRandom().nextInt(1_000_000));
         String record = Files.readString(typical).replace("J440184-2026-000123", key);
         String idem = "example-java-" + key;
-        Map<String, Object> receipt = json(expect(civil, post(hub + "/v1/records/" + TYPE, record).header("Idempotency-Key", idem), 201, "publish"));
+        // A W3C trace context (your OpenTelemetry instrumentation sends one): the deliveries carry it.
+        String traceId = hex(16), traceparent = "00-" + traceId + "-" + hex(8) + "-01";
+        Map<String, Object> receipt = json(expect(civil, post(hub + "/v1/records/" + TYPE, record).header("Idempotency-Key", idem).header("traceparent", traceparent), 201, "publish"));
         System.out.printf("published %s/%s v%s (audit #%s)%n", receipt.get("type"), receipt.get("key"), receipt.get("version"), receipt.get("audit_seq"));
         Map<String, Object> again = json(expect(civil, post(hub + "/v1/records/" + TYPE, record).header("Idempotency-Key", idem), 200, "replay"));
         check(again.equals(receipt), "replay: a different receipt " + again);
@@ -103,7 +105,9 @@ public class DepartmentClient {
             Map<String, Object> event = verified.poll(30, TimeUnit.SECONDS);
             check(event != null, "webhook: no verified delivery of the published record within 30 s");
             if (subject.equals(event.get("subject"))) {
-                System.out.printf("webhook: %s verified (%s, record version %s)%n", event.get("id"), event.get("type"), event.get("recordversion"));
+                check(traceId.equals(((String) event.get("traceparent")).split("-")[1])
+                        && traceId.equals(String.valueOf(event.get("_traceparent_header")).split("-")[1]), "webhook: the trace was not carried");
+                System.out.printf("webhook: %s verified (%s, record version %s, trace %s)%n", event.get("id"), event.get("type"), event.get("recordversion"), traceId);
                 break;
             }
         }
@@ -129,6 +133,14 @@ public class DepartmentClient {
         SSLContext tls = SSLContext.getInstance("TLS");
         tls.init(kmf.getKeyManagers(), tmf.getTrustManagers(), null);
         return HttpClient.newBuilder().sslContext(tls).connectTimeout(Duration.ofSeconds(10)).build();
+    }
+
+    static String hex(int bytes) {
+        byte[] b = new byte[bytes];
+        new SecureRandom().nextBytes(b);
+        StringBuilder s = new StringBuilder();
+        for (byte x : b) s.append(String.format("%02x", x));
+        return s.toString();
     }
 
     static HttpRequest.Builder post(String url, String body) {
@@ -163,7 +175,11 @@ public class DepartmentClient {
             // 2xx acknowledges; the hub retries anything else.
             exchange.sendResponseHeaders(ok ? 204 : 401, -1);
             exchange.close();
-            if (ok) verified.add(json(new String(body, StandardCharsets.UTF_8)));
+            if (ok) {
+                Map<String, Object> event = json(new String(body, StandardCharsets.UTF_8));
+                event.put("_traceparent_header", exchange.getRequestHeaders().getFirst("traceparent"));
+                verified.add(event);
+            }
         });
         server.start();
         return verified;

@@ -66,7 +66,7 @@ def receiver(port, secret):
             # 2xx acknowledges: anything else is retried by the hub.
             self.send_response(204)
             self.end_headers()
-            verified.put((event, self.headers.get("webhook-id")))
+            verified.put((event, self.headers.get("webhook-id"), self.headers.get("traceparent")))
 
         def log_message(self, *args):
             pass
@@ -92,7 +92,9 @@ def main():
     record = json.loads(TYPICAL.read_text(encoding="utf-8"))
     record["registration_no"] = f"J440184-2026-{secrets.randbelow(10**6):06d}"
     key = record["registration_no"]
-    idem = {"Idempotency-Key": f"example-python-{key}"}
+    # A W3C trace context (your OpenTelemetry instrumentation sends one): the deliveries carry it.
+    trace_id = secrets.token_hex(16)
+    idem = {"Idempotency-Key": f"example-python-{key}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
     receipt = expect(civil.post(f"{hub}/v1/records/marriage-registration", json=record, headers=idem), 201, "publish")
     print(f"published {receipt['type']}/{receipt['key']} v{receipt['version']} (audit #{receipt['audit_seq']})")
     # A retry after a lost answer is safe: the same key and body give back the same receipt.
@@ -129,13 +131,14 @@ def main():
     # 5. The webhook: the same record, pushed and signed.
     while True:
         try:
-            event, webhook_id = events.get(timeout=30)
+            event, webhook_id, traceparent = events.get(timeout=30)
         except queue.Empty:
             sys.exit("webhook: no verified delivery of the published record within 30 s")
         if event["subject"] == subject:
             break
     assert "hukou_address" not in event["data"]["parties"][0]
-    print(f"webhook: {webhook_id} verified ({event['type']}, record version {event['recordversion']})")
+    assert traceparent.split("-")[1] == trace_id == event["traceparent"].split("-")[1], "the trace was not carried"
+    print(f"webhook: {webhook_id} verified ({event['type']}, record version {event['recordversion']}, trace {trace_id})")
     print("ok")
 
 

@@ -13,7 +13,7 @@ set -euo pipefail
 
 # One webhook delivery on stdin (socat hands each connection to this script): verify, answer.
 if [ "${1:-}" = --receive ]; then
-  dir=$2 len=0 id= ts= sigs=
+  dir=$2 len=0 id= ts= sigs= trace=
   while IFS= read -r line; do
     line=${line%$'\r'}
     [ -z "$line" ] && break
@@ -24,6 +24,7 @@ if [ "${1:-}" = --receive ]; then
       webhook-id) id=$value ;;
       webhook-timestamp) ts=$value ;;
       webhook-signature) sigs=$value ;;
+      traceparent) trace=$value ;;
     esac
   done
   body=$(mktemp "$dir/body.XXXXXX")
@@ -40,6 +41,7 @@ if [ "${1:-}" = --receive ]; then
     for sig in $sigs; do [ "$sig" = "v1,$expected" ] && ok=yes; done
   fi
   if [ $ok = yes ]; then
+    printf %s "$trace" > "$dir/trace-$id"
     mv "$body" "$dir/verified-$id.json"
     # 2xx acknowledges; the hub retries anything else.
     printf 'HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n'
@@ -83,7 +85,10 @@ as() {
 # 1. Publish with an Idempotency-Key, and replay: the same receipt.
 key=$(printf 'J440184-2026-%06d' $(($(od -An -N4 -tu4 /dev/urandom) % 1000000)))
 jq --arg k "$key" '.registration_no = $k' schemas/marriage-registration/v1/examples/valid/typical.json > "$work/record.json"
-publish=(-H 'Content-Type: application/json' --data-binary "@$work/record.json" "$hub/v1/records/marriage-registration")
+# A W3C trace context (your OpenTelemetry instrumentation sends one): the deliveries carry it.
+trace_id=$(openssl rand -hex 16)
+publish=(-H 'Content-Type: application/json' -H "traceparent: 00-$trace_id-$(openssl rand -hex 8)-01"
+  --data-binary "@$work/record.json" "$hub/v1/records/marriage-registration")
 receipt=$(as civil-affairs 201 publish -H "Idempotency-Key: example-shell-$key" "${publish[@]}")
 jq -r '"published \(.type)/\(.key) v\(.version) (audit #\(.audit_seq))"' <<< "$receipt"
 again=$(as civil-affairs 200 replay -H "Idempotency-Key: example-shell-$key" "${publish[@]}")
@@ -118,7 +123,10 @@ for _ in $(seq 1 300); do
   for f in "$work"/verified-*.json; do
     [ -e "$f" ] || continue
     if jq -e --arg s "$subject" '.subject == $s' "$f" > /dev/null; then
-      jq -r '"webhook: \(.id) verified (\(.type), record version \(.recordversion))"' "$f"
+      id=$(jq -r .id "$f")
+      [ "$(cut -d- -f2 "$work/trace-$id")" = "$trace_id" ] && jq -e --arg t "$trace_id" '.traceparent | split("-")[1] == $t' "$f" > /dev/null \
+        || fail "webhook: the trace was not carried"
+      jq -r --arg t "$trace_id" '"webhook: \(.id) verified (\(.type), record version \(.recordversion), trace \($t))"' "$f"
       echo ok
       exit 0
     fi

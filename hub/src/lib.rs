@@ -33,7 +33,8 @@
 //! - [`cli`]: the `hub` command line (the binary is a thin wrapper around it): serve, admin
 //!   commands, the development PKI, remote operator commands. [`opsctl`] is its HTTP client.
 //! - [`bench`], [`report`], [`openapi`]: `hub bench`, the signed SLA report, the OpenAPI document.
-//! - [`mask`]: masking of resident IDs in logs and error bodies.
+//! - [`mask`]: masking of resident IDs in logs and error bodies; [`telemetry`]: OTLP traces and
+//!   the W3C trace context a record carries into its deliveries.
 //!
 //! Dependencies point one way: `api → exchange → catalog, routing, delivery, store → ledger`;
 //! nothing below `api` knows about HTTP (`problem` is plain data the API sends).
@@ -63,6 +64,7 @@ pub mod routing;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 
 use std::path::Path;
 

@@ -25,4 +25,5 @@ mod security_matrix;
 mod security_tls;
 mod services;
 mod store_conformance;
+mod telemetry;
 mod upgrade;

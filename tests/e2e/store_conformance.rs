@@ -146,6 +146,7 @@ fn version(key: &str, body: &str) -> NewVersion {
             subjects: vec![format!("subject-{key}")],
             ..NewEntry::new("civil-affairs", Action::Publish, "ok")
         },
+        trace: Some(format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01", key.len() + 1)),
     }
 }
 
@@ -176,6 +177,9 @@ async fn publish_is_atomic_and_complete(b: Backend) -> Result<()> {
     assert_eq!((r.version, r.routed), (1, 2));
     let latest = store.latest("marriage", "m1").await?.expect("latest");
     assert_eq!((latest.version, latest.audit_seq, latest.payload["v"].as_str()), (1, r.audit_seq, Some("a")));
+    // The trace context its deliveries carry is kept with the version.
+    let kept = store.version("marriage", "m1", 1).await?.expect("version 1").trace;
+    assert_eq!(kept.as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000003-01"));
     assert_eq!(store.by_subject("subject-m1").await?.len(), 1);
     let audit = store.audit_after(0, 10).await?;
     assert_eq!(audit.len(), 1);

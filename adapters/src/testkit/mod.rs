@@ -175,6 +175,7 @@ pub fn envelope_fields(n: u64) -> EnvelopeFields {
         record_version: 1,
         audit_seq: n,
         supersedes: None,
+        traceparent: None,
     }
 }
 

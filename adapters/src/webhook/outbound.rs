@@ -88,8 +88,8 @@ impl WebhookSink {
         Ok(Self { url: config.url.clone(), keys, client, batch: config.batch.max(1) })
     }
 
-    async fn post(&self, id: &str, body: Vec<u8>) -> Outcome {
-        self.send(id, CLOUDEVENTS_JSON, body).await
+    async fn post(&self, e: &Envelope) -> Outcome {
+        self.send_traced(e.id(), CLOUDEVENTS_JSON, e.json().to_vec(), e.attempt_trace()).await
     }
 
     /// Several events as one CloudEvents JSON batch (an array of the same structured events).
@@ -103,11 +103,19 @@ impl WebhookSink {
             body.extend_from_slice(e.json());
         }
         body.push(b']');
-        self.send(&batch_id(batch), CLOUDEVENTS_BATCH_JSON, body).await
+        // One request, one attempt: the hub makes one span for the batch, named by its first event.
+        let trace = batch.first().and_then(Envelope::attempt_trace);
+        self.send_traced(&batch_id(batch), CLOUDEVENTS_BATCH_JSON, body, trace).await
     }
 
     /// Sends any signed JSON body (alerts use this: plain JSON, not CloudEvents).
     pub async fn send(&self, id: &str, content_type: &'static str, body: Vec<u8>) -> Outcome {
+        self.send_traced(id, content_type, body, None).await
+    }
+
+    /// As [`WebhookSink::send`], with the W3C `traceparent` of the attempt, so that the
+    /// receiver's own tracing joins the trace the publish started.
+    async fn send_traced(&self, id: &str, content_type: &'static str, body: Vec<u8>, trace: Option<&str>) -> Outcome {
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign(&self.keys, id, timestamp, &body);
         let mut headers = HeaderMap::new();
@@ -116,7 +124,10 @@ impl WebhookSink {
             ("webhook-id", id.to_owned()),
             ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", signature),
-        ] {
+        ]
+        .into_iter()
+        .chain(trace.map(|t| ("traceparent", t.to_owned())))
+        {
             match HeaderValue::from_str(&value) {
                 Ok(v) => {
                     headers.insert(name, v);
@@ -182,7 +193,7 @@ impl Outbound for WebhookSink {
             return self.post_batch(batch).await;
         }
         for e in batch {
-            let outcome = self.post(e.id(), e.json().to_vec()).await;
+            let outcome = self.post(e).await;
             if outcome != Outcome::Delivered {
                 return outcome;
             }
@@ -200,7 +211,7 @@ impl Outbound for WebhookSink {
             "source": "urn:hub:health", "type": "hub.health.ping",
         });
         let id = ping["id"].as_str().unwrap_or("health").to_owned();
-        match self.post(&id, ping.to_string().into_bytes()).await {
+        match self.send(&id, CLOUDEVENTS_JSON, ping.to_string().into_bytes()).await {
             Outcome::Delivered => Ok(()),
             Outcome::Retry { reason, .. } | Outcome::Reject { reason } | Outcome::Gone { reason } => Err(reason),
         }

@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
     let doc = crate::openapi::document([paths, livez_paths], state.catalog.iter());
     let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
     let router = routes
+        .route_layer(from_fn(receive))
         .route_layer(from_fn_with_state(state.clone(), measure))
         .fallback(|| async { Problem::NotFound("no such endpoint".into()) })
         .layer(axum::Extension(doc))
@@ -301,6 +302,45 @@ async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Res
             principal,
         })
         .inc();
+    resp
+}
+
+/// The W3C `traceparent` the records a request publishes keep for their deliveries.
+#[derive(Clone, Debug, Default)]
+pub struct RecordTrace(pub Option<String>);
+
+/// The request's span (`receive`, a server span named by its route), continuing the caller's
+/// `traceparent`; and the context its records will carry ([`crate::telemetry`]).
+async fn receive(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    // Borrowed, and formatted only when a layer wants the span: with traces off, a request pays
+    // for no string here.
+    let (span, carried) = {
+        let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+        let principal = req.extensions().get::<Principal>().map_or("anonymous", |p| p.id());
+        let method = req.method().as_str();
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "receive",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            hub.principal = %principal,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        crate::telemetry::continue_from(&span, incoming);
+        let carried = crate::telemetry::carried(&span, incoming);
+        (span, carried)
+    };
+    req.extensions_mut().insert(RecordTrace(carried));
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     resp
 }
 

@@ -77,6 +77,7 @@ pub async fn publish(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(type_id): Path<String>,
+    Extension(trace): Extension<super::RecordTrace>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -85,13 +86,11 @@ pub async fn publish(
     let step = super::cases::case_step(&headers)?;
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes, is_json, "application/json").await?;
     let idem = idempotency_key(&headers)?;
+    let v = NewVersion { trace: trace.0, ..state.exchange.prepare(t, who.id(), &bytes, idem)? };
     let published = match step {
         // The record completes a case step: both commit together, or neither does.
-        Some(step) => {
-            let v = state.exchange.prepare(t, who.id(), &bytes, idem)?;
-            super::cases::publish_for_step(&state, &who, step, v).await?
-        }
-        None => state.exchange.publish(t, who.id(), &bytes, idem).await?,
+        Some(step) => super::cases::publish_for_step(&state, &who, step, v).await?,
+        None => state.exchange.publish(v).await?,
     };
     match published {
         Published::Created(receipt) => {
@@ -131,6 +130,7 @@ pub async fn batch(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(type_id): Path<String>,
+    Extension(trace): Extension<super::RecordTrace>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -153,6 +153,7 @@ pub async fn batch(
         } else {
             state.exchange.prepare(t, who.id(), line, idem).map_err(Problem::from)
         };
+        let result = result.map(|v| NewVersion { trace: trace.0.clone(), ..v });
         match result {
             Ok(v) => {
                 pending.push((results.len(), v));

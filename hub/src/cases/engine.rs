@@ -410,6 +410,7 @@ impl Cases {
                 ),
                 ..NewEntry::new(actor, Action::Case, "ok")
             },
+            trace: None,
         };
         let mut woken: Vec<String> = record.as_ref().map(|(v, _)| v.routes.clone()).unwrap_or_default();
         // The record committed with this transition is not in the store yet: the events that
@@ -452,6 +453,7 @@ impl Cases {
                     detail: Some(json!({ "event": n.kind.as_str(), "to": n.to, "case": after.id, "step": n.step })),
                     ..NewEntry::new(actor, Action::Case, "ok")
                 },
+                trace: None,
             });
         }
         let calendar = &self.catalog.cases.calendar;

@@ -54,6 +54,7 @@ impl Check for Synthetic {
                 record_key: Some(key),
                 ..crate::ledger::NewEntry::new("hub", crate::ledger::Action::Publish, "ok")
             },
+            trace: None,
         };
         // The probe is the hub's own record, of a type outside the catalogue, with its one route.
         match self.exchange.commit(vec![version]).await.map(|mut v| v.pop()) {

@@ -24,16 +24,40 @@ impl Write for ScrubbingStderr {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Log lines to stderr, and with `[telemetry]` the spans of [`crate::telemetry::TARGET`] to the
+/// collector (each layer with its own filter: `HUB_LOG` never turns exporting on or off).
+fn init_logging(
+    format: LogFormat,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+) -> Result<(), tracing_subscriber::util::TryInitError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     // lapin logs every channel a broker closes (a passive declare of a missing queue in a health
     // check, too) at ERROR, with the queue name; the amqp adapter logs what matters itself.
     let filter = EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=off"));
+    // The trace spans are for the exporter alone: with no layer wanting them they cost nothing on
+    // the record's way (not even their fields), where the log would format every one of them.
+    let filter = match format!("{}=off", crate::telemetry::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(|| ScrubbingStderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(|| ScrubbingStderr);
+    let fmt = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    match tracer {
+        Some(t) => {
+            let only_ours =
+                tracing_subscriber::filter::Targets::new().with_target(crate::telemetry::TARGET, tracing::Level::INFO);
+            logs.with(tracing_opentelemetry::layer().with_tracer(t).with_filter(only_ours)).try_init()
+        }
+        // Not an absent `Option` layer: tracing-subscriber counts one as wanting every span, and
+        // the spans of the record's way would be built for nobody.
+        None => logs.try_init(),
     }
 }
 
@@ -47,7 +71,13 @@ pub(super) fn serve(
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    init_logging(format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let telemetry = match &config.telemetry {
+        Some(t) => Some(crate::telemetry::Telemetry::start(t, runtime.handle().clone())?),
+        None => None,
+    };
+    let (telemetry, tracer) = telemetry.map_or((None, None), |(t, tracer)| (Some(t), Some(tracer)));
+    init_logging(format, tracer)?;
     for w in &catalog.cases.warnings {
         tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
     }
@@ -56,8 +86,7 @@ pub(super) fn serve(
         Some(a) => a,
         None => bail!("no listen address"),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let (state, tls) = crate::server::open(config, catalog, &data)
             .await
             .with_context(|| format!("cannot start the hub (data directory {})", data.display()))?;
@@ -65,7 +94,13 @@ pub(super) fn serve(
         tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "hub listening (https)");
         crate::server::run(state, tls, listener, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // After the drain, so the last deliveries' spans go too; off the runtime's threads, whose
+    // exports it waits for.
+    if let Some(t) = telemetry {
+        let _ = runtime.block_on(runtime.spawn_blocking(move || t.shutdown()));
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -83,6 +83,9 @@ pub struct Config {
     /// `[[case_types]]`: joint cases across departments.
     #[serde(default)]
     pub case_types: Vec<CaseTypeConfig>,
+    /// `[telemetry]`: OTLP traces, off when absent.
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySection>,
     /// Where the file was read from; relative paths inside it resolve against its folder.
     #[serde(skip)]
     pub path: PathBuf,

@@ -228,6 +228,32 @@ impl Default for StorageSection {
     }
 }
 
+/// `[telemetry]`: traces of the record's way (receive, validate, commit, each delivery attempt)
+/// exported over OTLP. Absent: no spans leave the hub, and a client's `traceparent` still travels
+/// with its records into their deliveries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// The collector's OTLP/HTTP traces URL, used as written (`http://HOST:4318/v1/traces`);
+    /// spans go as protobuf.
+    pub otlp_endpoint: Spanned<String>,
+    /// `service.name` of the hub's spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of traces the hub starts itself that are kept (0 to 1); a trace a client started
+    /// follows the client's sampling decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: Spanned<f64>,
+}
+
+fn default_service_name() -> String {
+    "conghua-hub".into()
+}
+
+fn default_sample_ratio() -> Spanned<f64> {
+    Spanned::new(0..0, 1.0)
+}
+
 /// `[audit]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

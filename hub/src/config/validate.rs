@@ -22,7 +22,26 @@ impl Config {
         self.check_delivery(&mut p);
         self.check_ops(&mut p);
         self.check_cases(&mut p);
+        self.check_telemetry(&mut p);
         p.finish()
+    }
+
+    /// The collector's URL and the sampling share.
+    fn check_telemetry(&self, p: &mut Problems<'_>) {
+        let Some(t) = &self.telemetry else { return };
+        let url = t.otlp_endpoint.get_ref();
+        // Plain HTTP to a collector beside the hub (an agent on the host or in the pod), as
+        // collectors are run: the spans carry no personal data.
+        let parsed = url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http"));
+        if parsed.is_none_or(|u| u.host().is_none()) {
+            p.at(
+                t.otlp_endpoint.span(),
+                "otlp_endpoint must be an http:// URL such as http://127.0.0.1:4318/v1/traces",
+            );
+        }
+        if !(0.0..=1.0).contains(t.sample_ratio.get_ref()) {
+            p.at(t.sample_ratio.span(), "sample_ratio must be between 0 and 1");
+        }
     }
 
     /// Names, addresses, and the limits that must be at least one.

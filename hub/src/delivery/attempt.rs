@@ -43,11 +43,41 @@ impl Delivery {
         if ready.is_empty() {
             return verdict;
         }
+        // One span per attempt, in the trace of the (first) record's publish: its events were
+        // made there, and the receiver's own tracing continues from this span.
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "deliver",
+            otel.name = %format!("deliver {}", sub.name),
+            otel.kind = "client",
+            hub.subscription = %sub.name,
+            hub.events = ready.len(),
+            hub.attempt = ready[0].0.attempts + 1,
+            hub.outcome = tracing::field::Empty,
+        );
+        crate::telemetry::continue_from(&span, ready[0].1.trace.as_deref());
+        let attempt = crate::telemetry::of_span(&span);
+        let envelopes: Vec<_> = envelopes
+            .into_iter()
+            .zip(&ready)
+            .map(|(e, (_, rec))| e.with_attempt_trace(attempt.clone().or_else(|| rec.trace.clone())))
+            .collect();
         let limit = Duration::from_secs(self.policy.attempt_timeout_secs);
-        let outcome = match tokio::time::timeout(limit, adapter.deliver(&envelopes)).await {
+        let call =
+            tracing::Instrument::instrument(tokio::time::timeout(limit, adapter.deliver(&envelopes)), span.clone());
+        let outcome = match call.await {
             Ok(o) => o,
             Err(_) => Outcome::Retry { reason: "the attempt timed out".into(), retry_after: None },
         };
+        span.record(
+            "hub.outcome",
+            match &outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Reject { .. } => "rejected",
+                Outcome::Gone { .. } => "gone",
+            },
+        );
         match outcome {
             Outcome::Delivered => {
                 let settlements = ready

@@ -33,6 +33,7 @@ impl Delivery {
                 record_version: rec.version,
                 audit_seq: rec.audit_seq,
                 supersedes: None,
+                traceparent: rec.trace.clone(),
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
@@ -57,6 +58,7 @@ impl Delivery {
                 record_version: rec.version,
                 audit_seq: rec.audit_seq,
                 supersedes: None,
+                traceparent: rec.trace.clone(),
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
@@ -78,6 +80,7 @@ impl Delivery {
                 record_version: n["version"].as_u64().unwrap_or(rec.version),
                 audit_seq: rec.audit_seq,
                 supersedes: n["supersedes"].as_u64(),
+                traceparent: rec.trace.clone(),
             });
             return Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()));
         }
@@ -110,6 +113,7 @@ impl Delivery {
             record_version: rec.version,
             audit_seq: rec.audit_seq,
             supersedes: rec.version.checked_sub(1).filter(|v| *v > 0),
+            traceparent: rec.trace.clone(),
         });
         Ok(envelope.map(|e| (e, rec)).map_err(|e| e.to_string()))
     }

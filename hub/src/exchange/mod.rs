@@ -110,6 +110,8 @@ impl Exchange {
         bytes: &[u8],
         idempotency: Option<String>,
     ) -> Result<NewVersion, PublishError> {
+        let _span =
+            tracing::info_span!(target: crate::telemetry::TARGET, "validate", hub.record_type = %t.id).entered();
         self.prepare_doc(t, publisher, prepare::parse(bytes)?, idempotency)
     }
 
@@ -143,6 +145,8 @@ impl Exchange {
                 subjects,
                 ..NewEntry::new(publisher, Action::Publish, "ok")
             },
+            // The caller sets it: it knows the request the record came with.
+            trace: None,
         })
     }
 
@@ -160,7 +164,8 @@ impl Exchange {
             versions.iter().map(|v| v.first_only.then(|| NewVersion { first_only: false, ..v.clone() })).collect();
         let labels: Vec<(String, Vec<String>)> =
             versions.iter().map(|v| (v.publisher.clone(), v.routes.clone())).collect();
-        let stored = self.store.publish(versions).await?;
+        let span = tracing::info_span!(target: crate::telemetry::TARGET, "commit", hub.versions = versions.len());
+        let stored = tracing::Instrument::instrument(self.store.publish(versions), span).await?;
         let mut woken = Vec::new();
         let mut outcomes = Vec::with_capacity(stored.len());
         let mut changed = Vec::new();
@@ -202,6 +207,8 @@ impl Exchange {
                 }
                 None => Vec::new(),
             };
+            // A notice is part of the correction's way: its deliveries join the same trace.
+            let notices = notices.into_iter().map(|n| NewVersion { trace: v.trace.clone(), ..n }).collect();
             match self.linked(v.clone(), prev.as_ref(), notices).await? {
                 Some(p) => return Ok(p),
                 None => continue,
@@ -289,6 +296,7 @@ impl Exchange {
                     detail: Some(json!({ "revokes": prev.version })),
                     ..NewEntry::new(owner, Action::Revoke, "ok")
                 },
+                trace: None,
             };
             let notices = self.notices(t, &prev, notices::Change::Revoked(reason), &[], self.delivery.today()).await?;
             if let Some(p) = self.linked(version, Some(&prev), notices).await? {
@@ -322,15 +330,8 @@ impl Exchange {
         self.delivery.notify(&routes);
     }
 
-    /// Prepares and commits one record.
-    pub async fn publish(
-        &self,
-        t: &RecordType,
-        publisher: &str,
-        bytes: &[u8],
-        idempotency: Option<String>,
-    ) -> Result<Published, PublishError> {
-        let version = self.prepare(t, publisher, bytes, idempotency)?;
+    /// Commits one prepared record.
+    pub async fn publish(&self, version: NewVersion) -> Result<Published, PublishError> {
         match self.commit(vec![version]).await?.pop() {
             Some(Ok(p)) => Ok(p),
             Some(Err(e)) => Err(e.into()),

@@ -162,6 +162,7 @@ impl Exchange {
                     })),
                     ..NewEntry::new(t.owner.clone(), Action::Notice, "ok")
                 },
+                trace: None,
             });
         }
         Ok(out)

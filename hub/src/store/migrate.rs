@@ -76,6 +76,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("audit_subjects", &[("subject_hash", Text), ("seq", Int)]),
     ("checkpoints", &[("seq", Int), ("digest", Text), ("signature", Text), ("time", Text)]),
+    // A version's `trace` (the W3C context its deliveries carry) is not copied: it is operational,
+    // and a delivery still pending after a migration starts a trace of its own.
     (
         "records",
         &[

@@ -195,6 +195,8 @@ pub struct NewVersion {
     pub first_only: bool,
     /// The publish audit entry (the writer fills in the version).
     pub audit: NewEntry,
+    /// The W3C `traceparent` of the publish, carried into every delivery of this version.
+    pub trace: Option<String>,
 }
 
 /// A case transition ([`Store::transition`]): every version and the case's index rows commit in
@@ -472,6 +474,9 @@ pub struct RecordVersion {
     /// Keyed hashes of subjects.
     #[serde(skip)]
     pub subjects: Vec<String>,
+    /// The W3C `traceparent` its publish came with (or made), for its deliveries.
+    #[serde(skip)]
+    pub trace: Option<String>,
 }
 
 /// Where an audit entry landed.

@@ -331,6 +331,7 @@ pub(crate) mod tests {
             routes: vec!["a".into(), "b".into()],
             first_only: false,
             audit: NewEntry::new("p", Action::Publish, "ok"),
+            trace: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::store::{Audited, NewVersion, OutboxRow, Published, Receipt, Settlemen
 /// (a read, a lookup, a refusal).
 pub(super) enum Appended {
     /// A version, and the bits of the cursors it is routed to beside the outbox rows of its routes.
-    Publish(NewVersion, i64),
+    Publish(Box<NewVersion>, i64),
     Audit(NewEntry),
     /// The end of a delivery attempt, audited when it changed the entry.
     Settle(i64, Settlement, Option<NewEntry>),
@@ -123,6 +123,7 @@ pub(super) struct Rows {
     r_seq: Vec<i64>,
     r_subjects: Vec<String>,
     r_routes: Vec<Option<i64>>,
+    r_trace: Vec<Option<String>>,
     // latest and the subject index: the last version of each record in the batch
     l_type: Vec<String>,
     l_key: Vec<String>,
@@ -315,7 +316,7 @@ pub(super) async fn append_batch(
                 out.push(Done::Count(l.count));
                 continue;
             }
-            Appended::Publish(v, bits) => (v, bits),
+            Appended::Publish(v, bits) => (*v, bits),
         };
         let (v, bits) = v;
         if let Some((key, digest)) = &v.idempotency {
@@ -349,6 +350,7 @@ pub(super) async fn append_batch(
         w.r_seq.push(e.seq as i64);
         w.r_subjects.push(json_text(&v.subjects)?);
         w.r_routes.push((bits != 0).then_some(bits));
+        w.r_trace.push(v.trace.clone());
         for sub in &v.routes {
             let event = crate::store::event_id(sub, &v.record_type, &v.key, version);
             w.outbox(sub, &v.record_type, &v.key, version as i64, event, "pending", 0);
@@ -415,10 +417,11 @@ pub(super) async fn append_batch(
          x AS (INSERT INTO audit_subjects (subject_hash, seq)
                SELECT * FROM UNNEST($14::text[], $15::bigint[]) ON CONFLICT DO NOTHING),
          r AS (INSERT INTO records (type, key, version, schema_version, payload, digest, publisher, received_at,
-                                    audit_seq, subjects, routes)
-               SELECT t, k, v, sv, p, d, pub, $41, seq, s, ro
+                                    audit_seq, subjects, routes, trace)
+               SELECT t, k, v, sv, p, d, pub, $41, seq, s, ro, tr
                FROM UNNEST($16::text[], $17::text[], $18::bigint[], $19::int[], $20::text[], $21::text[], $22::text[],
-                           $23::bigint[], $24::text[], $48::bigint[]) AS u(t, k, v, sv, p, d, pub, seq, s, ro)),
+                           $23::bigint[], $24::text[], $48::bigint[], $57::text[])
+                    AS u(t, k, v, sv, p, d, pub, seq, s, ro, tr)),
          l AS (INSERT INTO latest (type, key, version) SELECT * FROM UNNEST($25::text[], $26::text[], $27::bigint[])
                ON CONFLICT (type, key) DO UPDATE SET version = excluded.version),
          sd AS (DELETE FROM subjects s USING UNNEST($25::text[], $26::text[]) AS u(t, k)
@@ -503,6 +506,7 @@ pub(super) async fn append_batch(
     .bind(&w.o_settled)
     .bind(&w.cu_sub)
     .bind(&w.cu_pos)
+    .bind(&w.r_trace)
     .execute(&mut *c)
     .await?;
     Ok(out)

@@ -64,8 +64,10 @@ pub(super) async fn create_all(
     versions: Vec<NewVersion>,
     bits: Vec<i64>,
 ) -> Result<Vec<Receipt>, StoreError> {
-    let items =
-        versions.into_iter().zip(bits.into_iter().chain(std::iter::repeat(0))).map(|(v, b)| Appended::Publish(v, b));
+    let items = versions
+        .into_iter()
+        .zip(bits.into_iter().chain(std::iter::repeat(0)))
+        .map(|(v, b)| Appended::Publish(Box::new(v), b));
     let mut receipts = Vec::new();
     for d in append_batch(c, g, items.collect()).await? {
         match d {

@@ -47,7 +47,7 @@ use crate::ledger::keys::HubKeys;
 use crate::ledger::{Anchor, ChainBroken, ChainReport, Entry, NewEntry};
 
 const RECORD_COLUMNS: &str =
-    "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
+    "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects, r.trace";
 const OUTBOX_COLUMNS: &str =
     "o.id, o.subscription, o.record_type, o.key, o.version, o.event_id, o.state, o.attempts, o.next_attempt_at, o.created_at, o.last_error";
 /// The first pending version of the record of outbox entry `o` for its subscription: an entry may
@@ -73,6 +73,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         m(3, "audit by record", include_str!("../../../migrations/postgres/0003_audit_by_record.sql")),
         m(4, "cursors", include_str!("../../../migrations/postgres/0004_cursors.sql")),
         m(5, "cases", include_str!("../../../migrations/postgres/0005_cases.sql")),
+        m(6, "trace", include_str!("../../../migrations/postgres/0006_trace.sql")),
     ])
 }
 
@@ -391,7 +392,7 @@ impl Store for PostgresStore {
             .map(|mut v| {
                 // Routes to a cursor are a bit of the record's row; the others get outbox rows.
                 let bits = cursors.take_bits(&v.record_type, &mut v.routes);
-                Op::Append(Box::new(Appended::Publish(v, bits)))
+                Op::Append(Box::new(Appended::Publish(Box::new(v), bits)))
             })
             .collect();
         let done = self.send(ops, false).await?;

@@ -22,6 +22,7 @@ pub(super) fn record_from_row(r: &PgRow) -> Result<RecordVersion, StoreError> {
         received_at: r.try_get(7)?,
         audit_seq: r.try_get::<i64, _>(8)? as u64,
         subjects: serde_json::from_str(&subjects).map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?,
+        trace: r.try_get(10)?,
     })
 }
 

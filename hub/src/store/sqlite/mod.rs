@@ -41,7 +41,7 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -75,11 +75,15 @@ const FROM_9: &str = include_str!("upgrade-10.sql");
 /// are what worklists, the sweep for late steps and the case report query.
 const FROM_10: &str = include_str!("upgrade-11.sql");
 
+/// From schema 11: a record version keeps the W3C trace context of its publish, which its
+/// deliveries carry (a column that is NULL for the versions stored before).
+const FROM_11: &str = include_str!("upgrade-12.sql");
+
 /// Each upgrade step: the version it leaves and its statements.
-const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10)];
+const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10), (12, FROM_11)];
 
 const RECORD_COLUMNS: &str =
-    "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects";
+    "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects, r.trace";
 const OUTBOX_COLUMNS: &str =
     "o.id, o.subscription, o.record_type, o.key, o.version, o.event_id, o.state, o.attempts, o.next_attempt_at, o.created_at, o.last_error";
 const CHECK_COLUMNS: &str = "name, kind, started, duration_ms, status, summary, measurements, trigger";
@@ -681,8 +685,8 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
         let time = tx.time;
         let subjects = serde_json::to_string(&v.subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         conn.prepare_cached(
-            "INSERT INTO records (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload, routes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO records (audit_seq, type, key, version, schema_version, digest, publisher, received_at, subjects, payload, routes, trace)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             e.seq as i64,
@@ -695,7 +699,8 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
             time,
             subjects,
             v.canonical,
-            (bits != 0).then_some(bits)
+            (bits != 0).then_some(bits),
+            v.trace
         ])?;
         // The index follows the latest version: a person removed from a household is no longer
         // found through it. Only what changed since the previous version is written.
@@ -897,6 +902,7 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordVersion, St
             received_at: r.get(7)?,
             audit_seq: r.get::<_, i64>(8)? as u64,
             subjects: Vec::new(),
+            trace: r.get(10)?,
         },
         r.get(4)?,
         r.get(9)?,
@@ -1726,6 +1732,7 @@ mod tests {
             routes: vec!["sub".into()],
             first_only: false,
             audit: NewEntry::new("p", Action::Publish, "ok"),
+            trace: None,
         }
     }
 

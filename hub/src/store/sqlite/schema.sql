@@ -1,7 +1,7 @@
 CREATE TABLE IF NOT EXISTS records (
     audit_seq INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
     schema_version INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL,
-    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL, routes INTEGER
+    received_at TEXT NOT NULL, subjects TEXT NOT NULL, payload TEXT NOT NULL, routes INTEGER, trace TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_by_key ON records (type, key, version);
 CREATE TABLE IF NOT EXISTS subjects (
@@ -80,4 +80,4 @@ CREATE TABLE IF NOT EXISTS case_steps (
     PRIMARY KEY (case_id, step)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS case_steps_by_department ON case_steps (department, state, case_id);
-PRAGMA user_version = 11;
+PRAGMA user_version = 12;

@@ -1,0 +1,2 @@
+ALTER TABLE records ADD COLUMN trace TEXT;
+PRAGMA user_version = 12;
