@@ -289,7 +289,133 @@ pub fn document<'a>(
         *items = serde_json::json!({ "type": "string", "enum": ids });
     }
     typed_records(&mut json, &types);
+    replies(&mut json);
     json
+}
+
+/// The JSON the department-facing reads answer, as schemas: what a client may rely on. Required
+/// members are the ones every answer has; no schema closes its object, because an answer may gain
+/// members (CONTRACT.md), and a client must take those in its stride. Written beside the handlers'
+/// `json!` rather than derived, since those answers are built as JSON; schemathesis's response
+/// conformance check (ops/api-check.sh) holds each to what the hub sends.
+fn replies(json: &mut serde_json::Value) {
+    use serde_json::json;
+    let string = json!({ "type": "string" });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let cursor = json!({ "type": "string", "pattern": "^[0-9]{1,18}(-[0-9]{1,18})?$" });
+    let view = json!({
+        "type": "object",
+        "description": "A record version as the caller may see it: `data` is projected to the caller's grant for the purpose (`projected`), or whole for its owner and auditors",
+        "required": ["type", "key", "version", "publisher", "received_at"],
+        "properties": {
+            "type": string, "key": string, "version": { "type": "integer", "minimum": 1 },
+            "schema_version": { "type": "integer", "minimum": 0 },
+            "digest": { "type": "string", "description": "SHA-256 of the canonical record; left out of projections" },
+            "publisher": string, "received_at": time, "projected": { "type": "boolean" },
+            "data": { "type": "object", "description": "The record (its type's JSON Schema), or the fields of it the grant names" },
+            "state": { "const": "revoked", "description": "A recall, in a history" },
+            "revoked": { "type": "object", "description": "A recall's reason and the version it withdrew" },
+        },
+    });
+    let event = json!({
+        "type": "object",
+        "description": "A CloudEvents 1.0 event, structured JSON mode, as webhooks receive it",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {
+            "specversion": { "const": "1.0" }, "id": string, "source": string, "type": string,
+            "subject": string, "time": time, "datacontenttype": string, "data": {},
+            "recordversion": { "type": "integer" }, "auditseq": { "type": "integer" },
+            "supersedes": { "type": "integer" },
+            "traceparent": { "type": "string", "description": "W3C trace context of the publish (distributed tracing extension)" },
+        },
+    });
+    let reference = json!({
+        "type": "object", "required": ["type", "key", "version"],
+        "properties": { "type": string, "key": string, "version": { "type": "integer" } },
+    });
+    let line = json!({
+        "type": "object", "required": ["line", "status"],
+        "properties": {
+            "line": { "type": "integer", "minimum": 1 }, "status": { "type": "integer" },
+            "receipt": { "$ref": "#/components/schemas/Receipt" }, "problem": { "$ref": "#/components/schemas/Problem" },
+        },
+    });
+    let feed = json!({
+        "type": "object", "required": ["subscription", "count", "events", "cursor"],
+        "properties": {
+            "subscription": string, "count": count, "cursor": cursor,
+            "events": { "type": "array", "items": { "$ref": "#/components/schemas/CloudEvent" } },
+        },
+    });
+    let acked = json!({
+        "type": "object", "required": ["acknowledged", "cursor"],
+        "properties": { "acknowledged": count, "cursor": cursor },
+    });
+    let object_list =
+        |required: &[&str]| json!({ "type": "array", "items": { "type": "object", "required": required } });
+    let catalog = json!({
+        "type": "object", "required": ["hub", "principal", "record_types", "grants", "purposes", "subscriptions"],
+        "properties": {
+            "hub": string,
+            "principal": { "type": "object", "required": ["id", "kind"], "properties": { "id": string, "kind": string } },
+            "record_types": object_list(&["id", "owner", "sharing", "key", "subjects", "schema_versions", "schema"]),
+            "grants": object_list(&["record_type", "purposes", "fields"]),
+            "purposes": object_list(&["id"]),
+            "subscriptions": object_list(&["name", "record_type", "purpose", "mode"]),
+        },
+    });
+    json["components"]["schemas"]["RecordView"] = view;
+    json["components"]["schemas"]["CloudEvent"] = event;
+    let view = json!({ "$ref": "#/components/schemas/RecordView" });
+    let answers = [
+        ("/v1/records/{type}/{key}", "get", view.clone()),
+        (
+            "/v1/records/{type}/{key}/history",
+            "get",
+            json!({
+                "type": "object", "required": ["type", "key", "versions"],
+                "properties": { "type": string, "key": string, "versions": { "type": "array", "items": view } },
+            }),
+        ),
+        (
+            "/v1/lookup",
+            "post",
+            json!({
+                "type": "object", "required": ["purpose", "count", "records", "revoked"],
+                "properties": {
+                    "purpose": string, "count": count,
+                    "records": { "type": "array", "items": view },
+                    "revoked": { "type": "array", "items": reference, "description": "Records about the subject their owners revoked: nothing of them is sent" },
+                },
+            }),
+        ),
+        (
+            "/v1/batch/{type}",
+            "post",
+            json!({
+                "type": "object", "required": ["stored", "failed", "results"],
+                "properties": { "stored": count, "failed": count, "results": { "type": "array", "items": line } },
+            }),
+        ),
+        ("/v1/feeds/{subscription}", "get", feed.clone()),
+        ("/v1/notices", "get", feed),
+        ("/v1/feeds/{subscription}/ack", "post", acked.clone()),
+        ("/v1/notices/ack", "post", acked),
+        ("/v1/catalog", "get", catalog),
+    ];
+    let batches: Vec<String> = json["paths"]
+        .as_object()
+        .map(|p| p.keys().filter(|k| k.starts_with("/v1/batch/") && !k.contains('{')).cloned().collect())
+        .unwrap_or_default();
+    let batch = answers.iter().find(|(p, ..)| *p == "/v1/batch/{type}").map(|(_, _, s)| s.clone());
+    let typed = batches.iter().filter_map(|p| Some((p.as_str(), "post", batch.clone()?)));
+    for (path, method, schema) in answers.iter().map(|(p, m, s)| (*p, *m, s.clone())).chain(typed) {
+        let pointer = format!("/paths/{}/{method}/responses/200", path.replace('~', "~0").replace('/', "~1"));
+        if let Some(ok) = json.pointer_mut(&pointer) {
+            ok["content"]["application/json"]["schema"] = schema;
+        }
+    }
 }
 
 /// One publish and one batch operation for each record type, whose body is that type's JSON

@@ -300,6 +300,73 @@ async fn every_record_type_has_a_publish_and_a_batch_typed_by_its_schema() {
     state.store.close().await;
 }
 
+/// The answers a department reads are what the document says they are: each real answer validates
+/// against the schema of its operation's 200 (the document is the root, so its `$ref`s resolve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_answers_fit_the_documented_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = hub(dir.path()).await;
+    let (_, _, doc) = call(&state, Some("civil-affairs"), Method::GET, "/openapi.json", None).await;
+    let fits = |path: &str, method: &str, answer: &Value| {
+        let pointer =
+            format!("/paths/{}/{method}/responses/200/content/application~1json/schema", path.replace('/', "~1"));
+        assert!(doc.pointer(&pointer).is_some(), "{method} {path} documents no schema for its 200");
+        let mut root = doc.clone();
+        // A URI fragment: the braces of a path template are percent-encoded.
+        root["$ref"] = json!(format!("#{}", pointer.replace('{', "%7B").replace('}', "%7D")));
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let errors: Vec<String> =
+            validator.iter_errors(answer).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "{method} {path}: {errors:?} in {answer}");
+    };
+    let no = "J440184-2026-000888";
+    let (status, _, receipt) = call(
+        &state,
+        Some("civil-affairs"),
+        Method::POST,
+        "/v1/records/marriage-registration",
+        json_body(&marriage(no)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let read = format!("/v1/records/marriage-registration/{no}");
+    let projected = format!("{read}?purpose=birth-service-registration");
+    let subject = marriage(no)["parties"][0]["id_number"].clone();
+    let lookup = json!({ "subject": subject, "purpose": "birth-service-registration" });
+    let batch = Some(("application/x-ndjson", format!("{}\n{{}}\n", marriage("J440184-2026-000889")).into_bytes()));
+    for (who, method, uri, body, path) in [
+        ("family-planning", Method::GET, projected.as_str(), None, "/v1/records/{type}/{key}"),
+        ("civil-affairs", Method::GET, read.as_str(), None, "/v1/records/{type}/{key}"),
+        ("civil-affairs", Method::GET, &format!("{read}/history"), None, "/v1/records/{type}/{key}/history"),
+        ("family-planning", Method::POST, "/v1/lookup", json_body(&lookup), "/v1/lookup"),
+        ("family-planning", Method::GET, "/v1/catalog", None, "/v1/catalog"),
+        ("civil-affairs", Method::POST, "/v1/batch/marriage-registration", batch, "/v1/batch/{type}"),
+        ("hrss", Method::GET, "/v1/feeds/marriage-to-hrss?limit=10", None, "/v1/feeds/{subscription}"),
+        ("hrss", Method::GET, "/v1/notices", None, "/v1/notices"),
+    ] {
+        let (status, _, answer) = call(&state, Some(who), method.clone(), uri, body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {uri}: {answer}");
+        fits(path, &method.as_str().to_ascii_lowercase(), &answer);
+        if path == "/v1/lookup" {
+            assert_eq!(answer["count"], 1, "the lookup found the record: {answer}");
+        }
+        if path == "/v1/feeds/{subscription}" {
+            assert!(answer["count"].as_u64().unwrap() >= 1, "the feed has the record: {answer}");
+            let ack = json!({ "cursor": answer["cursor"] });
+            let (status, _, acked) =
+                call(&state, Some("hrss"), Method::POST, "/v1/feeds/marriage-to-hrss/ack", json_body(&ack)).await;
+            assert_eq!(status, StatusCode::OK, "{acked}");
+            fits("/v1/feeds/{subscription}/ack", "post", &acked);
+        }
+    }
+    // The schemas are not vacuous: a read without its `data`'s object, or a feed without events, fails.
+    let broken = json!({ "type": "marriage-registration", "key": no, "version": "one", "publisher": "civil-affairs", "received_at": "x" });
+    let mut root = doc.clone();
+    root["$ref"] = json!("#/components/schemas/RecordView");
+    assert!(!jsonschema::validator_for(&root).unwrap().is_valid(&broken));
+    state.store.close().await;
+}
+
 /// A credential that fails is refused, never passed over for another that passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_certificate_with_a_bad_token_is_refused() {
