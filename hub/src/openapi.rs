@@ -410,12 +410,76 @@ fn replies(json: &mut serde_json::Value) {
         .unwrap_or_default();
     let batch = answers.iter().find(|(p, ..)| *p == "/v1/batch/{type}").map(|(_, _, s)| s.clone());
     let typed = batches.iter().filter_map(|p| Some((p.as_str(), "post", batch.clone()?)));
-    for (path, method, schema) in answers.iter().map(|(p, m, s)| (*p, *m, s.clone())).chain(typed) {
-        let pointer = format!("/paths/{}/{method}/responses/200", path.replace('~', "~0").replace('/', "~1"));
-        if let Some(ok) = json.pointer_mut(&pointer) {
-            ok["content"]["application/json"]["schema"] = schema;
+    let ops = operations_answers();
+    for (path, method, schema) in answers.iter().map(|(p, m, s)| (*p, *m, s.clone())).chain(typed).chain(ops) {
+        // A case opened answers 201, or 200 when an Idempotency-Key replays it: the same case.
+        for status in ["200", "201"] {
+            let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('~', "~0").replace('/', "~1"));
+            if let Some(ok) = json.pointer_mut(&pointer) {
+                ok["content"]["application/json"]["schema"] = schema.clone();
+            }
         }
     }
+}
+
+/// The answers of the case, operations and audit endpoints: their members at the top, which is
+/// what a desk's scripts and dashboards read (the entries inside are described in CONTRACT.md and
+/// the runbooks).
+fn operations_answers() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use serde_json::json;
+    let object = |required: &[&str], arrays: &[&str]| {
+        let mut properties = serde_json::Map::new();
+        for a in arrays {
+            properties.insert((*a).to_owned(), json!({ "type": "array" }));
+        }
+        json!({ "type": "object", "required": required, "properties": properties })
+    };
+    let case = json!({
+        "type": "object",
+        "description": "A joint case as the caller may see it: every step's state, due date and outcome",
+        "required": ["id", "case_type", "state", "steps"],
+        "properties": {
+            "id": { "type": "string" }, "case_type": { "type": "string" }, "state": { "type": "string" },
+            "audit_seq": { "type": "integer" },
+            "steps": { "type": "array", "items": { "type": "object", "required": ["id", "department", "state"] } },
+        },
+    });
+    let ids = ["missing", "unknown", "duplicates", "neighbouring_days"];
+    vec![
+        ("/v1/cases/{case}", "post", case.clone()),
+        ("/v1/cases/{case}", "get", case.clone()),
+        ("/v1/cases/{case}/steps/{step}", "post", case),
+        (
+            "/v1/cases",
+            "get",
+            json!({ "type": "object", "required": ["count", "cases"],
+                    "properties": { "count": { "type": "integer" }, "cases": { "type": "array", "items": { "type": "object" } } } }),
+        ),
+        (
+            "/v1/ops/cases",
+            "get",
+            object(&["today", "case_types", "late_by_department"], &["case_types", "late_by_department"]),
+        ),
+        ("/v1/ops/deliveries", "get", object(&["state", "counts"], &["entries", "errors"])),
+        ("/v1/ops/deliveries/{id}/retry", "post", object(&["id", "subscription", "state"], &[])),
+        ("/v1/ops/subscriptions", "get", object(&["subscriptions"], &["subscriptions"])),
+        ("/v1/ops/checks", "get", object(&["checks"], &["checks"])),
+        ("/v1/ops/checks/{name}/history", "get", object(&["check", "runs"], &["runs"])),
+        ("/v1/ops/alerts", "get", object(&["alerts"], &["alerts"])),
+        ("/v1/audit", "get", object(&["entries"], &["entries"])),
+        ("/v1/audit/verify", "get", object(&["ok"], &[])),
+        ("/v1/access-log", "post", object(&["count", "accesses"], &["accesses"])),
+        (
+            "/v1/reconciliation/{subscription}",
+            "post",
+            object(&["subscription", "day", "timezone", "delivered", "held", "missing", "unknown", "duplicates"], &ids),
+        ),
+        (
+            "/v1/ops/reconciliation/{subscription}/redeliver",
+            "post",
+            object(&["subscription", "day", "queued", "missing"], &["missing"]),
+        ),
+    ]
 }
 
 /// One publish and one batch operation for each record type, whose body is that type's JSON

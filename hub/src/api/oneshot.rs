@@ -300,7 +300,7 @@ async fn every_record_type_has_a_publish_and_a_batch_typed_by_its_schema() {
     state.store.close().await;
 }
 
-/// The answers a department reads are what the document says they are: each real answer validates
+/// The answers a department (or the desk) reads are what the document says they are: each real answer validates
 /// against the schema of its operation's 200 (the document is the root, so its `$ref`s resolve).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_answers_fit_the_documented_schemas() {
@@ -343,6 +343,13 @@ async fn the_read_answers_fit_the_documented_schemas() {
         ("civil-affairs", Method::POST, "/v1/batch/marriage-registration", batch, "/v1/batch/{type}"),
         ("hrss", Method::GET, "/v1/feeds/marriage-to-hrss?limit=10", None, "/v1/feeds/{subscription}"),
         ("hrss", Method::GET, "/v1/notices", None, "/v1/notices"),
+        ("supervision", Method::GET, "/v1/audit?limit=5", None, "/v1/audit"),
+        ("supervision", Method::GET, "/v1/audit/verify", None, "/v1/audit/verify"),
+        ("ops-duty", Method::GET, "/v1/ops/deliveries?state=pending", None, "/v1/ops/deliveries"),
+        ("vendor", Method::GET, "/v1/ops/deliveries?state=pending", None, "/v1/ops/deliveries"),
+        ("ops-duty", Method::GET, "/v1/ops/subscriptions", None, "/v1/ops/subscriptions"),
+        ("ops-duty", Method::GET, "/v1/ops/checks", None, "/v1/ops/checks"),
+        ("ops-duty", Method::GET, "/v1/ops/cases", None, "/v1/ops/cases"),
     ] {
         let (status, _, answer) = call(&state, Some(who), method.clone(), uri, body).await;
         assert_eq!(status, StatusCode::OK, "{method} {uri}: {answer}");
