@@ -410,6 +410,49 @@ fn replies(json: &mut serde_json::Value) {
         .unwrap_or_default();
     let batch = answers.iter().find(|(p, ..)| *p == "/v1/batch/{type}").map(|(_, _, s)| s.clone());
     let typed = batches.iter().filter_map(|p| Some((p.as_str(), "post", batch.clone()?)));
+    let signed = json!({
+        "type": "object", "required": ["report", "signature"],
+        "description": "A signed report: Ed25519 over the RFC 8785 form of `report`",
+        "properties": {
+            "report": { "type": "object" },
+            "signature": { "type": "object", "required": ["algorithm", "value", "public_key"] },
+        },
+    });
+    let health = json!({ "type": "object", "required": ["status"], "properties": { "status": { "enum": ["pass", "warn", "fail"] } } });
+    let other_media = [
+        (
+            "/v1/schemas/{type}",
+            "application/schema+json",
+            json!({ "type": "object", "description": "JSON Schema 2020-12" }),
+        ),
+        (
+            "/v1/schemas/{type}/{version}",
+            "application/schema+json",
+            json!({ "type": "object", "description": "JSON Schema 2020-12" }),
+        ),
+        ("/health", "application/health+json", health.clone()),
+        ("/livez", "application/health+json", health.clone()),
+        ("/readyz", "application/health+json", health),
+        ("/v1/catalog/services", "application/json", json!({ "type": "object" })),
+        ("/v1/ops/checks/{name}/run", "application/json", json!({ "type": "object" })),
+        ("/v1/ops/reports/sla", "application/json", signed.clone()),
+        ("/v1/ops/reports/sla", "text/html", json!({ "type": "string" })),
+        ("/v1/ops/reports/documents-spared", "application/json", signed.clone()),
+        ("/v1/ops/reports/documents-spared", "text/html", json!({ "type": "string" })),
+        ("/v1/ops/reports/cases", "application/json", signed),
+        ("/v1/ops/reports/cases", "text/html", json!({ "type": "string" })),
+        // Prometheus text, or OpenMetrics when the scraper asks for it.
+        ("/metrics", "text/plain", json!({ "type": "string" })),
+        ("/metrics", "application/openmetrics-text", json!({ "type": "string" })),
+    ];
+    for (path, media, schema) in other_media {
+        let escaped = path.replace('~', "~0").replace('/', "~1");
+        for method in ["get", "post"] {
+            if let Some(ok) = json.pointer_mut(&format!("/paths/{escaped}/{method}/responses/200")) {
+                ok["content"][media]["schema"] = schema.clone();
+            }
+        }
+    }
     let ops = operations_answers();
     for (path, method, schema) in answers.iter().map(|(p, m, s)| (*p, *m, s.clone())).chain(typed).chain(ops) {
         // A case opened answers 201, or 200 when an Idempotency-Key replays it: the same case.
@@ -463,6 +506,8 @@ fn operations_answers() -> Vec<(&'static str, &'static str, serde_json::Value)> 
         ("/v1/ops/deliveries", "get", object(&["state", "counts"], &["entries", "errors"])),
         ("/v1/ops/deliveries/{id}/retry", "post", object(&["id", "subscription", "state"], &[])),
         ("/v1/ops/subscriptions", "get", object(&["subscriptions"], &["subscriptions"])),
+        ("/v1/ops/subscriptions/{name}/enable", "post", object(&["subscription", "disabled"], &[])),
+        ("/v1/ops/subscriptions/{name}/replay", "post", object(&["subscription", "queued"], &[])),
         ("/v1/ops/checks", "get", object(&["checks"], &["checks"])),
         ("/v1/ops/checks/{name}/history", "get", object(&["check", "runs"], &["runs"])),
         ("/v1/ops/alerts", "get", object(&["alerts"], &["alerts"])),

@@ -233,6 +233,11 @@ async fn the_router_and_the_openapi_document_have_the_same_operations() {
                 assert!(media.starts_with(PROBLEM_JSON), "{method} {uri}: {media}");
                 assert!(op["responses"][&code]["content"].get(PROBLEM_JSON).is_some(), "{method} {path} {code}");
             }
+            for (code, answer) in op["responses"].as_object().unwrap() {
+                let typed =
+                    answer["content"].as_object().is_some_and(|c| c.values().any(|m| m.get("schema").is_some()));
+                assert!(!code.starts_with('2') || typed, "{method} {path} {code} states no schema for its body");
+            }
             let security = op["security"].as_array().unwrap_or_else(|| panic!("{method} {path} states no security"));
             let public = ["/livez", "/readyz"].contains(&path.as_str());
             assert_eq!(security.iter().any(|s| s.get("mutualTLS").is_some()), !public, "{method} {path}");
