@@ -219,14 +219,22 @@ async fn a_request_shed_by_admission_control_reaches_curl_and_requests_as_a_prob
     }
     let (hub, dir, _cfg) = start(TestConfig::conghua().replace("max_in_flight = 1024", "max_in_flight = 1")).await?;
     // A long poll holds the one slot while the clients publish.
-    let hrss = hub.client("hrss");
-    let hold = tokio::spawn(async move { hrss.get("/v1/feeds/marriage-to-hrss?wait=60").await });
+    let hold_slot = || {
+        let hrss = hub.client("hrss");
+        tokio::spawn(async move { hrss.get("/v1/feeds/marriage-to-hrss?wait=60").await })
+    };
+    let mut hold = hold_slot();
     let civil = pki(&hub.data, "civil-affairs");
     let url = format!("{}/v1/records/marriage-registration", hub.url);
     let body = 512 * 1024;
     // The long poll may not be in flight yet: try until a request is shed.
     let started = Instant::now();
     loop {
+        // A publish that took the slot first sheds the long poll itself (a faster hub wins that
+        // race more often): poll again until the poll is the one holding it.
+        if hold.is_finished() {
+            hold = hold_slot();
+        }
         let seen = curl(dir.path(), &civil, &url, false, Some(false), body, 0).await?;
         if seen.status == 503 {
             break;
