@@ -288,8 +288,9 @@ pub fn document<'a>(
     if let Some(items) = json.pointer_mut("/components/schemas/LookupRequest/properties/types/items") {
         *items = serde_json::json!({ "type": "string", "enum": ids });
     }
-    typed_records(&mut json, &types);
+    // First the answers, so each typed operation (a copy of its `{type}` one) has them too.
     replies(&mut json);
+    typed_records(&mut json, &types);
     json
 }
 
@@ -369,10 +370,9 @@ fn replies(json: &mut serde_json::Value) {
     json["components"]["schemas"]["CloudEvent"] = event;
     let view = json!({ "$ref": "#/components/schemas/RecordView" });
     let answers = [
-        ("/v1/records/{type}/{key}", "get", view.clone()),
+        ("/v1/records/{type}/{key}", view.clone()),
         (
             "/v1/records/{type}/{key}/history",
-            "get",
             json!({
                 "type": "object", "required": ["type", "key", "versions"],
                 "properties": { "type": string, "key": string, "versions": { "type": "array", "items": view } },
@@ -380,7 +380,6 @@ fn replies(json: &mut serde_json::Value) {
         ),
         (
             "/v1/lookup",
-            "post",
             json!({
                 "type": "object", "required": ["purpose", "count", "records", "revoked"],
                 "properties": {
@@ -392,24 +391,17 @@ fn replies(json: &mut serde_json::Value) {
         ),
         (
             "/v1/batch/{type}",
-            "post",
             json!({
                 "type": "object", "required": ["stored", "failed", "results"],
                 "properties": { "stored": count, "failed": count, "results": { "type": "array", "items": line } },
             }),
         ),
-        ("/v1/feeds/{subscription}", "get", feed.clone()),
-        ("/v1/notices", "get", feed),
-        ("/v1/feeds/{subscription}/ack", "post", acked.clone()),
-        ("/v1/notices/ack", "post", acked),
-        ("/v1/catalog", "get", catalog),
+        ("/v1/feeds/{subscription}", feed.clone()),
+        ("/v1/notices", feed),
+        ("/v1/feeds/{subscription}/ack", acked.clone()),
+        ("/v1/notices/ack", acked),
+        ("/v1/catalog", catalog),
     ];
-    let batches: Vec<String> = json["paths"]
-        .as_object()
-        .map(|p| p.keys().filter(|k| k.starts_with("/v1/batch/") && !k.contains('{')).cloned().collect())
-        .unwrap_or_default();
-    let batch = answers.iter().find(|(p, ..)| *p == "/v1/batch/{type}").map(|(_, _, s)| s.clone());
-    let typed = batches.iter().filter_map(|p| Some((p.as_str(), "post", batch.clone()?)));
     let signed = json!({
         "type": "object", "required": ["report", "signature"],
         "description": "A signed report: Ed25519 over the RFC 8785 form of `report`",
@@ -446,29 +438,35 @@ fn replies(json: &mut serde_json::Value) {
         ("/metrics", "application/openmetrics-text", json!({ "type": "string" })),
     ];
     for (path, media, schema) in other_media {
-        let escaped = path.replace('~', "~0").replace('/', "~1");
-        for method in ["get", "post"] {
-            if let Some(ok) = json.pointer_mut(&format!("/paths/{escaped}/{method}/responses/200")) {
-                ok["content"][media]["schema"] = schema.clone();
-            }
-        }
+        answer(json, path, media, &schema);
     }
-    let ops = operations_answers();
-    for (path, method, schema) in answers.iter().map(|(p, m, s)| (*p, *m, s.clone())).chain(typed).chain(ops) {
-        // A case opened answers 201, or 200 when an Idempotency-Key replays it: the same case.
+    for (path, schema) in answers.into_iter().chain(operations_answers()) {
+        answer(json, path, "application/json", &schema);
+    }
+}
+
+/// `schema` as the `media` body of every success answer (200, and 201 where an operation creates)
+/// of every operation at `path`.
+fn answer(json: &mut serde_json::Value, path: &str, media: &str, schema: &serde_json::Value) {
+    let Some(item) = json.pointer_mut(&path_pointer(path)).and_then(serde_json::Value::as_object_mut) else { return };
+    for op in item.values_mut() {
         for status in ["200", "201"] {
-            let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('~', "~0").replace('/', "~1"));
-            if let Some(ok) = json.pointer_mut(&pointer) {
-                ok["content"]["application/json"]["schema"] = schema.clone();
+            if let Some(ok) = op.pointer_mut(&format!("/responses/{status}")) {
+                ok["content"][media]["schema"] = schema.clone();
             }
         }
     }
 }
 
+/// The JSON pointer of a path item (RFC 6901 escapes).
+fn path_pointer(path: &str) -> String {
+    format!("/paths/{}", path.replace('~', "~0").replace('/', "~1"))
+}
+
 /// The answers of the case, operations and audit endpoints: their members at the top, which is
 /// what a desk's scripts and dashboards read (the entries inside are described in CONTRACT.md and
 /// the runbooks).
-fn operations_answers() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+fn operations_answers() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
     let object = |required: &[&str], arrays: &[&str]| {
         let mut properties = serde_json::Map::new();
@@ -489,39 +487,34 @@ fn operations_answers() -> Vec<(&'static str, &'static str, serde_json::Value)> 
     });
     let ids = ["missing", "unknown", "duplicates", "neighbouring_days"];
     vec![
-        ("/v1/cases/{case}", "post", case.clone()),
-        ("/v1/cases/{case}", "get", case.clone()),
-        ("/v1/cases/{case}/steps/{step}", "post", case),
+        ("/v1/cases/{case}", case.clone()),
+        ("/v1/cases/{case}/steps/{step}", case),
         (
             "/v1/cases",
-            "get",
             json!({ "type": "object", "required": ["count", "cases"],
                     "properties": { "count": { "type": "integer" }, "cases": { "type": "array", "items": { "type": "object" } } } }),
         ),
         (
             "/v1/ops/cases",
-            "get",
             object(&["today", "case_types", "late_by_department"], &["case_types", "late_by_department"]),
         ),
-        ("/v1/ops/deliveries", "get", object(&["state", "counts"], &["entries", "errors"])),
-        ("/v1/ops/deliveries/{id}/retry", "post", object(&["id", "subscription", "state"], &[])),
-        ("/v1/ops/subscriptions", "get", object(&["subscriptions"], &["subscriptions"])),
-        ("/v1/ops/subscriptions/{name}/enable", "post", object(&["subscription", "disabled"], &[])),
-        ("/v1/ops/subscriptions/{name}/replay", "post", object(&["subscription", "queued"], &[])),
-        ("/v1/ops/checks", "get", object(&["checks"], &["checks"])),
-        ("/v1/ops/checks/{name}/history", "get", object(&["check", "runs"], &["runs"])),
-        ("/v1/ops/alerts", "get", object(&["alerts"], &["alerts"])),
-        ("/v1/audit", "get", object(&["entries"], &["entries"])),
-        ("/v1/audit/verify", "get", object(&["ok"], &[])),
-        ("/v1/access-log", "post", object(&["count", "accesses"], &["accesses"])),
+        ("/v1/ops/deliveries", object(&["state", "counts"], &["entries", "errors"])),
+        ("/v1/ops/deliveries/{id}/retry", object(&["id", "subscription", "state"], &[])),
+        ("/v1/ops/subscriptions", object(&["subscriptions"], &["subscriptions"])),
+        ("/v1/ops/subscriptions/{name}/enable", object(&["subscription", "disabled"], &[])),
+        ("/v1/ops/subscriptions/{name}/replay", object(&["subscription", "queued"], &[])),
+        ("/v1/ops/checks", object(&["checks"], &["checks"])),
+        ("/v1/ops/checks/{name}/history", object(&["check", "runs"], &["runs"])),
+        ("/v1/ops/alerts", object(&["alerts"], &["alerts"])),
+        ("/v1/audit", object(&["entries"], &["entries"])),
+        ("/v1/audit/verify", object(&["ok"], &[])),
+        ("/v1/access-log", object(&["count", "accesses"], &["accesses"])),
         (
             "/v1/reconciliation/{subscription}",
-            "post",
             object(&["subscription", "day", "timezone", "delivered", "held", "missing", "unknown", "duplicates"], &ids),
         ),
         (
             "/v1/ops/reconciliation/{subscription}/redeliver",
-            "post",
             object(&["subscription", "day", "queued", "missing"], &["missing"]),
         ),
     ]
@@ -536,7 +529,7 @@ fn operations_answers() -> Vec<(&'static str, &'static str, serde_json::Value)> 
 /// record schema is JSON Schema 2020-12 as written, not a shape utoipa's types must hold.
 fn typed_records(json: &mut serde_json::Value, types: &[&crate::catalog::RecordType]) {
     use serde_json::{json, Value};
-    let generic = |path: &str| json.pointer(&format!("/paths/{}/post", path.replace('/', "~1"))).cloned();
+    let generic = |path: &str| json.pointer(&format!("{}/post", path_pointer(path))).cloned();
     let (Some(publish), Some(batch)) = (generic("/v1/records/{type}"), generic("/v1/batch/{type}")) else { return };
     for t in types {
         let mut schema = (*t.schema).clone();
