@@ -72,9 +72,8 @@ impl Envelope {
 
     /// The `traceparent` of this delivery attempt, sent as the HTTP header by the adapters that
     /// speak HTTP (the event's own extension stays the publish's).
-    pub fn with_attempt_trace(mut self, traceparent: Option<String>) -> Self {
+    pub fn set_attempt_trace(&mut self, traceparent: Option<String>) {
         self.attempt_trace = traceparent;
-        self
     }
 
     /// The attempt's `traceparent`, if any.

@@ -48,7 +48,7 @@ impl Delivery {
         let span = tracing::info_span!(
             target: crate::telemetry::TARGET,
             "deliver",
-            otel.name = %format!("deliver {}", sub.name),
+            otel.name = %format_args!("deliver {}", sub.name),
             otel.kind = "client",
             hub.subscription = %sub.name,
             hub.events = ready.len(),
@@ -57,11 +57,9 @@ impl Delivery {
         );
         crate::telemetry::continue_from(&span, ready[0].1.trace.as_deref());
         let attempt = crate::telemetry::of_span(&span);
-        let envelopes: Vec<_> = envelopes
-            .into_iter()
-            .zip(&ready)
-            .map(|(e, (_, rec))| e.with_attempt_trace(attempt.clone().or_else(|| rec.trace.clone())))
-            .collect();
+        for (e, (_, rec)) in envelopes.iter_mut().zip(&ready) {
+            e.set_attempt_trace(attempt.clone().or_else(|| rec.trace.clone()));
+        }
         let limit = Duration::from_secs(self.policy.attempt_timeout_secs);
         let call =
             tracing::Instrument::instrument(tokio::time::timeout(limit, adapter.deliver(&envelopes)), span.clone());
