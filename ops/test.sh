@@ -12,6 +12,10 @@ for var in HUB_TEST_POSTGRES_URL HUB_TEST_MYSQL_URL HUB_TEST_AMQP_URL; do
 done
 
 cargo test --release --workspace "$@"
+# The national crypto suite: the suites of the record's way and of operations again, with every
+# hub they start sealing its chain with SM3 and signing with SM2 (tests/harness: HUB_TEST_SUITE).
+HUB_TEST_SUITE=sm3-sm2 cargo test --release --test e2e -- \
+  exchange:: delivery:: ops:: durability:: cluster:: services::
 
 if [ ${#skipped[@]} -gt 0 ]; then
   echo "skipped: the suites that need ${skipped[*]} (PostgreSQL / MariaDB / RabbitMQ adapters, the PostgreSQL"

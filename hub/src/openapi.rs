@@ -404,7 +404,7 @@ fn replies(json: &mut serde_json::Value) {
     ];
     let signed = json!({
         "type": "object", "required": ["report", "signature"],
-        "description": "A signed report: Ed25519 over the RFC 8785 form of `report`",
+        "description": "A signed report: the hub's key (Ed25519, or SM2 with SM3 on the national suite; `signature.algorithm` says which) over the RFC 8785 form of `report`",
         "properties": {
             "report": { "type": "object" },
             "signature": { "type": "object", "required": ["algorithm", "value", "public_key"] },

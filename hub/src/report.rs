@@ -1,7 +1,7 @@
 //! The monthly SLA report the city holds the maintenance vendor to: availability per check and
 //! overall, incidents with start, end and duration, MTTR, deliveries made and dead-lettered, and
-//! publishes, for a month in the hub's time zone. Signed with the hub's Ed25519 key over the RFC
-//! 8785 canonical JSON of the report, so either side can verify it later with
+//! publishes, for a month in the hub's time zone. Signed with the hub's key (Ed25519, or SM2 on
+//! the national suite) over the RFC 8785 canonical JSON of the report, so either side can verify it later with
 //! `DATA/keys/audit-signing.pub`. Also rendered as a printable HTML page.
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
@@ -52,7 +52,8 @@ pub fn signed(report: Value, keys: &HubKeys) -> Value {
     json!({
         "report": report,
         "signature": {
-            "algorithm": "Ed25519",
+            "algorithm": keys.suite().signature_algorithm(),
+            "suite": keys.suite().as_str(),
             "canonicalization": "RFC 8785 (JCS) of the \"report\" member",
             "value": keys.sign(&canonical),
             "public_key": keys.public_pem(),
@@ -163,9 +164,10 @@ td,th{{border:1px solid #999;padding:.3em .6em;text-align:left}}code{{word-break
 <h2>Deliveries 数据交付</h2><p>{delivered} delivered, {dead} dead-lettered; {publishes} records published.</p>
 <h2>Reconciliation 对账</h2><p>{rec_runs} read-backs of exchange folders and tables, {rec_missing} of them with
 missing events ({rec_found} events found missing); {rec_departments} reconciliations by departments.</p>
-<h2>Signature 签名</h2><p>Ed25519 over the RFC 8785 canonical JSON of the report:</p>
+<h2>Signature 签名</h2><p>{alg} over the RFC 8785 canonical JSON of the report:</p>
 <p><code>{sig}</code></p><pre>{key}</pre></body></html>
 "#,
+        alg = text(&signed["signature"]["algorithm"]),
         month = text(&r["month"]),
         hub = text(&r["hub"]),
         tz = text(&r["timezone"]),

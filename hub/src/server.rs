@@ -109,7 +109,7 @@ pub async fn open(
         .chain(secrets),
     )?;
     let tls = Arc::new(pki::server_config(&files)?);
-    let keys = Arc::new(HubKeys::load_or_create(data)?);
+    let keys = Arc::new(HubKeys::load_or_create(data, config.audit.suite)?);
     let store = crate::store::open(&config, data, keys.clone()).await?;
     let policy = Arc::new(Policy::new(&config));
     let catalog = Arc::new(catalog);

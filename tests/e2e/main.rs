@@ -7,6 +7,7 @@ mod cases;
 mod cli;
 mod cluster;
 mod corrections;
+mod crypto_suite;
 mod delivery;
 mod durability;
 mod exchange;

@@ -259,8 +259,6 @@ async fn checks_report_receivers_audit_tampering_and_expiring_certificates() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sla_report_shows_an_injected_outage_and_its_signature_verifies() -> Result<()> {
-    use base64::Engine as _;
-    use ed25519_dalek::pkcs8::DecodePublicKey;
     let (_cfg_dir, cfg) = TestConfig::conghua().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
     // October 2026 in Conghua (UTC+8) starts at 2026-09-30T16:00Z: one run an hour, and the
@@ -299,14 +297,12 @@ async fn the_sla_report_shows_an_injected_outage_and_its_signature_verifies() ->
     assert_eq!(report["period"]["complete"], true);
 
     // The signature verifies with the hub's public key file, over the canonical report.
-    let pem = std::fs::read_to_string(hub.data.path().join("keys/audit-signing.pub"))?;
-    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)?;
-    let sig = base64::engine::general_purpose::STANDARD.decode(r.json["signature"]["value"].as_str().unwrap())?;
-    let sig = ed25519_dalek::Signature::from_slice(&sig)?;
-    key.verify_strict(&serde_jcs::to_vec(report)?, &sig)?;
+    let public = hub.data.path().join("keys/audit-signing.pub");
+    let sig = r.json["signature"]["value"].as_str().unwrap();
+    assert!(harness::signature_valid(&public, &serde_jcs::to_vec(report)?, sig)?, "the report's signature");
     let mut forged = report.clone();
     forged["availability"]["overall_percent"] = json!(100.0);
-    assert!(key.verify_strict(&serde_jcs::to_vec(&forged)?, &sig).is_err(), "an edited report must not verify");
+    assert!(!harness::signature_valid(&public, &serde_jcs::to_vec(&forged)?, sig)?, "an edited report must not verify");
 
     // Printable HTML, and the same report from the command line.
     let page = vendor.get("/v1/ops/reports/sla?month=2026-10&format=html").await?;

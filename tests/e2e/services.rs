@@ -24,8 +24,6 @@ fn service<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twenty_services_are_catalogued_and_their_reads_counted_as_documents_spared() -> Result<()> {
-    use base64::Engine as _;
-    use ed25519_dalek::pkcs8::DecodePublicKey;
     let (_dir, cfg) = TestConfig::conghua().without_checks().write();
     let hub = TestHub::start_with(&cfg).await?;
 
@@ -105,14 +103,12 @@ async fn the_twenty_services_are_catalogued_and_their_reads_counted_as_documents
     assert_eq!(report["services"].as_array().unwrap().len(), 20);
     assert!(!r.text.contains(&person), "counts only");
 
-    let pem = std::fs::read_to_string(hub.data.path().join("keys/audit-signing.pub"))?;
-    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)?;
-    let sig = base64::engine::general_purpose::STANDARD.decode(r.json["signature"]["value"].as_str().unwrap())?;
-    let sig = ed25519_dalek::Signature::from_slice(&sig)?;
-    key.verify_strict(&serde_jcs::to_vec(report)?, &sig)?;
+    let public = hub.data.path().join("keys/audit-signing.pub");
+    let sig = r.json["signature"]["value"].as_str().unwrap();
+    assert!(harness::signature_valid(&public, &serde_jcs::to_vec(report)?, sig)?, "the report's signature");
     let mut forged = report.clone();
     forged["documents_spared"] = json!(3000);
-    assert!(key.verify_strict(&serde_jcs::to_vec(&forged)?, &sig).is_err());
+    assert!(!harness::signature_valid(&public, &serde_jcs::to_vec(&forged)?, sig)?, "an edited report must not verify");
 
     let page =
         hub.client("supervision").get(&format!("/v1/ops/reports/documents-spared?month={month}&format=html")).await?;

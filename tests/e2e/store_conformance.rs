@@ -78,7 +78,7 @@ impl Backend {
     }
 
     async fn open(&self) -> Result<Arc<dyn Store>> {
-        let keys = Arc::new(HubKeys::load_or_create(self.dir())?);
+        let keys = Arc::new(HubKeys::load_or_create(self.dir(), Default::default())?);
         let store: Arc<dyn Store> = match self {
             Backend::Sqlite { dir } | Backend::SqliteLog { dir } => {
                 let opts = SqliteOptions {
@@ -842,7 +842,7 @@ async fn a_node_with_other_keys_is_refused() -> Result<()> {
     b.open().await?.close().await;
     let Backend::Postgres { db, .. } = &b else { unreachable!() };
     let stranger = tempfile::tempdir()?;
-    let keys = Arc::new(HubKeys::load_or_create(stranger.path())?);
+    let keys = Arc::new(HubKeys::load_or_create(stranger.path(), Default::default())?);
     let opts = PgOptions { url: db.url.clone(), max_connections: 2, group_commit_max: 8, checkpoint_every: 4 };
     match PostgresStore::open(keys, opts).await {
         Ok(_) => bail!("a node with other keys was let in"),

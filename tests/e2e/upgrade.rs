@@ -239,7 +239,7 @@ async fn a_data_directory_of_the_schema_9_release_opens_with_everything_in_it() 
 /// chain holds about them: people every version of a record names, and people a later version
 /// removed (person 1 and person 50, from the first record's second and third versions).
 async fn access_logs_hold_every_entry(hub: &HubProcess, data: &std::path::Path) -> Result<()> {
-    let keys = hub::ledger::keys::HubKeys::load_or_create(data)?;
+    let keys = hub::ledger::keys::HubKeys::load_or_create(data, Default::default())?;
     let (auditor, portal) = (hub.client("supervision"), hub.client("citizen-portal"));
     let chain = chain(&auditor).await?;
     let last = chain.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);

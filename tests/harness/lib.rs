@@ -96,8 +96,20 @@ impl TestConfig {
             .replace("max_attempts = 20", "max_attempts = 1000")
     }
 
-    /// Writes it; the folder lives as long as the returned guard.
-    pub fn write(self) -> (tempfile::TempDir, PathBuf) {
+    /// Seals the audit chain with another crypto suite (`sha256-ed25519`, `sm3-sm2`).
+    pub fn suite(self, suite: &str) -> Self {
+        self.replace("[audit]\n", &format!("[audit]\nsuite = \"{suite}\"\n"))
+    }
+
+    /// Writes it; the folder lives as long as the returned guard. `HUB_TEST_SUITE` names the
+    /// crypto suite of every hub a suite starts (`ops/test.sh` runs some suites again on the
+    /// national one).
+    pub fn write(mut self) -> (tempfile::TempDir, PathBuf) {
+        if let Some(suite) = std::env::var("HUB_TEST_SUITE").ok().filter(|s| !s.is_empty()) {
+            if !self.text.contains("\nsuite = ") {
+                self = self.suite(&suite);
+            }
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("config")).expect("mkdir");
         std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).expect("symlink");
@@ -562,4 +574,53 @@ pub async fn marriage_webhooks() -> ([adapters::testkit::Receiver; 3], TestConfi
         .fast_retries()
         .without_checks();
     (receivers, config)
+}
+
+/// Whether `signature` (base64, as the hub writes it) signs `message` under the public key file
+/// `public_pem` (`DATA/keys/audit-signing.pub`), checked without the hub's code: Ed25519 with
+/// ed25519-dalek, SM2 with the OpenSSL command line (SM3, GM/T 0009's default ID), which only
+/// takes a DER signature.
+pub fn signature_valid(public_pem: &Path, message: &[u8], signature: &str) -> Result<bool> {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let raw = base64::engine::general_purpose::STANDARD.decode(signature)?;
+    let pem = std::fs::read_to_string(public_pem)?;
+    if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem) {
+        let sig = ed25519_dalek::Signature::from_slice(&raw)?;
+        return Ok(key.verify_strict(message, &sig).is_ok());
+    }
+    anyhow::ensure!(raw.len() == 64, "an SM2 signature is r||s, 64 bytes; got {}", raw.len());
+    let dir = tempfile::tempdir()?;
+    let (msg, sig) = (dir.path().join("message"), dir.path().join("signature.der"));
+    std::fs::write(&msg, message)?;
+    std::fs::write(&sig, sm2_signature_der(&raw[..32], &raw[32..]))?;
+    let out = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(public_pem)
+        .args(["-rawin", "-digest", "sm3", "-pkeyopt", "distid:1234567812345678", "-in"])
+        .arg(&msg)
+        .arg("-sigfile")
+        .arg(&sig)
+        .output()
+        .context("openssl")?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(said.contains("Signature Verified") || said.contains("Verification Failure"), "openssl: {said}");
+    Ok(out.status.success() && said.contains("Signature Verified Successfully"))
+}
+
+/// `SEQUENCE { INTEGER r, INTEGER s }` (GM/T 0009's SM2Signature).
+fn sm2_signature_der(r: &[u8], s: &[u8]) -> Vec<u8> {
+    let int = |x: &[u8]| {
+        let x = &x[x.iter().position(|b| *b != 0).unwrap_or(x.len() - 1)..];
+        let mut v = vec![0x02];
+        let pad = x[0] & 0x80 != 0;
+        v.push((x.len() + usize::from(pad)) as u8);
+        if pad {
+            v.push(0);
+        }
+        v.extend_from_slice(x);
+        v
+    };
+    let body = [int(r), int(s)].concat();
+    [vec![0x30, body.len() as u8], body].concat()
 }

@@ -57,7 +57,7 @@ pub async fn verify(State(state): State<AppState>, Extension(who): Extension<Pri
     let body = match state.store.verify_audit().await? {
         Ok(r) => json!({
             "ok": true, "entries": r.entries, "head_seq": r.head_seq,
-            "head_digest": r.head_digest, "checkpoints": r.checkpoints,
+            "head_digest": r.head_digest, "checkpoints": r.checkpoints, "suite": r.suite,
         }),
         Err(b) => json!({ "ok": false, "first_bad_seq": b.seq, "reason": b.reason }),
     };

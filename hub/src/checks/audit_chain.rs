@@ -53,8 +53,8 @@ impl Check for AuditChain {
                 Report::new(
                     Status::Ok,
                     format!(
-                        "{pass}: {} entries verified up to seq {}, {} signed checkpoints",
-                        r.entries, r.head_seq, r.checkpoints
+                        "{pass}: {} entries verified up to seq {}, {} signed checkpoints ({})",
+                        r.entries, r.head_seq, r.checkpoints, r.suite
                     ),
                 )
                 .with("entries", r.entries as f64)

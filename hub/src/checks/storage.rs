@@ -97,7 +97,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn storage_warns_above_the_wal_bound_and_goes_critical_while_no_checkpoint_completes() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let opts = SqliteOptions {
             group_commit_max: 128,
             read_connections: 1,

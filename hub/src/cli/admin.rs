@@ -102,7 +102,7 @@ pub(super) fn report(what: Report, month: &str, data: Option<PathBuf>, config: &
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let text = runtime.block_on(async {
-        let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data)?);
+        let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(&data, config.audit.suite)?);
         let store = crate::store::open(&config, &data, keys.clone()).await?;
         let (hub, tz) = (config.hub.name.get_ref(), config.timezone());
         let signed = match what {
@@ -154,7 +154,7 @@ pub(super) fn audit_verify(
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let key_path = public_key.unwrap_or_else(|| keys::dir(data).join("audit-signing.pub"));
-    let key = keys::load_verifying_key(&key_path)?;
+    let key = keys::load_public_key(&key_path)?;
     let shared = match config {
         Some(path) => match load_or_report(&path) {
             Ok((c, _)) => (c.storage.engine() == crate::config::Engine::Postgres).then_some(c),
@@ -169,8 +169,8 @@ pub(super) fn audit_verify(
     match verdict {
         Ok(r) => {
             println!(
-                "audit chain ok: {} entries checked, {} signed checkpoints, head seq {} digest {}",
-                r.entries, r.checkpoints, r.head_seq, r.head_digest
+                "audit chain ok: {} entries checked, {} signed checkpoints, head seq {} digest {}, suite {}",
+                r.entries, r.checkpoints, r.head_seq, r.head_digest, r.suite
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -217,7 +217,7 @@ async fn connect_postgres(
     if !signing.exists() {
         bail!("{} does not exist: give the data directory of a node of this hub", signing.display());
     }
-    let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(data)?);
+    let keys = std::sync::Arc::new(keys::HubKeys::load_or_create(data, config.audit.suite)?);
     let opts = crate::store::postgres::PgOptions {
         url: url.clone(),
         max_connections: 4,
@@ -232,7 +232,7 @@ async fn connect_postgres(
 fn verify_postgres(
     config: &crate::config::Config,
     data: &Path,
-    key: ed25519_dalek::VerifyingKey,
+    key: crate::ledger::keys::PublicKey,
 ) -> anyhow::Result<Result<crate::ledger::ChainReport, crate::ledger::ChainBroken>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -247,7 +247,7 @@ fn verify_postgres(
 
 /// `hub migrate --from sqlite --to postgres`: every row copied, counts matched, chain verified.
 pub(super) fn migrate(config: &crate::config::Config, data: &Path) -> anyhow::Result<ExitCode> {
-    let key = keys::load_verifying_key(&keys::dir(data).join("audit-signing.pub"))?;
+    let key = keys::load_public_key(&keys::dir(data).join("audit-signing.pub"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let migrated = runtime.block_on(async {
         let target = connect_postgres(config, data).await?;

@@ -261,6 +261,10 @@ pub struct AuditSection {
     /// A signed checkpoint every this many entries.
     #[serde(default = "default_checkpoint")]
     pub checkpoint_every: u64,
+    /// The crypto suite of the chain, its subject hashes and signatures: `sha256-ed25519` or
+    /// `sm3-sm2`. A data directory (or database) keeps the one it was made with.
+    #[serde(default)]
+    pub suite: crate::ledger::suite::Suite,
 }
 
 fn default_checkpoint() -> u64 {
@@ -269,6 +273,6 @@ fn default_checkpoint() -> u64 {
 
 impl Default for AuditSection {
     fn default() -> Self {
-        Self { checkpoint_every: default_checkpoint() }
+        Self { checkpoint_every: default_checkpoint(), suite: Default::default() }
     }
 }

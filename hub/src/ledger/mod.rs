@@ -1,12 +1,16 @@
-//! The tamper-evident audit chain: entry shape, digests (SHA-256 over RFC 8785 canonical JSON,
-//! each covering its predecessor's digest), keyed subject hashes, and Ed25519-signed checkpoints.
-//! Pure functions and key files only; the store persists what this module seals.
+//! The tamper-evident audit chain: entry shape, digests (the suite's hash over RFC 8785 canonical
+//! JSON, each covering its predecessor's digest), keyed subject hashes, and signed checkpoints.
+//! The suite (`suite`) is named in the chain's first entry and in every checkpoint. Pure
+//! functions and key files only; the store persists what this module seals.
 
 pub mod keys;
+pub mod suite;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use keys::PublicKey;
+use suite::Suite;
 
 /// The digest that precedes the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -151,8 +155,39 @@ impl Entry {
     }
 }
 
-/// The digest an entry must carry: SHA-256 of the canonical JSON of every other field.
-pub fn digest_of(e: &Entry) -> String {
+/// The member of the first entry's `detail` that names the chain's suite.
+pub const SUITE_MEMBER: &str = "crypto_suite";
+
+/// The suite a chain's first entry names. A chain begun before suites existed names none: it is
+/// SHA-256 and Ed25519. `None` for a name this release does not know.
+pub fn suite_of_first(e: &Entry) -> Option<Suite> {
+    suite_named(e.detail.as_ref())
+}
+
+/// The suite a first entry's `detail` names (see `suite_of_first`).
+pub fn suite_named(detail: Option<&Value>) -> Option<Suite> {
+    match detail.and_then(|d| d.get(SUITE_MEMBER)) {
+        None => Some(Suite::Sha256Ed25519),
+        Some(v) => v.as_str()?.parse().ok(),
+    }
+}
+
+/// Refuses keys of another suite than the chain's first entry names (`detail` is that entry's;
+/// `None` for an empty chain, which takes the keys' suite).
+pub fn check_suite(first_detail: Option<Option<&Value>>, keys: Suite) -> Result<(), String> {
+    let Some(detail) = first_detail else { return Ok(()) };
+    match suite_named(detail) {
+        Some(s) if s == keys => Ok(()),
+        found => Err(format!(
+            "the audit chain is sealed with the crypto suite {}, but [audit] suite = \"{keys}\": a hub keeps the suite \
+             its data was made with",
+            found.map_or("(unknown to this release)", Suite::as_str)
+        )),
+    }
+}
+
+/// The digest an entry must carry: the suite's hash of the canonical JSON of every other field.
+pub fn digest_of(suite: Suite, e: &Entry) -> String {
     #[derive(Serialize)]
     struct Body<'a> {
         seq: u64,
@@ -184,11 +219,24 @@ pub fn digest_of(e: &Entry) -> String {
     };
     // serde_jcs only fails on non-string map keys and non-finite floats, which this body cannot hold.
     let bytes = serde_jcs::to_vec(&body).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    suite.hash_hex(&bytes)
 }
 
-/// Gives a new entry its place: sequence number, time, predecessor and digest.
-pub fn seal(new: NewEntry, seq: u64, time: String, prev: &str) -> Entry {
+/// Gives a new entry its place: sequence number, time, predecessor and digest. The first entry
+/// of a chain also names the suite, inside the digest it seals.
+pub fn seal(suite: Suite, new: NewEntry, seq: u64, time: String, prev: &str) -> Entry {
+    let mut detail = new.detail;
+    if seq == 1 {
+        let named = Value::String(suite.as_str().to_owned());
+        detail = Some(match detail {
+            Some(Value::Object(mut m)) => {
+                m.insert(SUITE_MEMBER.to_owned(), named);
+                Value::Object(m)
+            }
+            None => serde_json::json!({ SUITE_MEMBER: named }),
+            Some(other) => serde_json::json!({ SUITE_MEMBER: named, "value": other }),
+        });
+    }
     let mut e = Entry {
         seq,
         time,
@@ -200,17 +248,21 @@ pub fn seal(new: NewEntry, seq: u64, time: String, prev: &str) -> Entry {
         subjects: new.subjects,
         purpose: new.purpose,
         outcome: new.outcome,
-        detail: new.detail,
+        detail,
         prev: prev.to_owned(),
         digest: String::new(),
     };
-    e.digest = digest_of(&e);
+    e.digest = digest_of(suite, &e);
     e
 }
 
-/// What a checkpoint signature covers.
-pub fn checkpoint_message(seq: u64, digest: &str) -> String {
-    format!("conghua-hub audit checkpoint v1\nseq={seq}\ndigest={digest}\n")
+/// What a checkpoint signature covers: v2 names the suite; v1, without one, is what checkpoints
+/// signed before suites existed cover (Ed25519 only).
+pub fn checkpoint_message(suite: Option<Suite>, seq: u64, digest: &str) -> String {
+    match suite {
+        None => format!("conghua-hub audit checkpoint v1\nseq={seq}\ndigest={digest}\n"),
+        Some(s) => format!("conghua-hub audit checkpoint v2\nsuite={s}\nseq={seq}\ndigest={digest}\n"),
+    }
 }
 
 /// A signed statement that the chain up to `seq` ends in `digest`.
@@ -220,10 +272,13 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Chain digest at `seq`.
     pub digest: String,
-    /// Base64 Ed25519 signature of `checkpoint_message`.
+    /// Base64 signature of `checkpoint_message`, by the suite's algorithm.
     pub signature: String,
     /// When it was signed.
     pub time: String,
+    /// The suite it was signed with; none on checkpoints signed before suites existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<Suite>,
 }
 
 /// Result of a successful verification.
@@ -237,6 +292,8 @@ pub struct ChainReport {
     pub head_digest: String,
     /// Signed checkpoints checked.
     pub checkpoints: u64,
+    /// The crypto suite it was verified under.
+    pub suite: Suite,
     /// The last signed checkpoint this pass found intact, where a later pass may resume.
     #[serde(skip)]
     pub last_checkpoint: Option<Anchor>,
@@ -270,7 +327,7 @@ pub struct Walk {
 
 impl Walk {
     /// `checkpoints` are those at or after the anchor (all of them from the genesis).
-    pub fn new(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>, anchor: Option<&Anchor>) -> Self {
+    pub fn new(key: PublicKey, checkpoints: Vec<Checkpoint>, anchor: Option<&Anchor>) -> Self {
         match anchor {
             None => Self { verifier: Verifier::new(key, checkpoints), anchor: None },
             Some(a) => {
@@ -305,7 +362,7 @@ impl Walk {
 
 /// Streams entries in order and checks sequence, linkage, digests and checkpoints.
 pub struct Verifier {
-    key: ed25519_dalek::VerifyingKey,
+    key: PublicKey,
     checkpoints: std::collections::BTreeMap<u64, Checkpoint>,
     next_seq: u64,
     prev: String,
@@ -316,7 +373,7 @@ pub struct Verifier {
 
 impl Verifier {
     /// Starts at the genesis with the checkpoints to expect.
-    pub fn new(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>) -> Self {
+    pub fn new(key: PublicKey, checkpoints: Vec<Checkpoint>) -> Self {
         Self {
             key,
             checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
@@ -330,7 +387,7 @@ impl Verifier {
 
     /// Continues after an anchor an earlier pass verified: the next entry must be `anchor.seq + 1`
     /// and link to its digest. The caller re-checks the anchor entry itself (see `check_anchor`).
-    pub fn resume(key: ed25519_dalek::VerifyingKey, checkpoints: Vec<Checkpoint>, anchor: &Anchor) -> Self {
+    pub fn resume(key: PublicKey, checkpoints: Vec<Checkpoint>, anchor: &Anchor) -> Self {
         let mut v = Self::new(key, checkpoints.into_iter().filter(|c| c.seq > anchor.seq).collect());
         v.next_seq = anchor.seq + 1;
         v.prev = anchor.digest.clone();
@@ -348,7 +405,7 @@ impl Verifier {
     ) -> Result<(), ChainBroken> {
         let broken = |reason: &str| ChainBroken { seq: anchor.seq, reason: reason.to_owned() };
         let e = entry.ok_or_else(|| broken("the last verified checkpointed entry is missing"))?;
-        if e.digest != anchor.digest || digest_of(e) != e.digest {
+        if e.digest != anchor.digest || digest_of(self.key.suite(), e) != e.digest {
             return Err(broken("the last verified checkpointed entry has changed"));
         }
         match cp {
@@ -366,7 +423,16 @@ impl Verifier {
         if e.prev != self.prev {
             return Err(broken(e.seq, "does not link to the previous entry"));
         }
-        if digest_of(e) != e.digest {
+        let suite = self.key.suite();
+        if e.seq == 1 && suite_of_first(e) != Some(suite) {
+            let named =
+                e.detail.as_ref().and_then(|d| d.get(SUITE_MEMBER)).map_or("sha256-ed25519".into(), Value::to_string);
+            return Err(ChainBroken {
+                seq: 1,
+                reason: format!("the chain names the crypto suite {named}, but the key verifying it is of {suite}"),
+            });
+        }
+        if digest_of(suite, e) != e.digest {
             return Err(broken(e.seq, "contents do not match the digest"));
         }
         if let Some(cp) = self.checkpoints.get(&e.seq) {
@@ -399,19 +465,20 @@ impl Verifier {
             head_seq,
             head_digest: self.prev,
             checkpoints: self.checked_checkpoints,
+            suite: self.key.suite(),
             last_checkpoint: self.last_checkpoint,
         })
     }
 
+    /// A checkpoint names the key's suite (or, signed before suites, none, and then only an
+    /// Ed25519 key may have signed it) and its signature is valid.
     fn signature_ok(&self, cp: &Checkpoint) -> bool {
-        use base64::Engine as _;
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&cp.signature) else {
-            return false;
+        let suite = self.key.suite();
+        let named_ok = match cp.suite {
+            Some(s) => s == suite,
+            None => suite == Suite::Sha256Ed25519,
         };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
-            return false;
-        };
-        self.key.verify_strict(checkpoint_message(cp.seq, &cp.digest).as_bytes(), &sig).is_ok()
+        named_ok && self.key.verify(checkpoint_message(cp.suite, cp.seq, &cp.digest).as_bytes(), &cp.signature)
     }
 }
 
@@ -424,7 +491,7 @@ mod tests {
         let mut entries = Vec::new();
         let mut cps = Vec::new();
         for seq in 1..=n {
-            let e = seal(NewEntry::new("civil-affairs", Action::Publish, "ok"), seq, "t".into(), &prev);
+            let e = seal(key.suite(), NewEntry::new("civil-affairs", Action::Publish, "ok"), seq, "t".into(), &prev);
             prev = e.digest.clone();
             if seq.is_multiple_of(every) {
                 cps.push(key.checkpoint(seq, &e.digest, "t".into()));
@@ -435,7 +502,7 @@ mod tests {
     }
 
     fn verify(entries: &[Entry], cps: Vec<Checkpoint>, key: &keys::HubKeys) -> Result<ChainReport, ChainBroken> {
-        let mut v = Verifier::new(key.verifying_key(), cps);
+        let mut v = Verifier::new(key.public_key(), cps);
         for e in entries {
             v.push(e)?;
         }
@@ -444,8 +511,14 @@ mod tests {
 
     #[test]
     fn intact_chain_verifies_and_edits_are_located() {
+        for suite in Suite::ALL {
+            edits_are_located(suite);
+        }
+    }
+
+    fn edits_are_located(suite: Suite) {
         let dir = tempfile::tempdir().unwrap();
-        let key = keys::HubKeys::load_or_create(dir.path()).unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path(), suite).unwrap();
         let (entries, cps) = chain(10, &key, 4);
         let report = verify(&entries, cps.clone(), &key).unwrap();
         assert_eq!((report.entries, report.checkpoints), (10, 2));
@@ -459,7 +532,7 @@ mod tests {
         forged[6].actor = "someone-else".into();
         for i in 6..forged.len() {
             forged[i].prev = if i == 0 { GENESIS.into() } else { forged[i - 1].digest.clone() };
-            forged[i].digest = digest_of(&forged[i]);
+            forged[i].digest = digest_of(suite, &forged[i]);
         }
         assert_eq!(verify(&forged, cps.clone(), &key).unwrap_err().seq, 8);
 
@@ -470,14 +543,14 @@ mod tests {
     #[test]
     fn a_resumed_pass_checks_only_new_entries_and_its_anchor() {
         let dir = tempfile::tempdir().unwrap();
-        let key = keys::HubKeys::load_or_create(dir.path()).unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path(), Suite::Sm3Sm2).unwrap();
         let (entries, cps) = chain(10, &key, 4);
         let full = verify(&entries, cps.clone(), &key).unwrap();
         let anchor = full.last_checkpoint.clone().unwrap();
         assert_eq!(anchor.seq, 8);
 
         let resumed = |entries: &[Entry]| {
-            let mut v = Verifier::resume(key.verifying_key(), cps.clone(), &anchor);
+            let mut v = Verifier::resume(key.public_key(), cps.clone(), &anchor);
             let at = entries.iter().find(|e| e.seq == anchor.seq);
             v.check_anchor(&anchor, at, cps.iter().find(|c| c.seq == anchor.seq))?;
             for e in entries.iter().filter(|e| e.seq > anchor.seq) {
@@ -500,5 +573,74 @@ mod tests {
         before[2].actor = "someone-else".into();
         assert!(resumed(&before).is_ok());
         assert_eq!(verify(&before, cps.clone(), &key).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn the_first_entry_and_every_checkpoint_name_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path(), Suite::Sm3Sm2).unwrap();
+        let (entries, cps) = chain(4, &key, 2);
+        assert_eq!(entries[0].detail, Some(serde_json::json!({ "crypto_suite": "sm3-sm2" })));
+        assert_eq!(suite_of_first(&entries[0]), Some(Suite::Sm3Sm2));
+        assert!(entries[1].detail.is_none(), "only the first entry names it");
+        assert!(cps.iter().all(|c| c.suite == Some(Suite::Sm3Sm2)));
+        // A first entry with its own detail keeps it beside the suite.
+        let first = seal(
+            Suite::Sm3Sm2,
+            NewEntry { detail: Some(serde_json::json!({"n": 1})), ..NewEntry::new("a", Action::Admin, "ok") },
+            1,
+            "t".into(),
+            GENESIS,
+        );
+        assert_eq!(first.detail, Some(serde_json::json!({ "n": 1, "crypto_suite": "sm3-sm2" })));
+    }
+
+    #[test]
+    fn a_chain_is_not_verified_with_the_other_suites_key() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let sm = keys::HubKeys::load_or_create(dirs[0].path(), Suite::Sm3Sm2).unwrap();
+        let ed = keys::HubKeys::load_or_create(dirs[1].path(), Suite::Sha256Ed25519).unwrap();
+        let (entries, cps) = chain(4, &sm, 2);
+        let broken = verify(&entries, cps, &ed).unwrap_err();
+        assert_eq!(broken.seq, 1);
+        assert!(broken.reason.contains("\"sm3-sm2\"") && broken.reason.contains("sha256-ed25519"), "{broken}");
+
+        // Renaming the suite in the first entry, even with every digest sealed again, breaks at
+        // the first entry: what a chain names must be what its key signs.
+        let (mut entries, cps) = chain(4, &sm, 2);
+        entries[0].detail = Some(serde_json::json!({ "crypto_suite": "sha256-ed25519" }));
+        for i in 0..entries.len() {
+            entries[i].prev = if i == 0 { GENESIS.into() } else { entries[i - 1].digest.clone() };
+            entries[i].digest = digest_of(Suite::Sm3Sm2, &entries[i]);
+        }
+        let broken = verify(&entries, cps, &sm).unwrap_err();
+        assert_eq!(broken.seq, 1);
+        assert!(broken.reason.contains("names the crypto suite"), "{broken}");
+    }
+
+    #[test]
+    fn a_chain_sealed_before_suites_existed_still_verifies() {
+        // What the release before suites wrote: no suite in the first entry, v1 checkpoints.
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::HubKeys::load_or_create(dir.path(), Suite::Sha256Ed25519).unwrap();
+        let (mut entries, mut cps) = chain(4, &key, 2);
+        entries[0].detail = None;
+        for i in 0..entries.len() {
+            entries[i].prev = if i == 0 { GENESIS.into() } else { entries[i - 1].digest.clone() };
+            entries[i].digest = digest_of(Suite::Sha256Ed25519, &entries[i]);
+        }
+        for c in &mut cps {
+            let digest = &entries[c.seq as usize - 1].digest;
+            c.digest = digest.clone();
+            c.signature = key.sign(checkpoint_message(None, c.seq, digest).as_bytes());
+            c.suite = None;
+        }
+        assert_eq!(verify(&entries, cps.clone(), &key).unwrap().checkpoints, 2);
+        // A v1 checkpoint is Ed25519's only: under an SM2 key it is not valid.
+        let sm_dir = tempfile::tempdir().unwrap();
+        let sm = keys::HubKeys::load_or_create(sm_dir.path(), Suite::Sm3Sm2).unwrap();
+        let mut v = Verifier::new(sm.public_key(), cps);
+        assert!(!v.signature_ok(&Checkpoint { suite: None, ..sm.checkpoint(2, &entries[1].digest, "t".into()) }));
+        assert!(v.push(&entries[0]).is_err());
     }
 }

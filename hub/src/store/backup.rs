@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::sqlite::{db_path, open_reader, verify_with};
 use super::StoreError;
-use crate::ledger::keys::{self, load_verifying_key};
+use crate::ledger::keys::{self, load_public_key};
 use crate::ledger::{ChainBroken, ChainReport};
 
 const FORMAT: &str = "conghua-hub-backup-v1";
@@ -86,7 +86,7 @@ fn verify_copy(
     key_file: &Path,
     progress: Progress<'_>,
 ) -> Result<Result<ChainReport, ChainBroken>, BackupError> {
-    let key = load_verifying_key(key_file)?;
+    let key = load_public_key(key_file)?;
     let total: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
     Ok(verify_with(conn, key, &mut |seq| progress(seq, total as u64))?)
 }

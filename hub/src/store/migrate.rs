@@ -75,7 +75,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("audit_subjects", &[("subject_hash", Text), ("seq", Int)]),
-    ("checkpoints", &[("seq", Int), ("digest", Text), ("signature", Text), ("time", Text)]),
+    ("checkpoints", &[("seq", Int), ("digest", Text), ("signature", Text), ("time", Text), ("suite", Text)]),
     // A version's `trace` (the W3C context its deliveries carry) is not copied: it is operational,
     // and a delivery still pending after a migration starts a trace of its own.
     (
@@ -187,7 +187,7 @@ pub struct Migrated {
 pub async fn sqlite_to_postgres(
     data: &Path,
     target: &PostgresStore,
-    key: ed25519_dalek::VerifyingKey,
+    key: crate::ledger::keys::PublicKey,
     progress: &mut (dyn FnMut(&'static str, u64, u64) + Send),
 ) -> Result<Migrated, MigrateError> {
     let path = db_path(data);
@@ -201,7 +201,7 @@ pub async fn sqlite_to_postgres(
     let source = open_reader(&path)?;
     // One read transaction: every table and the chain check see the same instant.
     source.execute_batch("BEGIN")?;
-    let source_chain = match verify_with(&source, key, &mut |_| {})? {
+    let source_chain = match verify_with(&source, key.clone(), &mut |_| {})? {
         Ok(r) => r,
         Err(b) => return Err(MigrateError::SourceBroken(b.to_string())),
     };

@@ -350,7 +350,7 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sustained_publishing_beside_busy_readers_keeps_the_log_within_its_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         // Groups of at most 128 publishes, so that one group's pages are small beside the bound.
         let opts =
             SqliteOptions { group_commit_max: 128, read_connections: 2, checkpoint_every: 1000, max_wal_bytes: LIMIT };
@@ -432,7 +432,7 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_holding_a_snapshot_delays_the_restart_without_stalling_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let opts = SqliteOptions {
             group_commit_max: 128,
             read_connections: 1,

@@ -164,7 +164,7 @@ pub(super) struct Rows {
 impl Rows {
     /// Seals the next entry of the chain and adds it (with its subjects and any checkpoint).
     fn seal(&mut self, g: &mut Group<'_>, entry: NewEntry) -> Result<Entry, StoreError> {
-        let e = seal(entry, g.head.seq + 1, g.time.clone(), &g.head.digest);
+        let e = seal(g.keys.suite(), entry, g.head.seq + 1, g.time.clone(), &g.head.digest);
         g.head = Head { seq: e.seq, digest: e.digest.clone() };
         // An entry about a stored version is found through its record (see `audit_by_subject`).
         if !e.names_a_version() {
@@ -446,8 +446,8 @@ pub(super) async fn append_batch(
                 WHERE c.subscription = u.s),
          i AS (INSERT INTO idempotency (publisher, idem_key, request_digest, receipt, created_at)
                SELECT p, k, d, r, $41 FROM UNNEST($36::text[], $37::text[], $38::text[], $39::text[]) AS u(p, k, d, r)),
-         c AS (INSERT INTO checkpoints (seq, digest, signature, time)
-               SELECT seq, d, sig, $41 FROM UNNEST($40::bigint[], $43::text[], $44::text[]) AS u(seq, d, sig))
+         c AS (INSERT INTO checkpoints (seq, digest, signature, time, suite)
+               SELECT seq, d, sig, $41, $58 FROM UNNEST($40::bigint[], $43::text[], $44::text[]) AS u(seq, d, sig))
          SELECT 1",
     )
     .bind(&w.a_seq)
@@ -507,6 +507,7 @@ pub(super) async fn append_batch(
     .bind(&w.cu_sub)
     .bind(&w.cu_pos)
     .bind(&w.r_trace)
+    .bind(g.keys.suite().as_str())
     .execute(&mut *c)
     .await?;
     Ok(out)

@@ -74,6 +74,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         m(4, "cursors", include_str!("../../../migrations/postgres/0004_cursors.sql")),
         m(5, "cases", include_str!("../../../migrations/postgres/0005_cases.sql")),
         m(6, "trace", include_str!("../../../migrations/postgres/0006_trace.sql")),
+        m(7, "suite", include_str!("../../../migrations/postgres/0007_suite.sql")),
     ])
 }
 
@@ -317,7 +318,7 @@ impl PostgresStore {
     /// Verifies the chain in one consistent snapshot, reporting each entry's seq to `progress`.
     pub async fn verify_with(
         &self,
-        key: ed25519_dalek::VerifyingKey,
+        key: crate::ledger::keys::PublicKey,
         anchor: Option<&Anchor>,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
@@ -336,18 +337,32 @@ async fn check_identity(pool: &PgPool, keys: &HubKeys) -> Result<(), StoreError>
     let public = keys.public_pem();
     // An HMAC of a fixed text: equal for equal keys, and telling nothing about the key.
     let fingerprint = keys.subject_hash("conghua-hub identity fingerprint");
+    let suite = keys.suite();
     sqlx::query(
-        "INSERT INTO hub_identity (id, audit_public_key, subject_key_fingerprint) VALUES (1, $1, $2)
+        "INSERT INTO hub_identity (id, audit_public_key, subject_key_fingerprint, suite) VALUES (1, $1, $2, $3)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&public)
     .bind(&fingerprint)
+    .bind(suite.as_str())
     .execute(pool)
     .await?;
-    let row = sqlx::query("SELECT audit_public_key, subject_key_fingerprint FROM hub_identity WHERE id = 1")
+    let row = sqlx::query("SELECT audit_public_key, subject_key_fingerprint, suite FROM hub_identity WHERE id = 1")
         .fetch_one(pool)
         .await?;
-    let (theirs_public, theirs_fp): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    let (theirs_public, theirs_fp, theirs_suite): (String, String, Option<String>) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    if let Some(theirs) = theirs_suite.filter(|s| s != suite.as_str()) {
+        return Err(StoreError::Mismatch(format!(
+            "the database's audit chain is sealed with the crypto suite {theirs}, but this node has [audit] suite = \"{suite}\": \
+             every node of a hub uses the suite its database was made with"
+        )));
+    }
+    // A database made before identities named a suite: its chain's first entry does.
+    let first: Option<Option<String>> =
+        sqlx::query_scalar("SELECT detail FROM audit WHERE seq = 1").fetch_optional(pool).await?;
+    let first = first.map(|d| d.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()));
+    crate::ledger::check_suite(first.as_ref().map(Option::as_ref), suite).map_err(StoreError::Mismatch)?;
     if theirs_public.trim() != public.trim() {
         return Err(StoreError::Mismatch(
             "the database's audit chain is signed with another key than DATA/keys/audit-signing.key: every node of a \
@@ -467,11 +482,11 @@ impl Store for PostgresStore {
     }
 
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
-        self.verify_with(self.keys.verifying_key(), None, &mut |_| {}).await
+        self.verify_with(self.keys.public_key(), None, &mut |_| {}).await
     }
 
     async fn verify_audit_since(&self, anchor: Anchor) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
-        self.verify_with(self.keys.verifying_key(), Some(&anchor), &mut |_| {}).await
+        self.verify_with(self.keys.public_key(), Some(&anchor), &mut |_| {}).await
     }
 
     async fn version(&self, record_type: &str, key: &str, version: u64) -> Result<Option<RecordVersion>, StoreError> {

@@ -91,6 +91,7 @@ pub(super) fn checkpoint_from_row(r: &PgRow) -> Result<Checkpoint, StoreError> {
         digest: r.try_get(1)?,
         signature: r.try_get(2)?,
         time: r.try_get(3)?,
+        suite: crate::ledger::suite::stored(r.try_get(4)?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 
@@ -99,18 +100,19 @@ pub(super) const VERIFY_PAGE: i64 = 5000;
 
 pub(super) async fn verify_in(
     c: &mut PgConnection,
-    key: ed25519_dalek::VerifyingKey,
+    key: crate::ledger::keys::PublicKey,
     anchor: Option<&Anchor>,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     let from = anchor.map_or(0, |a| a.seq) as i64;
-    let checkpoints = sqlx::query("SELECT seq, digest, signature, time FROM checkpoints WHERE seq >= $1 ORDER BY seq")
-        .bind(from)
-        .fetch_all(&mut *c)
-        .await?
-        .iter()
-        .map(checkpoint_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let checkpoints =
+        sqlx::query("SELECT seq, digest, signature, time, suite FROM checkpoints WHERE seq >= $1 ORDER BY seq")
+            .bind(from)
+            .fetch_all(&mut *c)
+            .await?
+            .iter()
+            .map(checkpoint_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
     let mut walk = Walk::new(key, checkpoints, anchor);
     // Keyset pages: the first from the anchor itself (re-checked), then strictly after the last.
     let (mut after, mut inclusive) = (from, true);

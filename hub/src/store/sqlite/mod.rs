@@ -41,7 +41,7 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 12;
+const SCHEMA_VERSION: i64 = 13;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -79,8 +79,13 @@ const FROM_10: &str = include_str!("upgrade-11.sql");
 /// deliveries carry (a column that is NULL for the versions stored before).
 const FROM_11: &str = include_str!("upgrade-12.sql");
 
+/// From schema 12: a checkpoint names the crypto suite it was signed with (NULL on those signed
+/// before: SHA-256 and Ed25519, `ledger::suite`).
+const FROM_12: &str = include_str!("upgrade-13.sql");
+
 /// Each upgrade step: the version it leaves and its statements.
-const UPGRADES: &[(i64, &str)] = &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10), (12, FROM_11)];
+const UPGRADES: &[(i64, &str)] =
+    &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10), (12, FROM_11), (13, FROM_12)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects, r.trace";
@@ -271,6 +276,10 @@ impl SqliteStore {
             })
             .optional()?
             .unwrap_or(Head { seq: 0, digest: GENESIS.to_owned() });
+        let first: Option<Option<String>> =
+            conn.query_row("SELECT detail FROM audit WHERE seq = 1", [], |r| r.get(0)).optional()?;
+        let first = first.map(|d| d.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()));
+        crate::ledger::check_suite(first.as_ref().map(Option::as_ref), keys.suite()).map_err(StoreError::Mismatch)?;
 
         let readers = (0..opts.read_connections.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
         let durability = Durability::new(head.seq);
@@ -307,7 +316,7 @@ impl SqliteStore {
     /// Verifies the audit chain of a data directory without starting the hub.
     pub fn verify_offline(
         data: &Path,
-        key: ed25519_dalek::VerifyingKey,
+        key: crate::ledger::keys::PublicKey,
     ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
         let path = db_path(data);
         if !path.exists() {
@@ -851,7 +860,7 @@ fn append_entry(
     every: u64,
     time: &str,
 ) -> Result<(Entry, Head), StoreError> {
-    let e = seal(entry, head.seq + 1, time.to_owned(), &head.digest);
+    let e = seal(keys.suite(), entry, head.seq + 1, time.to_owned(), &head.digest);
     let subjects = serde_json::to_string(&e.subjects).map_err(|x| StoreError::Corrupt(x.to_string()))?;
     let detail = e.detail.as_ref().map(|d| d.to_string());
     conn.prepare_cached(
@@ -882,8 +891,10 @@ fn append_entry(
     }
     if e.seq.is_multiple_of(every) {
         let cp = keys.checkpoint(e.seq, &e.digest, time.to_owned());
-        conn.prepare_cached("INSERT INTO checkpoints (seq, digest, signature, time) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![cp.seq as i64, cp.digest, cp.signature, cp.time])?;
+        conn.prepare_cached(
+            "INSERT INTO checkpoints (seq, digest, signature, time, suite) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![cp.seq as i64, cp.digest, cp.signature, cp.time, cp.suite.map(|s| s.as_str())])?;
     }
     let h = Head { seq: e.seq, digest: e.digest.clone() };
     Ok((e, h))
@@ -961,7 +972,7 @@ fn entries(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Resul
 /// Verifies the audit chain held by `conn`, reporting each checked entry's seq to `progress`.
 pub(crate) fn verify_with(
     conn: &Connection,
-    key: ed25519_dalek::VerifyingKey,
+    key: crate::ledger::keys::PublicKey,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     verify_from(conn, key, None, progress)
@@ -971,17 +982,29 @@ pub(crate) fn verify_with(
 /// verified) after re-checking the anchor entry and its signature.
 fn verify_from(
     conn: &Connection,
-    key: ed25519_dalek::VerifyingKey,
+    key: crate::ledger::keys::PublicKey,
     anchor: Option<&Anchor>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     let from = anchor.map_or(0, |a| a.seq) as i64;
     let checkpoints = conn
-        .prepare("SELECT seq, digest, signature, time FROM checkpoints WHERE seq >= ?1 ORDER BY seq")?
+        .prepare("SELECT seq, digest, signature, time, suite FROM checkpoints WHERE seq >= ?1 ORDER BY seq")?
         .query_map([from], |r| {
-            Ok(Checkpoint { seq: r.get::<_, i64>(0)? as u64, digest: r.get(1)?, signature: r.get(2)?, time: r.get(3)? })
+            let cp = Checkpoint {
+                seq: r.get::<_, i64>(0)? as u64,
+                digest: r.get(1)?,
+                signature: r.get(2)?,
+                time: r.get(3)?,
+                suite: None,
+            };
+            Ok((cp, r.get::<_, Option<String>>(4)?))
         })?
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|row| {
+            let (cp, suite) = row?;
+            let suite = crate::ledger::suite::stored(suite).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Checkpoint { suite, ..cp })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let mut walk = Walk::new(key, checkpoints, anchor);
     // In pages, each its own read transaction: one statement over the whole chain would hold a
     // snapshot for as long as the walk takes, and with it the write-ahead log (see `wal`).
@@ -1129,12 +1152,12 @@ impl Store for SqliteStore {
     }
 
     async fn verify_audit(&self) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
-        let key = self.keys.verifying_key();
+        let key = self.keys.public_key();
         self.readers.with(move |c| verify_with(c, key, &mut |_| {})).await
     }
 
     async fn verify_audit_since(&self, anchor: Anchor) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
-        let key = self.keys.verifying_key();
+        let key = self.keys.public_key();
         self.readers.with(move |c| verify_from(c, key, Some(&anchor), &mut |_| {})).await
     }
 
@@ -1739,7 +1762,7 @@ mod tests {
     #[test]
     fn a_database_of_a_newer_schema_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let conn = Connection::open(db_path(dir.path())).unwrap();
         conn.execute_batch("CREATE TABLE records (x); PRAGMA user_version = 99;").unwrap();
         drop(conn);
@@ -1771,7 +1794,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_receipt_and_no_delivery_read_is_given_before_the_log_is_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let opts = test_options(64, 2);
         let store = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
         let sub = super::super::FromLog { name: "sub".into(), record_type: "t".into(), feed: false };
@@ -1825,7 +1848,7 @@ mod tests {
     #[tokio::test]
     async fn a_publish_failing_after_its_first_writes_rolls_back_its_group_and_leaves_the_chain_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(HubKeys::load_or_create(dir.path()).unwrap());
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let opts = test_options(64, 1);
         let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
         // The database refuses one key after the record row is in, as a full disk or a broken

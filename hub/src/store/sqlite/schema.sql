@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS audit_subjects (
     PRIMARY KEY (subject_hash, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, signature TEXT NOT NULL, time TEXT NOT NULL
+    seq INTEGER PRIMARY KEY, digest TEXT NOT NULL, signature TEXT NOT NULL, time TEXT NOT NULL, suite TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_seq ON records (type, audit_seq, routes);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -80,4 +80,4 @@ CREATE TABLE IF NOT EXISTS case_steps (
     PRIMARY KEY (case_id, step)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS case_steps_by_department ON case_steps (department, state, case_id);
-PRAGMA user_version = 12;
+PRAGMA user_version = 13;

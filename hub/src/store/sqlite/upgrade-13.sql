@@ -1,0 +1,2 @@
+ALTER TABLE checkpoints ADD COLUMN suite TEXT;
+PRAGMA user_version = 13;
