@@ -11,6 +11,7 @@ mod crypto_suite;
 mod delivery;
 mod durability;
 mod exchange;
+mod failover;
 mod front_end_exchange;
 mod ops;
 mod reconciliation;
