@@ -69,14 +69,8 @@ async fn check_runs_with_status(db: &str, name: &str) -> Result<Vec<String>> {
 async fn two_nodes_share_one_chain_run_each_check_once_and_survive_a_sigkill() -> Result<()> {
     let Some(db) = PgDatabase::create("two hub nodes on one PostgreSQL database").await? else { return Ok(()) };
     let fp = Receiver::start().await;
-    let (_cfg_dir, cfg) = TestConfig::conghua()
-        .receiver(9103, &fp.url)
-        .fast_retries()
-        .replace("engine = \"sqlite\"", "engine = \"postgres\"")
-        // Short leases, so the takeover after the kill comes within seconds.
-        .replace("attempt_timeout_secs = 30", "attempt_timeout_secs = 2\nlease_secs = 4\npoll_ms = 200")
-        .without_checks()
-        .only_subscription("marriage-to-family-planning")
+    // Short leases, so the takeover after the kill comes within seconds.
+    let (_cfg_dir, cfg) = TestConfig::postgres_nodes(&fp.url)
         .append(
             "[ops]\nhistory_days = 30\n\n\
              [[checks]]\nname = \"backlog\"\nkind = \"delivery_backlog\"\nschedule = \"0 * * * * *\"\n\n\

@@ -62,6 +62,17 @@ impl Drill {
             .and_then(|m| m["name"].as_str().map(str::to_owned)))
     }
 
+    /// How long after `since` Patroni lists `member` in `role` (within 60 s of it).
+    async fn until_role(&self, role: &str, member: &str, since: Instant) -> Option<Duration> {
+        while since.elapsed() < Duration::from_secs(60) {
+            if self.member_with_role(role).await.ok().flatten().as_deref() == Some(member) {
+                return Some(since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// SIGKILL to the postmaster of `member` (its backends follow it down; Patroni stays).
     fn kill_postmaster(&self, member: &str) -> Result<u32> {
         let pid_file = self.work.join(member).join("data/postmaster.pid");
@@ -120,14 +131,7 @@ async fn publish_until_acked(node: usize, client: &Client, key: &str, n: u32, se
 async fn the_hub_survives_the_loss_of_its_primary_database() -> Result<()> {
     let Some(drill) = Drill::from_env() else { return Ok(()) };
     let fp = Receiver::start().await;
-    let (_cfg_dir, cfg) = TestConfig::conghua()
-        .receiver(9103, &fp.url)
-        .fast_retries()
-        .replace("engine = \"sqlite\"", "engine = \"postgres\"")
-        .replace("attempt_timeout_secs = 30", "attempt_timeout_secs = 2\nlease_secs = 4\npoll_ms = 200")
-        .without_checks()
-        .only_subscription("marriage-to-family-planning")
-        .write();
+    let (_cfg_dir, cfg) = TestConfig::postgres_nodes(&fp.url).write();
     let env = [("HUB_DATABASE_URL", drill.proxy_url.as_str())];
     let dir = tempfile::tempdir()?;
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
@@ -186,28 +190,18 @@ async fn the_hub_survives_the_loss_of_its_primary_database() -> Result<()> {
     eprintln!("failover: SIGKILL to {primary}'s postmaster (pid {pid}) after {before} acknowledged publishes");
 
     // The standby is promoted.
-    let mut promoted_after = None;
-    while killed_at.elapsed() < Duration::from_secs(60) {
-        if drill.member_with_role("leader").await.ok().flatten().as_deref() == Some(standby.as_str()) {
-            promoted_after = Some(killed_at.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let promoted_after = promoted_after.context("the synchronous standby was not promoted within 60 s")?;
+    let promoted_after = drill
+        .until_role("leader", &standby, killed_at)
+        .await
+        .context("the synchronous standby was not promoted within 60 s")?;
     eprintln!("failover: Patroni reports {standby} as the leader {:.1} s after the kill", promoted_after.as_secs_f64());
 
     // In strict synchronous mode the new primary commits nothing until a synchronous standby is
     // back: the old primary, restarted as a replica by its Patroni.
-    let mut rejoined_after = None;
-    while killed_at.elapsed() < Duration::from_secs(60) {
-        if drill.member_with_role("sync_standby").await.ok().flatten().as_deref() == Some(primary.as_str()) {
-            rejoined_after = Some(killed_at.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let rejoined_after = rejoined_after.context("the old primary did not rejoin as the synchronous standby")?;
+    let rejoined_after = drill
+        .until_role("sync_standby", &primary, killed_at)
+        .await
+        .context("the old primary did not rejoin as the synchronous standby within 60 s")?;
     eprintln!("failover: {primary} is the synchronous standby {:.1} s after the kill", rejoined_after.as_secs_f64());
 
     // Both nodes acknowledge again, and keep doing so for 5 s, without a restart.

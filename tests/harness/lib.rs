@@ -89,6 +89,19 @@ impl TestConfig {
         self
     }
 
+    /// Nodes on PostgreSQL with leases short enough that another node takes over a dead one's
+    /// deliveries within seconds, one webhook subscription (Family Planning's marriages, sent to
+    /// `receiver_url`) and no scheduled checks: the config of the multi-node suites.
+    pub fn postgres_nodes(receiver_url: &str) -> Self {
+        Self::conghua()
+            .receiver(9103, receiver_url)
+            .fast_retries()
+            .replace("engine = \"sqlite\"", "engine = \"postgres\"")
+            .replace("attempt_timeout_secs = 30", "attempt_timeout_secs = 2\nlease_secs = 4\npoll_ms = 200")
+            .without_checks()
+            .only_subscription("marriage-to-family-planning")
+    }
+
     /// Retries within milliseconds instead of seconds.
     pub fn fast_retries(self) -> Self {
         self.replace("backoff_initial_ms = 1000", "backoff_initial_ms = 20")
