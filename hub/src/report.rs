@@ -1,8 +1,8 @@
 //! The monthly SLA report the city holds the maintenance vendor to: availability per check and
 //! overall, incidents with start, end and duration, MTTR, deliveries made and dead-lettered, and
 //! publishes, for a month in the hub's time zone. Signed with the hub's key (Ed25519, or SM2 on
-//! the national suite) over the RFC 8785 canonical JSON of the report, so either side can verify it later with
-//! `DATA/keys/audit-signing.pub`. Also rendered as a printable HTML page.
+//! the national suite) over the RFC 8785 canonical JSON of the report, so either side can verify
+//! it later with `DATA/keys/audit-signing.pub`. Also rendered as a printable HTML page.
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};

@@ -284,6 +284,13 @@ async fn opens_with_everything_in_it(name: &str) -> Result<()> {
     } else {
         None
     };
+    if pg.is_none() {
+        // The old release's file verifies as it is, before anything upgrades it (a backup, a
+        // stopped data directory: checkpoints that name no suite).
+        let out = std::process::Command::new(BIN).args(["audit", "verify", "--data"]).arg(&data).output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("suite sha256-ed25519"), "before the upgrade: {text}");
+    }
     // Nothing listens for Family Planning now: its pending entries stay pending.
     let (_cfg_dir, cfg) = config(&format!("http://127.0.0.1:{}/hub/events", free_port()?), pg.as_ref()).write();
     let mut hub = HubProcess::start_config(BIN, &cfg, &data, free_port()?, &[], &env(pg.as_ref())).await?;

@@ -156,8 +156,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 /// tables through which a person's access log finds entries (schema 10): `audit_subjects` as every
 /// entry's own subjects, as the chain holds them (the copy's access log needs no upgrade step),
 /// and `subjects_past` as everyone a record's versions named that its subject index no longer does.
-fn rows_of(table: &str) -> &str {
+fn rows_of(table: &str, checkpoints_name_a_suite: bool) -> &str {
     match table {
+        // Before schema 13 checkpoints name no suite (they are all SHA-256 and Ed25519).
+        "checkpoints" if !checkpoints_name_a_suite => "(SELECT seq, digest, signature, time, NULL AS suite FROM checkpoints)",
         "latest" => "(SELECT type, key, MAX(version) AS version FROM records GROUP BY type, key)",
         "audit_subjects" => {
             "(SELECT DISTINCT j.value AS subject_hash, a.seq AS seq FROM audit a, json_each(a.subjects) j)"
@@ -205,9 +207,10 @@ pub async fn sqlite_to_postgres(
         Ok(r) => r,
         Err(b) => return Err(MigrateError::SourceBroken(b.to_string())),
     };
+    let named = crate::store::sqlite::checkpoints_name_a_suite(&source)?;
     let mut counts = Vec::with_capacity(TABLES.len());
     for (table, _) in TABLES {
-        let n: i64 = source.query_row(&format!("SELECT COUNT(*) FROM {}", rows_of(table)), [], |r| r.get(0))?;
+        let n: i64 = source.query_row(&format!("SELECT COUNT(*) FROM {}", rows_of(table, named)), [], |r| r.get(0))?;
         counts.push((*table, n as u64));
     }
     // What the log still owes push subscriptions (cursors, in SQLite) becomes pending outbox
@@ -234,7 +237,7 @@ pub async fn sqlite_to_postgres(
     let mut done = 0u64;
     for (table, columns) in TABLES {
         let names = columns.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
-        let mut stmt = source.prepare(&format!("SELECT {names} FROM {}", rows_of(table)))?;
+        let mut stmt = source.prepare(&format!("SELECT {names} FROM {}", rows_of(table, named)))?;
         let mut rows = stmt.query([])?;
         let mut chunk: Vec<Vec<Cell>> = Vec::with_capacity(CHUNK);
         loop {

@@ -969,6 +969,13 @@ fn entries(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Resul
     rows.map(|r| finish_entry(r?).map_err(StoreError::Corrupt)).collect()
 }
 
+/// Whether the `checkpoints` table has its `suite` column (schema 13 on).
+pub(crate) fn checkpoints_name_a_suite(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT COUNT(*) FROM pragma_table_info('checkpoints') WHERE name = 'suite'", [], |r| {
+        r.get::<_, i64>(0).map(|n| n > 0)
+    })
+}
+
 /// Verifies the audit chain held by `conn`, reporting each checked entry's seq to `progress`.
 pub(crate) fn verify_with(
     conn: &Connection,
@@ -987,8 +994,13 @@ fn verify_from(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Result<ChainReport, ChainBroken>, StoreError> {
     let from = anchor.map_or(0, |a| a.seq) as i64;
+    // A database of an earlier release (a backup, a stopped data directory) is verified as it is,
+    // without an upgrade: before schema 13 checkpoints name no suite.
+    let suite = if checkpoints_name_a_suite(conn)? { "suite" } else { "NULL" };
     let checkpoints = conn
-        .prepare("SELECT seq, digest, signature, time, suite FROM checkpoints WHERE seq >= ?1 ORDER BY seq")?
+        .prepare(&format!(
+            "SELECT seq, digest, signature, time, {suite} FROM checkpoints WHERE seq >= ?1 ORDER BY seq"
+        ))?
         .query_map([from], |r| {
             let cp = Checkpoint {
                 seq: r.get::<_, i64>(0)? as u64,
