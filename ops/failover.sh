@@ -208,4 +208,4 @@ fi
 HUB_TEST_FAILOVER_URL="postgres://postgres@127.0.0.1:$proxy/hub" \
 HUB_TEST_FAILOVER_PATRONI="http://127.0.0.1:${rest_port[0]},http://127.0.0.1:${rest_port[1]}" \
 HUB_TEST_FAILOVER_WORK="$work" \
-  cargo test --release --test e2e -- failover:: --nocapture --test-threads 1 "$@"
+  cargo test --release --workspace --test e2e -- failover:: --nocapture --test-threads 1 "$@"

@@ -14,7 +14,8 @@ done
 cargo test --release --workspace "$@"
 # The national crypto suite: the suites of the record's way and of operations again, with every
 # hub they start sealing its chain with SM3 and signing with SM2 (tests/harness: HUB_TEST_SUITE).
-HUB_TEST_SUITE=sm3-sm2 cargo test --release --test e2e -- \
+# `--workspace` as above, so the features unify the same way and nothing is built a second time.
+HUB_TEST_SUITE=sm3-sm2 cargo test --release --workspace --test e2e -- \
   exchange:: delivery:: ops:: durability:: cluster:: services::
 
 if [ ${#skipped[@]} -gt 0 ]; then
