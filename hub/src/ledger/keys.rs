@@ -112,7 +112,8 @@ impl SigningKey {
         match suite {
             Suite::Sha256Ed25519 => SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)),
             Suite::Sm3Sm2 => loop {
-                // A random scalar is a valid key but with probability ~2^-256.
+                // SM2 refuses one secret of the ~2^256 (d = n - 1: 1 + d has no inverse), so this
+                // loop turns again all but never.
                 let secret = sm2::SecretKey::random(&mut rand::rngs::OsRng);
                 if let Ok(k) = sm2::dsa::SigningKey::new(SM2_DISTID, &secret) {
                     break SigningKey::Sm2(k);

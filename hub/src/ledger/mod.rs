@@ -172,11 +172,13 @@ pub fn suite_named(detail: Option<&Value>) -> Option<Suite> {
     }
 }
 
-/// Refuses keys of another suite than the chain's first entry names (`detail` is that entry's;
-/// `None` for an empty chain, which takes the keys' suite).
-pub fn check_suite(first_detail: Option<Option<&Value>>, keys: Suite) -> Result<(), String> {
+/// Refuses keys of another suite than the chain's first entry names. `first_detail` is that
+/// entry's stored `detail` column as both stores read it: `None` for an empty chain, which takes
+/// the keys' suite.
+pub fn check_suite(first_detail: Option<Option<String>>, keys: Suite) -> Result<(), String> {
     let Some(detail) = first_detail else { return Ok(()) };
-    match suite_named(detail) {
+    let detail = detail.and_then(|d| serde_json::from_str::<Value>(&d).ok());
+    match suite_named(detail.as_ref()) {
         Some(s) if s == keys => Ok(()),
         found => Err(format!(
             "the audit chain is sealed with the crypto suite {}, but [audit] suite = \"{keys}\": a hub keeps the suite \

@@ -361,8 +361,7 @@ async fn check_identity(pool: &PgPool, keys: &HubKeys) -> Result<(), StoreError>
     // A database made before identities named a suite: its chain's first entry does.
     let first: Option<Option<String>> =
         sqlx::query_scalar("SELECT detail FROM audit WHERE seq = 1").fetch_optional(pool).await?;
-    let first = first.map(|d| d.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()));
-    crate::ledger::check_suite(first.as_ref().map(Option::as_ref), suite).map_err(StoreError::Mismatch)?;
+    crate::ledger::check_suite(first, suite).map_err(StoreError::Mismatch)?;
     if theirs_public.trim() != public.trim() {
         return Err(StoreError::Mismatch(
             "the database's audit chain is signed with another key than DATA/keys/audit-signing.key: every node of a \

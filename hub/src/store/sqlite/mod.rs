@@ -278,8 +278,7 @@ impl SqliteStore {
             .unwrap_or(Head { seq: 0, digest: GENESIS.to_owned() });
         let first: Option<Option<String>> =
             conn.query_row("SELECT detail FROM audit WHERE seq = 1", [], |r| r.get(0)).optional()?;
-        let first = first.map(|d| d.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()));
-        crate::ledger::check_suite(first.as_ref().map(Option::as_ref), keys.suite()).map_err(StoreError::Mismatch)?;
+        crate::ledger::check_suite(first, keys.suite()).map_err(StoreError::Mismatch)?;
 
         let readers = (0..opts.read_connections.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
         let durability = Durability::new(head.seq);
