@@ -103,6 +103,7 @@ mod tests {
             read_connections: 1,
             checkpoint_every: 1000,
             max_wal_bytes: 1 << 20,
+            subject_merge_at: 64,
         };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
         // The disk's own free space must not decide these runs.

@@ -155,7 +155,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
 /// for `latest`, which SQLite keeps as the last entry of its records index (schema 7), and the
 /// tables through which a person's access log finds entries (schema 10): `audit_subjects` as every
 /// entry's own subjects, as the chain holds them (the copy's access log needs no upgrade step),
-/// and `subjects_past` as everyone a record's versions named that its subject index no longer does.
+/// `subjects` as whom each record's latest version names, and `subjects_past` as everyone its
+/// earlier versions named that the latest does not.
 fn rows_of(table: &str, checkpoints_name_a_suite: bool) -> &str {
     match table {
         // Before schema 13 checkpoints name no suite (they are all SHA-256 and Ed25519).
@@ -164,10 +165,18 @@ fn rows_of(table: &str, checkpoints_name_a_suite: bool) -> &str {
         "audit_subjects" => {
             "(SELECT DISTINCT j.value AS subject_hash, a.seq AS seq FROM audit a, json_each(a.subjects) j)"
         }
-        // From the records themselves, so that a database of any schema since 7 gives the same.
+        // From the records themselves, so that a database of any schema since 7 gives the same:
+        // since schema 14 SQLite's `subjects` is a superset merged behind the log, while the
+        // target's holds exactly whom each latest version names.
+        "subjects" => {
+            "(SELECT DISTINCT j.value AS subject_hash, r.type AS type, r.key AS key FROM records r, json_each(r.subjects) j
+              WHERE r.version = (SELECT MAX(m.version) FROM records m WHERE m.type = r.type AND m.key = r.key))"
+        }
         "subjects_past" => {
             "(SELECT DISTINCT j.value AS subject_hash, r.type AS type, r.key AS key FROM records r, json_each(r.subjects) j
-              WHERE NOT EXISTS (SELECT 1 FROM subjects s WHERE s.subject_hash = j.value AND s.type = r.type AND s.key = r.key))"
+              WHERE NOT EXISTS (SELECT 1 FROM records l, json_each(l.subjects) k
+                  WHERE l.type = r.type AND l.key = r.key AND k.value = j.value
+                    AND l.version = (SELECT MAX(m.version) FROM records m WHERE m.type = r.type AND m.key = r.key)))"
         }
         other => other,
     }

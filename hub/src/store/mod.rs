@@ -1,7 +1,9 @@
 //! Durable state behind one trait: record versions, latest versions, the subject index,
 //! idempotency keys and the audit chain. Every write goes through the ledger writer so that a
 //! record version, its subject index rows, its audit entry (and later its outbox rows) commit in one
-//! transaction, and a caller hears back only once that transaction is on disk.
+//! transaction, and a caller hears back only once that transaction is on disk. (SQLite writes the
+//! subject index rows in sorted batches behind the log instead, and lookups read the part not
+//! yet written from memory: `sqlite/subjects.rs`.)
 
 pub mod backup;
 pub(crate) mod cursor;
@@ -148,6 +150,7 @@ pub async fn open(
                 read_connections: s.read_connections,
                 checkpoint_every: config.audit.checkpoint_every,
                 max_wal_bytes: *s.max_wal_mib.get_ref() << 20,
+                subject_merge_at: sqlite::SUBJECT_MERGE_AT,
             },
         )?),
         crate::config::Engine::Postgres => {

@@ -352,8 +352,13 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         // Groups of at most 128 publishes, so that one group's pages are small beside the bound.
-        let opts =
-            SqliteOptions { group_commit_max: 128, read_connections: 2, checkpoint_every: 1000, max_wal_bytes: LIMIT };
+        let opts = SqliteOptions {
+            group_commit_max: 128,
+            read_connections: 2,
+            checkpoint_every: 1000,
+            max_wal_bytes: LIMIT,
+            subject_merge_at: 1024,
+        };
         let store = Arc::new(SqliteStore::open(dir.path(), keys, opts).unwrap());
         let running = Arc::new(AtomicBool::new(true));
         let sampler = sample(db_path(dir.path()).with_extension("db-wal"), running.clone());
@@ -438,6 +443,7 @@ pub(crate) mod tests {
             read_connections: 1,
             checkpoint_every: 1000,
             max_wal_bytes: 1 << 20,
+            subject_merge_at: 64,
         };
         let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
         let wal_file = db_path(dir.path()).with_extension("db-wal");

@@ -23,10 +23,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 mod cases;
 mod linked;
 mod log;
+mod subjects;
 mod sync;
 
 pub(crate) use log::owed as owed_from_log;
 
+use self::subjects::{Merger, Staged, Tail};
 use self::sync::{Durability, Syncer};
 use super::cursor;
 use super::wal::{Wal, WalWriter};
@@ -41,7 +43,7 @@ use crate::ledger::{seal, Anchor, ChainBroken, ChainReport, Checkpoint, Entry, N
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version `SCHEMA` writes.
-const SCHEMA_VERSION: i64 = 13;
+const SCHEMA_VERSION: i64 = 14;
 
 /// From schema 6: `records` becomes a table keyed by its publish audit entry, so that a ~1 KiB
 /// payload sits in the row (in a `WITHOUT ROWID` table, whose rows are index entries, anything
@@ -83,9 +85,13 @@ const FROM_11: &str = include_str!("upgrade-12.sql");
 /// before: SHA-256 and Ed25519, `ledger::suite`).
 const FROM_12: &str = include_str!("upgrade-13.sql");
 
+/// From schema 13: the subject index is merged in batches off the commit path (`subjects.rs`);
+/// a mark says through which audit sequence it holds the versions, all of them until now.
+const FROM_13: &str = include_str!("upgrade-14.sql");
+
 /// Each upgrade step: the version it leaves and its statements.
 const UPGRADES: &[(i64, &str)] =
-    &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10), (12, FROM_11), (13, FROM_12)];
+    &[(7, FROM_6), (8, FROM_7), (9, FROM_8), (10, FROM_9), (11, FROM_10), (12, FROM_11), (13, FROM_12), (14, FROM_13)];
 
 const RECORD_COLUMNS: &str =
     "r.type, r.key, r.version, r.schema_version, r.payload, r.digest, r.publisher, r.received_at, r.audit_seq, r.subjects, r.trace";
@@ -106,7 +112,12 @@ pub struct SqliteOptions {
     pub checkpoint_every: u64,
     /// The write-ahead log's bound (see `wal`).
     pub max_wal_bytes: u64,
+    /// Versions whose subjects wait in memory before the writer merges them into the subject
+    /// index (`subjects.rs`; [`SUBJECT_MERGE_AT`] unless a test wants merges to come sooner).
+    pub subject_merge_at: usize,
 }
+
+pub use subjects::MERGE_AT as SUBJECT_MERGE_AT;
 
 /// The database file inside a data directory.
 pub fn db_path(data: &Path) -> PathBuf {
@@ -151,6 +162,8 @@ struct Tx<'a> {
     every: u64,
     time: &'a str,
     now_ms: i64,
+    /// The versions this operation stored, for the subject index's tail once the group commits.
+    staged: Vec<Staged>,
 }
 
 impl Tx<'_> {
@@ -217,6 +230,8 @@ pub struct SqliteStore {
     wal: Arc<Wal>,
     /// Push subscriptions served from the log; set once at start, before the first publish.
     cursors: std::sync::RwLock<Arc<cursor::Cursors>>,
+    /// The subject index's part not merged into `subjects` yet.
+    tail: Arc<Tail>,
 }
 
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -279,6 +294,7 @@ impl SqliteStore {
         let first: Option<Option<String>> =
             conn.query_row("SELECT detail FROM audit WHERE seq = 1", [], |r| r.get(0)).optional()?;
         crate::ledger::check_suite(first, keys.suite()).map_err(StoreError::Mismatch)?;
+        let tail = Arc::new(Tail::load(&conn)?);
 
         let readers = (0..opts.read_connections.max(1)).map(|_| open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
         let durability = Durability::new(head.seq);
@@ -290,8 +306,9 @@ impl SqliteStore {
         let syncer = Syncer::start(wal.log_path(), durability.clone())?;
         let writer = {
             let (keys, stats, wal, durability) = (keys.clone(), stats.clone(), wal.clone(), durability.clone());
+            let tail = tail.clone();
             std::thread::Builder::new().name("ledger-writer".into()).spawn(move || {
-                let after = AfterCommit { syncer: &syncer, durability: &durability, wal: wal.writer() };
+                let after = AfterCommit { tail: &tail, syncer: &syncer, durability: &durability, wal: wal.writer() };
                 writer_loop(&conn, rx, head, &keys, opts, &stats, after);
                 // Before the connection closes: SQLite removes the log with the last one.
                 syncer.stop();
@@ -309,6 +326,7 @@ impl SqliteStore {
             keys,
             wal,
             cursors: std::sync::RwLock::default(),
+            tail,
         })
     }
 
@@ -472,6 +490,12 @@ impl SqliteStore {
         self.count(op).await
     }
 
+    /// The records versions not merged into `subjects` yet name this subject in, as a JSON
+    /// array of `[type, key]` for the statement.
+    fn tail_candidates(&self, subject_hash: &str) -> Result<String, StoreError> {
+        serde_json::to_string(&self.tail.candidates(subject_hash)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     async fn send(&self, ops: Vec<WriteFn>, isolated: bool) -> JobResult {
         let tx = lock(&self.tx).clone().ok_or(StoreError::WriterGone)?;
         let (reply, rx) = oneshot::channel();
@@ -510,9 +534,11 @@ fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What the writer does after a commit: hand its replies to the syncer (whose flushes it must
-/// know of) and keep the log within its bound.
+/// What the writer does after a commit: give the subject index's tail its versions, hand its
+/// replies to the syncer (whose flushes it must know of) and keep the log within its bound.
 struct AfterCommit<'a> {
+    /// The subject index's tail, which takes the group's versions before their replies go.
+    tail: &'a Tail,
     syncer: &'a Syncer,
     durability: &'a Durability,
     wal: WalWriter,
@@ -527,6 +553,8 @@ fn writer_loop(
     stats: &Stats,
     mut after: AfterCommit<'_>,
 ) {
+    let tail = after.tail;
+    let mut merger = Merger::default();
     while let Some(first) = rx.blocking_recv() {
         let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
         if after.durability.failed() {
@@ -547,6 +575,8 @@ fn writer_loop(
         // An operation without a savepoint that failed: the group cannot commit (its partial
         // writes are in the transaction), so it is rolled back whole.
         let mut aborted: Option<(usize, StoreError)> = None;
+        let mut staged = Vec::new();
+        let mut slice = None;
         let outcome = (|| -> Result<(), rusqlite::Error> {
             // Prepared once: execute_batch would parse these statements for every operation.
             let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ());
@@ -561,14 +591,22 @@ fn writer_loop(
                     if job.isolated {
                         exec("SAVEPOINT op")?;
                     }
-                    let mut tx =
-                        Tx { conn, head: tentative.clone(), keys, every: opts.checkpoint_every, time: &time, now_ms };
+                    let mut tx = Tx {
+                        conn,
+                        head: tentative.clone(),
+                        keys,
+                        every: opts.checkpoint_every,
+                        time: &time,
+                        now_ms,
+                        staged: Vec::new(),
+                    };
                     match op(&mut tx) {
                         Ok(d) => {
                             if job.isolated {
                                 exec("RELEASE op")?;
                             }
                             tentative = tx.head;
+                            staged.append(&mut tx.staged);
                             done.push(Ok(d));
                         }
                         Err(e) if job.isolated => {
@@ -587,6 +625,21 @@ fn writer_loop(
             if aborted.is_some() {
                 return conn.execute_batch("ROLLBACK");
             }
+            // The next slice of the subject index's merge, in its own savepoint: a failure there
+            // is the merge's (tried again with the next group), not the publishes'.
+            exec("SAVEPOINT merge")?;
+            let keys = staged.iter().map(|v: &Staged| v.subjects.len()).sum();
+            match merger.step(conn, tail, opts.subject_merge_at.max(1), keys) {
+                Ok(s) => {
+                    exec("RELEASE merge")?;
+                    slice = s;
+                }
+                Err(e) => {
+                    exec("ROLLBACK TO merge")?;
+                    exec("RELEASE merge")?;
+                    tracing::error!(error = %crate::mask::scrub(&e.to_string()), "merging the subject index failed; it is tried again with the next group");
+                }
+            }
             exec("COMMIT")
         })();
         match (outcome, aborted) {
@@ -594,6 +647,11 @@ fn writer_loop(
                 head = tentative;
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.operations.fetch_add(n as u64, Ordering::Relaxed);
+                // Before any receipt: a lookup finds what a receipt was given for (`subjects.rs`).
+                tail.add(staged);
+                if let Some(slice) = slice {
+                    merger.committed(tail, slice);
+                }
                 // Answered once the syncer has flushed it; meanwhile the next group is written.
                 after.syncer.hand(number, head.seq, replies.into_iter().zip(results).collect());
                 // After the hand-over: a restart of the log delays the next group, not this one.
@@ -677,16 +735,15 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
                 return Ok(Done::Published(outcome));
             }
         }
-        let previous: Option<(i64, String)> = conn
-            .prepare_cached(
-                "SELECT version, subjects FROM records WHERE type = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
-            )?
-            .query_row(params![v.record_type, v.key], |r| Ok((r.get(0)?, r.get(1)?)))
+        // From the index alone: the record's row is not read.
+        let previous: Option<i64> = conn
+            .prepare_cached("SELECT version FROM records WHERE type = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1")?
+            .query_row(params![v.record_type, v.key], |r| r.get(0))
             .optional()?;
         if v.first_only && previous.is_some() {
             return Ok(Done::NotFirst);
         }
-        let version = previous.as_ref().map_or(1, |(n, _)| *n as u64 + 1);
+        let version = previous.map_or(1, |n| n as u64 + 1);
         let mut entry = v.audit;
         entry.record_version = Some(version);
         let e = tx.audit(entry)?;
@@ -710,25 +767,13 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
             (bits != 0).then_some(bits),
             v.trace
         ])?;
-        // The index follows the latest version: a person removed from a household is no longer
-        // found through it. Only what changed since the previous version is written.
-        let before: Vec<String> = match &previous {
-            Some((_, text)) => {
-                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("record subjects: {e}")))?
-            }
-            None => Vec::new(),
-        };
-        for s in before.iter().filter(|s| !v.subjects.contains(s)) {
-            conn.prepare_cached("DELETE FROM subjects WHERE subject_hash = ?1 AND type = ?2 AND key = ?3")?
-                .execute(params![s, v.record_type, v.key])?;
-            // The person's access log still finds every entry about the versions that named them.
-            conn.prepare_cached("INSERT OR IGNORE INTO subjects_past (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
-                .execute(params![s, v.record_type, v.key])?;
-        }
-        for s in v.subjects.iter().filter(|s| !before.contains(s)) {
-            conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?
-                .execute(params![s, v.record_type, v.key])?;
-        }
+        // The subject index is written later, in sorted batches (`subjects.rs`).
+        tx.staged.push(Staged {
+            seq: e.seq as i64,
+            record_type: v.record_type.clone(),
+            key: v.key.clone(),
+            subjects: v.subjects.clone(),
+        });
         for sub in &v.routes {
             insert_outbox(tx, sub, &v.record_type, &v.key, version)?;
         }
@@ -1111,15 +1156,21 @@ impl Store for SqliteStore {
 
     async fn by_subject(&self, subject_hash: &str) -> Result<Vec<RecordVersion>, StoreError> {
         let h = subject_hash.to_owned();
+        // The tail before the table (`subjects.rs`).
+        let tail = self.tail_candidates(&h)?;
         self.readers
             .with(move |c| {
+                // The index names every record a version named; the latest version decides.
                 let sql = format!(
-                    "SELECT {RECORD_COLUMNS} FROM subjects s
+                    "SELECT {RECORD_COLUMNS} FROM (
+                         SELECT type, key FROM subjects WHERE subject_hash = ?1
+                         UNION SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]') FROM json_each(?2) j
+                     ) s
                      JOIN records r ON r.type = s.type AND r.key = s.key
                        AND r.version = (SELECT MAX(m.version) FROM records m WHERE m.type = s.type AND m.key = s.key)
-                     WHERE s.subject_hash = ?1 ORDER BY r.type, r.key"
+                     WHERE instr(r.subjects, '\"' || ?1 || '\"') > 0 ORDER BY r.type, r.key"
                 );
-                records(c, &sql, &[&h])
+                records(c, &sql, &[&h, &tail])
             })
             .await
     }
@@ -1141,6 +1192,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let h = subject_hash.to_owned();
         let before = before.min(i64::MAX as u64) as i64;
+        let tail = self.tail_candidates(&h)?;
         self.readers
             .with(move |c| {
                 // Entries about no stored version by their own keys; entries about a version
@@ -1153,11 +1205,12 @@ impl Store for SqliteStore {
                          SELECT e.seq FROM (
                              SELECT type, key FROM subjects WHERE subject_hash = ?1
                              UNION SELECT type, key FROM subjects_past WHERE subject_hash = ?1
+                             UNION SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]') FROM json_each(?4) j
                          ) r JOIN audit e ON e.record_type = r.type AND e.record_key = r.key AND e.record_version IS NOT NULL
                          WHERE instr(e.subjects, '\"' || ?1 || '\"') > 0
                      ) AND a.seq < ?3 ORDER BY a.seq DESC LIMIT ?2"
                 );
-                entries(c, &sql, &[&h, &limit, &before])
+                entries(c, &sql, &[&h, &limit, &before, &tail])
             })
             .await
     }
@@ -1750,7 +1803,13 @@ mod tests {
     use crate::ledger::Action;
 
     fn test_options(group_commit_max: usize, read_connections: usize) -> SqliteOptions {
-        SqliteOptions { group_commit_max, read_connections, checkpoint_every: 1000, max_wal_bytes: 256 << 20 }
+        SqliteOptions {
+            group_commit_max,
+            read_connections,
+            checkpoint_every: 1000,
+            max_wal_bytes: 256 << 20,
+            subject_merge_at: SUBJECT_MERGE_AT,
+        }
     }
 
     fn version(key: &str) -> NewVersion {
@@ -1862,12 +1921,12 @@ mod tests {
         let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
         let opts = test_options(64, 1);
         let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
-        // The database refuses one key after the record row is in, as a full disk or a broken
-        // page would: the operation has already written when it fails.
+        // The database refuses the record row after the audit entry is in, as a full disk or a
+        // broken page would: the operation has already written when it fails.
         Connection::open(db_path(dir.path()))
             .unwrap()
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON subjects WHEN NEW.key = 'boom'
+                "CREATE TRIGGER refuse BEFORE INSERT ON records WHEN NEW.key = 'boom'
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();

@@ -13,6 +13,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     receipt TEXT NOT NULL, created_at TEXT NOT NULL,
     PRIMARY KEY (publisher, idem_key)
 ) WITHOUT ROWID;
+-- Through which audit sequence `subjects` holds the versions' subjects (`subjects.rs`).
+CREATE TABLE IF NOT EXISTS subjects_merged (id INTEGER PRIMARY KEY CHECK (id = 1), through INTEGER NOT NULL);
+INSERT OR IGNORE INTO subjects_merged (id, through) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     record_type TEXT, record_key TEXT, record_version INTEGER, subjects TEXT NOT NULL,
@@ -80,4 +83,4 @@ CREATE TABLE IF NOT EXISTS case_steps (
     PRIMARY KEY (case_id, step)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS case_steps_by_department ON case_steps (department, state, case_id);
-PRAGMA user_version = 13;
+PRAGMA user_version = 14;
