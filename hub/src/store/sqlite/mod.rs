@@ -1829,6 +1829,57 @@ mod tests {
         }
     }
 
+    /// Publishers each look their person up the moment their receipt comes, while the writer
+    /// merges runs of the tail into the table beside their commits and lets them go: no lookup
+    /// may fall between the two, and a correction that drops a person hides the record at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_receipt_is_found_by_its_subject_while_the_index_is_merged_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(HubKeys::load_or_create(dir.path(), Default::default()).unwrap());
+        let opts = SqliteOptions { subject_merge_at: 16, ..test_options(32, 4) };
+        let store = Arc::new(SqliteStore::open(dir.path(), keys.clone(), opts).unwrap());
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150 {
+                    let (key, person) = (format!("k{w}-{i}"), format!("person-{w}-{i}"));
+                    let subjects = vec![person.clone(), "shared".into()];
+                    let audit = NewEntry { subjects: subjects.clone(), ..NewEntry::new("p", Action::Publish, "ok") };
+                    let v = NewVersion { subjects, audit, ..version(&key) };
+                    store.publish(vec![v]).await.unwrap().pop().unwrap().unwrap();
+                    let found = store.by_subject(&person).await.unwrap();
+                    assert_eq!(found.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(), [key.as_str()]);
+                    if i % 10 == 0 {
+                        // The person leaves the record: found no more, though the table keeps
+                        // the key; still in their access log.
+                        let v = NewVersion { subjects: vec!["shared".into()], ..version(&key) };
+                        store.publish(vec![v]).await.unwrap().pop().unwrap().unwrap();
+                        assert!(store.by_subject(&person).await.unwrap().is_empty(), "{key} still found");
+                        assert_eq!(store.audit_by_subject(&person, 10).await.unwrap().len(), 1);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.by_subject("shared").await.unwrap().len(), 16 * 150);
+        let merged: i64 = store
+            .readers
+            .with(|c| Ok(c.query_row("SELECT through FROM subjects_merged", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert!(merged > 0, "no run was merged");
+        store.close().await;
+        // After a restart the part not merged comes back from the log.
+        let store = SqliteStore::open(dir.path(), keys, opts).unwrap();
+        assert_eq!(store.by_subject("shared").await.unwrap().len(), 16 * 150);
+        assert_eq!(store.by_subject("person-3-7").await.unwrap().len(), 1);
+        assert!(store.by_subject("person-3-10").await.unwrap().is_empty());
+        store.close().await;
+    }
+
     #[test]
     fn a_database_of_a_newer_schema_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
