@@ -19,7 +19,8 @@
 //! merge had not yet reached (a few thousand versions; nothing else is read at start).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::RwLock;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
 
 use rusqlite::{params, Connection};
 
@@ -30,8 +31,8 @@ use crate::store::StoreError;
 /// run, the more of its keys share a leaf; the tail holds a few MiB.
 pub const MERGE_AT: usize = 8192;
 
-/// A row of `subjects`: subject hash, record type, record key.
-type IndexKey = (String, String, String);
+/// A row of `subjects`: the version, and which of its subjects.
+type IndexKey = (Arc<Staged>, usize);
 
 /// One committed version's place in the index.
 #[derive(Debug, Clone)]
@@ -42,12 +43,27 @@ pub(super) struct Staged {
     pub subjects: Vec<String>,
 }
 
+impl Staged {
+    /// The `subjects` row of subject `i`, in the table's order.
+    fn row(&self, i: usize) -> (&str, &str, &str) {
+        (&self.subjects[i], &self.record_type, &self.key)
+    }
+}
+
+/// The tail's map key for a subject hash. Versions are found by it and then checked, so two
+/// subjects sharing one only cost a comparison; the map holds no copy of the hashes' text.
+fn slot(subject_hash: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    subject_hash.hash(&mut h);
+    h.finish()
+}
+
 #[derive(Default)]
 struct Inner {
     /// In audit sequence order: the writer commits in that order.
-    versions: VecDeque<Staged>,
-    /// Subject hash → (type, key) of each version in `versions` naming it, repeats included.
-    by_subject: HashMap<String, Vec<(String, String)>>,
+    versions: VecDeque<Arc<Staged>>,
+    /// [`slot`] of a subject → the versions in `versions` naming a subject of that slot.
+    by_subject: HashMap<u64, Vec<Arc<Staged>>>,
 }
 
 /// What the table does not hold yet.
@@ -98,8 +114,9 @@ impl Tail {
         }
         let mut inner = self.write();
         for v in staged {
+            let v = Arc::new(v);
             for s in &v.subjects {
-                inner.by_subject.entry(s.clone()).or_default().push((v.record_type.clone(), v.key.clone()));
+                inner.by_subject.entry(slot(s)).or_default().push(v.clone());
             }
             inner.versions.push_back(v);
         }
@@ -107,7 +124,14 @@ impl Tail {
 
     /// The records versions in the tail name this subject in, each once.
     pub(super) fn candidates(&self, subject_hash: &str) -> Vec<(String, String)> {
-        let mut out = self.read().by_subject.get(subject_hash).cloned().unwrap_or_default();
+        let mut out: Vec<(String, String)> = match self.read().by_subject.get(&slot(subject_hash)) {
+            Some(list) => list
+                .iter()
+                .filter(|v| v.subjects.iter().any(|s| s == subject_hash))
+                .map(|v| (v.record_type.clone(), v.key.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
         out.sort();
         out.dedup();
         out
@@ -118,14 +142,10 @@ impl Tail {
     fn oldest(&self, n: usize) -> Option<(Vec<IndexKey>, i64)> {
         let inner = self.read();
         let through = inner.versions.get(n.min(inner.versions.len()).checked_sub(1)?)?.seq;
-        let mut keys: Vec<IndexKey> = inner
-            .versions
-            .iter()
-            .take(n)
-            .flat_map(|v| v.subjects.iter().map(|s| (s.clone(), v.record_type.clone(), v.key.clone())))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let mut keys: Vec<IndexKey> =
+            inner.versions.iter().take(n).flat_map(|v| (0..v.subjects.len()).map(|i| (v.clone(), i))).collect();
+        keys.sort_unstable_by(|(a, i), (b, j)| a.row(*i).cmp(&b.row(*j)));
+        keys.dedup_by(|(a, i), (b, j)| a.row(*i) == b.row(*j));
         Some((keys, through))
     }
 
@@ -135,9 +155,12 @@ impl Tail {
         while inner.versions.front().is_some_and(|v| v.seq <= through) {
             let Some(v) = inner.versions.pop_front() else { break };
             for s in &v.subjects {
-                let emptied = match inner.by_subject.get_mut(s) {
+                let key = slot(s);
+                let emptied = match inner.by_subject.get_mut(&key) {
                     Some(list) => {
-                        if let Some(i) = list.iter().position(|(t, k)| *t == v.record_type && *k == v.key) {
+                        // Once per subject it names: a version naming one subject twice is in
+                        // the list twice.
+                        if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, &v)) {
                             list.swap_remove(i);
                         }
                         list.is_empty()
@@ -145,7 +168,7 @@ impl Tail {
                     None => false,
                 };
                 if emptied {
-                    inner.by_subject.remove(s);
+                    inner.by_subject.remove(&key);
                 }
             }
         }
@@ -195,7 +218,8 @@ impl Merger {
         let end = self.run.len().min(self.next + SLICE_MIN.max(2 * staged_keys));
         let mut insert =
             conn.prepare_cached("INSERT OR IGNORE INTO subjects (subject_hash, type, key) VALUES (?1, ?2, ?3)")?;
-        for (s, t, k) in &self.run[self.next..end] {
+        for (v, i) in &self.run[self.next..end] {
+            let (s, t, k) = v.row(*i);
             insert.execute(params![s, t, k])?;
         }
         let completes = (end == self.run.len()).then_some(self.through);
