@@ -5,8 +5,9 @@
 //! publishes and settlements a savepoint so one failure cannot spoil its neighbours (a failed
 //! publish rolls back its whole group), assigns audit sequence numbers and chains digests. Reads
 //! use a small pool of read-only connections on blocking threads; WAL lets them run beside the
-//! writer. Push subscriptions are cursors over the log (`log.rs`); the schema and its upgrade
-//! steps are the SQL files beside this one.
+//! writer. Push subscriptions are cursors over the log (`log.rs`); the subject index is merged
+//! behind the log in sorted runs (`subjects.rs`); the schema and its upgrade steps are the SQL
+//! files beside this one.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
