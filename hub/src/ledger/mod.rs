@@ -427,8 +427,11 @@ impl Verifier {
         }
         let suite = self.key.suite();
         if e.seq == 1 && suite_of_first(e) != Some(suite) {
-            let named =
-                e.detail.as_ref().and_then(|d| d.get(SUITE_MEMBER)).map_or("sha256-ed25519".into(), Value::to_string);
+            let named = e
+                .detail
+                .as_ref()
+                .and_then(|d| d.get(SUITE_MEMBER))
+                .map_or(Suite::Sha256Ed25519.to_string(), Value::to_string);
             return Err(ChainBroken {
                 seq: 1,
                 reason: format!("the chain names the crypto suite {named}, but the key verifying it is of {suite}"),

@@ -556,6 +556,7 @@ fn writer_loop(
 ) {
     let tail = after.tail;
     let mut merger = Merger::default();
+    let merge_at = opts.subject_merge_at.max(1);
     while let Some(first) = rx.blocking_recv() {
         let (jobs, n) = super::gather(first, &mut rx, opts.group_commit_max, |j: &Job| j.ops.len());
         if after.durability.failed() {
@@ -626,19 +627,22 @@ fn writer_loop(
             if aborted.is_some() {
                 return conn.execute_batch("ROLLBACK");
             }
-            // The next slice of the subject index's merge, in its own savepoint: a failure there
-            // is the merge's (tried again with the next group), not the publishes'.
-            exec("SAVEPOINT merge")?;
-            let keys = staged.iter().map(|v: &Staged| v.subjects.len()).sum();
-            match merger.step(conn, tail, opts.subject_merge_at.max(1), keys) {
-                Ok(s) => {
-                    exec("RELEASE merge")?;
-                    slice = s;
-                }
-                Err(e) => {
-                    exec("ROLLBACK TO merge")?;
-                    exec("RELEASE merge")?;
-                    tracing::error!(error = %crate::mask::scrub(&e.to_string()), "merging the subject index failed; it is tried again with the next group");
+            // The next slice of the subject index's merge, when one is due, in its own
+            // savepoint: a failure there is the merge's (tried again with the next group), not
+            // the publishes'.
+            if merger.due(tail, merge_at) {
+                exec("SAVEPOINT merge")?;
+                let keys = staged.iter().map(|v: &Staged| v.subjects.len()).sum();
+                match merger.step(conn, tail, merge_at, keys) {
+                    Ok(s) => {
+                        exec("RELEASE merge")?;
+                        slice = s;
+                    }
+                    Err(e) => {
+                        exec("ROLLBACK TO merge")?;
+                        exec("RELEASE merge")?;
+                        tracing::error!(error = %crate::mask::scrub(&e.to_string()), "merging the subject index failed; it is tried again with the next group");
+                    }
                 }
             }
             exec("COMMIT")
@@ -773,7 +777,7 @@ fn publish_op(v: NewVersion, bits: i64) -> WriteFn {
             seq: e.seq as i64,
             record_type: v.record_type.clone(),
             key: v.key.clone(),
-            subjects: v.subjects.clone(),
+            subjects: v.subjects,
         });
         for sub in &v.routes {
             insert_outbox(tx, sub, &v.record_type, &v.key, version)?;

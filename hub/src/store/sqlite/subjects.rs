@@ -198,9 +198,16 @@ pub(super) struct Slice {
 }
 
 impl Merger {
-    /// Inside the group's transaction: the next slice of the run, at least `SLICE_MIN` keys and
-    /// twice the keys the group itself staged (so that runs outpace publishing), starting a run of
-    /// the oldest `at` versions when the tail has that many. The last slice moves the mark.
+    /// Whether a group commit should carry a slice: a run is under way, or the tail has `at`
+    /// versions to start one.
+    pub(super) fn due(&self, tail: &Tail, at: usize) -> bool {
+        self.next < self.run.len() || tail.len() >= at
+    }
+
+    /// Inside the group's transaction (when [`Merger::due`]): the next slice of the run, at least
+    /// `SLICE_MIN` keys and twice the keys the group itself staged (so that runs outpace
+    /// publishing), starting a run of the oldest `at` versions if none is under way. The last
+    /// slice moves the mark.
     pub(super) fn step(
         &mut self,
         conn: &Connection,
@@ -209,9 +216,6 @@ impl Merger {
         staged_keys: usize,
     ) -> Result<Option<Slice>, rusqlite::Error> {
         if self.next >= self.run.len() {
-            if tail.len() < at {
-                return Ok(None);
-            }
             let Some((run, through)) = tail.oldest(at) else { return Ok(None) };
             *self = Merger { run, next: 0, through };
         }
@@ -275,6 +279,9 @@ mod tests {
         let mut merger = Merger::default();
         let mut keys = 0;
         loop {
+            if !merger.due(tail, at) {
+                return Ok(keys);
+            }
             conn.execute_batch("BEGIN IMMEDIATE")?;
             match merger.step(conn, tail, at, 0) {
                 Ok(Some(slice)) => {
